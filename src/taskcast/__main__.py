@@ -1,0 +1,3 @@
+from taskcast.cli import main
+
+main()

@@ -1,0 +1,150 @@
+"""The broker's decisions, free of I/O: who gets an event, when a consumer is too slow,
+and when a replaying subscription may switch to live delivery.
+
+The hub's websocket layer only moves bytes according to what these objects decide.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from taskcast.channels import matches
+
+
+class Connection(Protocol):
+    """What the broker needs from a connection: identity only (hashable)."""
+
+    def __hash__(self) -> int: ...
+
+
+C = TypeVar("C", bound=Connection)
+
+
+@dataclass(eq=False, slots=True)
+class Subscription(Generic[C]):
+    """One pattern subscribed by one connection.
+
+    While ``live`` is False the subscription is replaying from the log and live
+    fan-out skips it; the replay switches it to live once it has caught up.
+    """
+
+    connection: C
+    pattern: str
+    live: bool = False
+
+
+class SubscriptionIndex(Generic[C]):
+    """Routes a channel to the subscriptions whose pattern matches it.
+
+    Matching is cached per channel and the cache is dropped on any change, since
+    subscriptions change rarely and events flow constantly.
+    """
+
+    def __init__(self) -> None:
+        self._by_pattern: dict[str, dict[Subscription[C], None]] = {}
+        self._cache: dict[str, list[Subscription[C]]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, subscription: Subscription[C]) -> None:
+        bucket = self._by_pattern.setdefault(subscription.pattern, {})
+        if subscription not in bucket:
+            bucket[subscription] = None
+            self._count += 1
+            self._cache.clear()
+
+    def remove(self, subscription: Subscription[C]) -> None:
+        bucket = self._by_pattern.get(subscription.pattern)
+        if bucket is not None and subscription in bucket:
+            del bucket[subscription]
+            self._count -= 1
+            if not bucket:
+                del self._by_pattern[subscription.pattern]
+            self._cache.clear()
+
+    def match(self, channel: str) -> list[Subscription[C]]:
+        """Subscriptions matching ``channel``, in subscription order per pattern."""
+        found = self._cache.get(channel)
+        if found is None:
+            found = [
+                subscription
+                for pattern, bucket in self._by_pattern.items()
+                if matches(pattern, channel)
+                for subscription in bucket
+            ]
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[channel] = found
+        return found
+
+
+@dataclass(slots=True)
+class OutboundBuffer:
+    """Frames waiting to be written to one connection, with a byte limit.
+
+    ``offer`` refuses a live frame once the limit is passed: the caller then
+    drops the consumer (close 4008) instead of letting it slow anyone else or
+    grow the hub's memory. Replies and replay frames use ``put``, which never
+    refuses: replay applies back-pressure instead (``below_low_water``).
+    """
+
+    limit: int
+    frames: deque[tuple[int, bytes]] = field(default_factory=deque)
+    size: int = 0
+    last_taken_seq: int = 0
+
+    def offer(self, frame: bytes, seq: int) -> bool:
+        if self.size + len(frame) > self.limit:
+            return False
+        self.frames.append((seq, frame))
+        self.size += len(frame)
+        return True
+
+    def put(self, frame: bytes, seq: int = 0) -> None:
+        self.frames.append((seq, frame))
+        self.size += len(frame)
+
+    def take(self) -> list[bytes]:
+        """Everything queued, oldest first; remembers the last event seq taken."""
+        taken: list[bytes] = []
+        last = self.last_taken_seq
+        for seq, frame in self.frames:
+            taken.append(frame)
+            if seq:
+                last = seq
+        self.frames.clear()
+        self.size = 0
+        self.last_taken_seq = last
+        return taken
+
+    def clear(self) -> None:
+        self.frames.clear()
+        self.size = 0
+
+    def below_low_water(self) -> bool:
+        return self.size <= self.limit // 2
+
+
+@dataclass(slots=True)
+class ReplayCursor:
+    """Where a replaying subscription stands in the log.
+
+    The hub calls ``next_range(head)`` with the last seq it has fanned out. When
+    it returns None the subscription has seen everything up to ``head`` and must
+    go live in the same step (no await in between), which is what makes the
+    hand-over from replay to live free of gaps and duplicates.
+    """
+
+    position: int
+
+    def next_range(self, head: int) -> tuple[int, int] | None:
+        if self.position >= head:
+            return None
+        return self.position, head
+
+    def advance(self, scanned_to: int) -> None:
+        self.position = max(self.position, scanned_to)

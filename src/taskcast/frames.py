@@ -1,0 +1,242 @@
+"""Wire frames: parsing what clients send, rendering what the hub sends.
+
+Sans-I/O: every function takes and returns plain values, so the protocol is
+tested (and fuzzed) without a socket. See docs/protocol.md for the contract.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from taskcast.channels import InvalidChannel, task_channel, validate_channel, validate_pattern
+
+CONTROL_TYPES = frozenset(
+    {"subscribe", "unsubscribe", "subscribed", "ack", "error", "ping", "pong", "auth"}
+)
+DEFAULT_CHANNEL = "events"
+MAX_ID_LENGTH = 200
+MAX_TYPE_LENGTH = 100
+_TYPE = re.compile(r"[A-Za-z0-9_.:-]+")
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+class ApiActionPayload(msgspec.Struct):
+    """The seed contract's payload (DESIGN §1); extra keys are the user's business."""
+
+    taskId: str
+    message: str
+    timestamp: int
+
+
+class FrameError(Exception):
+    """A frame the hub refuses; rendered as an ``error`` frame, the connection stays."""
+
+    def __init__(self, code: str, message: str, frame_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.frame_id = frame_id
+
+    def to_frame(self) -> bytes:
+        return error_frame(self.code, self.message, self.frame_id)
+
+
+@dataclass(slots=True)
+class Publish:
+    """An event to store and fan out. ``body`` is the delivery frame without ``seq``."""
+
+    id: str
+    client_id: bool  # whether the publisher chose the id (idempotent resend possible)
+    type: str
+    channel: str
+    source: str | None
+    task_id: str | None
+    body: bytes
+
+
+@dataclass(slots=True)
+class Subscribe:
+    pattern: str
+    since: int | None
+
+
+@dataclass(slots=True)
+class Unsubscribe:
+    pattern: str
+
+
+@dataclass(slots=True)
+class Ping:
+    id: Any
+
+
+ClientFrame = Publish | Subscribe | Unsubscribe | Ping
+
+
+def new_event_id() -> str:
+    """A random id for events published without one (128 bits, hex)."""
+    return os.urandom(16).hex()
+
+
+def parse_client_frame(data: str | bytes) -> ClientFrame:
+    """Parse one text frame from a client; raise ``FrameError`` when it is refused."""
+    try:
+        obj = _decode(data)
+    except msgspec.DecodeError as exc:
+        raise FrameError("bad_json", f"frame is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise FrameError("invalid_frame", "frame must be a JSON object")
+    frame_type = obj.get("type")
+    if not isinstance(frame_type, str) or not frame_type:
+        raise FrameError("invalid_type", "frame needs a non-empty string 'type'", _id_of(obj))
+    if frame_type in CONTROL_TYPES:
+        return _parse_control(frame_type, obj)
+    return parse_event(obj)
+
+
+def parse_event(obj: dict[str, Any]) -> Publish:
+    """Validate a decoded event object and render its delivery body."""
+    raw_id = obj.get("id", obj.get("messageId"))
+    frame_id = raw_id if isinstance(raw_id, str) else None
+    frame_type = obj.get("type")
+    if not isinstance(frame_type, str) or not frame_type:
+        raise FrameError("invalid_type", "event needs a non-empty string 'type'", frame_id)
+    if frame_type in CONTROL_TYPES:
+        raise FrameError("reserved_type", f"type {frame_type!r} is reserved", frame_id)
+    if len(frame_type) > MAX_TYPE_LENGTH or not _TYPE.fullmatch(frame_type):
+        raise FrameError(
+            "invalid_type", f"type must match [A-Za-z0-9_.:-]{{1,{MAX_TYPE_LENGTH}}}", frame_id
+        )
+    if raw_id is not None and (
+        not isinstance(raw_id, str) or not raw_id or len(raw_id) > MAX_ID_LENGTH
+    ):
+        raise FrameError(
+            "invalid_event", f"'id' must be a string of 1..{MAX_ID_LENGTH} characters", None
+        )
+    payload = obj.get("payload")
+    if not isinstance(payload, dict):
+        raise FrameError("invalid_payload", "'payload' must be a JSON object", frame_id)
+    if frame_type == "api_action":
+        try:
+            msgspec.convert(payload, ApiActionPayload, strict=True)
+        except msgspec.ValidationError as exc:
+            raise FrameError(
+                "invalid_event", f"invalid api_action payload: {exc}", frame_id
+            ) from None
+    raw_source = obj.get("source", obj.get("senderId"))
+    if raw_source is not None and (
+        not isinstance(raw_source, str) or len(raw_source) > MAX_ID_LENGTH
+    ):
+        raise FrameError(
+            "invalid_event", f"'source' must be a string of at most {MAX_ID_LENGTH}", frame_id
+        )
+    task_id = payload.get("taskId")
+    if not isinstance(task_id, str) or not task_id:
+        task_id = None
+    channel = obj.get("channel")
+    try:
+        if channel is None:
+            channel = validate_channel(task_channel(task_id)) if task_id else DEFAULT_CHANNEL
+        elif isinstance(channel, str):
+            validate_channel(channel)
+        else:
+            raise InvalidChannel("'channel' must be a string")
+    except InvalidChannel as exc:
+        raise FrameError("invalid_channel", str(exc), frame_id) from None
+
+    client_id = frame_id is not None
+    event_id = frame_id if frame_id is not None else new_event_id()
+    body = dict(obj)
+    body.pop("seq", None)
+    body["id"] = event_id
+    body["channel"] = channel
+    if raw_source is not None:
+        body["source"] = raw_source
+    return Publish(
+        id=event_id,
+        client_id=client_id,
+        type=frame_type,
+        channel=channel,
+        source=raw_source,
+        task_id=task_id,
+        body=_encode(body),
+    )
+
+
+def _parse_control(frame_type: str, obj: dict[str, Any]) -> ClientFrame:
+    if frame_type == "ping":
+        return Ping(obj.get("id"))
+    if frame_type in ("subscribe", "unsubscribe"):
+        pattern = obj.get("channel")
+        try:
+            if not isinstance(pattern, str):
+                raise InvalidChannel(f"{frame_type} needs a string 'channel'")
+            validate_pattern(pattern)
+        except InvalidChannel as exc:
+            raise FrameError("invalid_channel", str(exc), _id_of(obj)) from None
+        if frame_type == "unsubscribe":
+            return Unsubscribe(pattern)
+        since = obj.get("since")
+        if since is not None and (type(since) is not int or since < 0):
+            raise FrameError("invalid_frame", "'since' must be a non-negative integer", _id_of(obj))
+        return Subscribe(pattern, since)
+    raise FrameError(
+        "reserved_type", f"type {frame_type!r} is not accepted from clients", _id_of(obj)
+    )
+
+
+def _id_of(obj: dict[str, Any]) -> str | None:
+    value = obj.get("id", obj.get("messageId"))
+    return value if isinstance(value, str) else None
+
+
+def with_seq(body: bytes, seq: int) -> bytes:
+    """Splice ``"seq":N`` into a stored body: the delivery frame, without re-encoding."""
+    return b'%s,"seq":%d}' % (body[:-1], seq)
+
+
+def ack_frame(event_id: str, seq: int, duplicate: bool = False) -> bytes:
+    frame: dict[str, Any] = {"type": "ack", "id": event_id, "seq": seq}
+    if duplicate:
+        frame["duplicate"] = True
+    return _encode(frame)
+
+
+def error_frame(code: str, message: str, frame_id: str | None = None) -> bytes:
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if frame_id is not None:
+        frame["id"] = frame_id
+    return _encode(frame)
+
+
+def subscribed_frame(pattern: str, head: int, since: int | None, oldest: int) -> bytes:
+    frame: dict[str, Any] = {"type": "subscribed", "channel": pattern, "head": head}
+    if since is not None:
+        recovered = since + 1 >= oldest
+        frame["recovered"] = recovered
+        if not recovered:
+            frame["oldest"] = oldest
+    return _encode(frame)
+
+
+def pong_frame(ping_id: Any) -> bytes:
+    frame: dict[str, Any] = {"type": "pong"}
+    if ping_id is not None:
+        frame["id"] = ping_id
+    return _encode(frame)
+
+
+def encode(obj: Any) -> bytes:
+    """JSON-encode a value the way the hub does (compact, UTF-8)."""
+    return _encode(obj)
+
+
+def decode(data: str | bytes) -> Any:
+    return _decode(data)

@@ -1,0 +1,28 @@
+"""The hub's settings, with the defaults a single-machine user wants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from taskcast.store import DEFAULT_STORE, Retention
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+MIB = 1024 * 1024
+
+
+@dataclass(slots=True)
+class HubConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    store: str = DEFAULT_STORE
+    retention: Retention = field(default_factory=Retention)
+    fsync: bool = False
+    max_frame_bytes: int = 1 * MIB
+    # Bytes queued for one connection before it counts as a slow consumer (close 4008).
+    max_subscriber_buffer: int = 8 * MIB
+    # Events committed in one store transaction at most (group commit).
+    max_batch: int = 2000
+    replay_page: int = 1000
+    trim_interval_seconds: float = 5.0
+    shutdown_timeout_seconds: float = 5.0

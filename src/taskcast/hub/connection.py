@@ -1,0 +1,103 @@
+"""One websocket client of the hub: its outbound queue and the task that writes it.
+
+Fan-out never awaits a socket: it appends to the connection's ``OutboundBuffer``
+and wakes the writer task, so a slow reader can only fill its own buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+
+from aiohttp import WSMsgType, web
+
+from taskcast.broker import OutboundBuffer, Subscription
+from taskcast.frames import encode
+
+log = logging.getLogger("taskcast.hub")
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_SLOW_CONSUMER = 4008
+
+_ids = itertools.count(1)
+
+
+class ClientConnection:
+    def __init__(self, ws: web.WebSocketResponse, buffer_limit: int, peer: str) -> None:
+        self.ws = ws
+        self.number = next(_ids)
+        self.peer = peer
+        self.outbound = OutboundBuffer(buffer_limit)
+        self.subscriptions: dict[str, Subscription[ClientConnection]] = {}
+        self.closing = False
+        self._wake = asyncio.Event()
+        self._written = asyncio.Event()
+        self._writer_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<connection #{self.number} {self.peer}>"
+
+    def start(self) -> None:
+        self._writer_task = asyncio.create_task(self._write_loop(), name=repr(self))
+
+    def send(self, frame: bytes, seq: int = 0) -> None:
+        """Queue a reply or replay frame; never refused (replay waits for room instead)."""
+        if not self.closing:
+            self.outbound.put(frame, seq)
+            self._wake.set()
+
+    def deliver(self, frame: bytes, seq: int) -> bool:
+        """Queue a live event; False when the buffer is full (a slow consumer)."""
+        if self.closing:
+            return True
+        if not self.outbound.offer(frame, seq):
+            return False
+        self._wake.set()
+        return True
+
+    async def wait_for_room(self) -> None:
+        """Back-pressure for replay: wait until the queue is below its low-water mark."""
+        while not self.closing and not self.outbound.below_low_water():
+            self._written.clear()
+            await self._written.wait()
+
+    async def _write_loop(self) -> None:
+        ws = self.ws
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self.outbound.frames:
+                    for frame in self.outbound.take():
+                        await ws.send_frame(frame, WSMsgType.TEXT)
+                    self._written.set()
+        except (ConnectionError, RuntimeError):
+            # The peer went away mid-write; the reader side notices and cleans up.
+            self.closing = True
+            self._written.set()
+
+    async def flush(self) -> None:
+        """Wait until queued frames reached the socket (before a graceful close)."""
+        while self.outbound.frames and not self.closing:
+            self._written.clear()
+            await self._written.wait()
+
+    async def close(self, code: int, reason: dict[str, object] | None = None) -> None:
+        self.closing = True
+        self._written.set()
+        if self._writer_task is not None:
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer_task
+        self.outbound.clear()
+        message = encode(reason) if reason else b""
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, message=message)
+
+    def stop_writer(self) -> None:
+        self.closing = True
+        self._written.set()
+        if self._writer_task is not None:
+            self._writer_task.cancel()

@@ -1,0 +1,275 @@
+"""The hub's engine: one ordered commit loop, fan-out, and replay hand-over.
+
+Every publish goes through one queue. The commit loop takes all that is waiting
+(group commit), stores it, then — in seq order, without awaiting in between —
+delivers the new events to live subscriptions and acknowledges the publishers.
+``published_head`` is the last seq fanned out; replay reads the store up to it
+and switches a subscription to live only when nothing lies beyond it, so replay
+and live meet with no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from taskcast.broker import ReplayCursor, Subscription, SubscriptionIndex
+from taskcast.frames import (
+    FrameError,
+    Ping,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    ack_frame,
+    error_frame,
+    parse_client_frame,
+    pong_frame,
+    subscribed_frame,
+    with_seq,
+)
+from taskcast.hub.config import HubConfig
+from taskcast.hub.connection import CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER, ClientConnection
+from taskcast.store import AppendResult, EventQuery, EventStore
+
+log = logging.getLogger("taskcast.hub")
+
+Outcome = AppendResult | BaseException
+Reply = Callable[[Outcome], None]
+
+
+@dataclass(slots=True)
+class HubStats:
+    published: int = 0
+    duplicates: int = 0
+    delivered: int = 0
+    replayed: int = 0
+    slow_consumers: int = 0
+    rejected: int = 0
+    commits: int = 0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Hub:
+    def __init__(self, store: EventStore, config: HubConfig) -> None:
+        self.store = store
+        self.config = config
+        self.index: SubscriptionIndex[ClientConnection] = SubscriptionIndex()
+        self.connections: set[ClientConnection] = set()
+        self.stats = HubStats()
+        self.published_head = 0
+        self._pending: list[tuple[Publish, Reply]] = []
+        self._has_work = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._replays: set[asyncio.Task[None]] = set()
+        self.accepting = True
+
+    async def start(self) -> None:
+        self.published_head = self.store.head
+        self._tasks.append(asyncio.create_task(self._commit_loop(), name="taskcast-commit"))
+        self._tasks.append(asyncio.create_task(self._trim_loop(), name="taskcast-trim"))
+
+    # --- publishing -------------------------------------------------------
+
+    def submit(self, publish: Publish, reply: Reply) -> None:
+        self._pending.append((publish, reply))
+        self._idle.clear()
+        self._has_work.set()
+
+    async def publish(self, publish: Publish) -> AppendResult:
+        """Publish and wait for the durable ack (the HTTP API's path)."""
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+
+        def reply(outcome: Outcome) -> None:
+            if future.done():
+                return
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+        self.submit(publish, reply)
+        return await future
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._has_work.wait()
+            batch = self._pending[: self.config.max_batch]
+            del self._pending[: self.config.max_batch]
+            if not self._pending:
+                self._has_work.clear()
+            try:
+                results = await self.store.append([publish for publish, _ in batch], now_ms())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("store append failed for %d events: %s", len(batch), exc)
+                for _, reply in batch:
+                    reply(exc)
+            else:
+                self.stats.commits += 1
+                self._fan_out(batch, results)
+            if not self._pending:
+                self._idle.set()
+
+    def _fan_out(self, batch: list[tuple[Publish, Reply]], results: list[AppendResult]) -> None:
+        stats = self.stats
+        slow: list[ClientConnection] = []
+        for (publish, reply), result in zip(batch, results, strict=True):
+            if result.duplicate:
+                stats.duplicates += 1
+            else:
+                stats.published += 1
+                frame = with_seq(publish.body, result.seq)
+                for subscription in self.index.match(publish.channel):
+                    if subscription.live:
+                        if subscription.connection.deliver(frame, result.seq):
+                            stats.delivered += 1
+                        else:
+                            slow.append(subscription.connection)
+                self.published_head = result.seq
+            reply(result)
+        for connection in slow:
+            self._drop_slow_consumer(connection)
+
+    async def drain(self) -> None:
+        """Wait until every event submitted so far is committed and fanned out."""
+        await self._idle.wait()
+
+    # --- connections ------------------------------------------------------
+
+    def attach(self, connection: ClientConnection) -> None:
+        self.connections.add(connection)
+        connection.start()
+
+    def detach(self, connection: ClientConnection) -> None:
+        self.connections.discard(connection)
+        for subscription in connection.subscriptions.values():
+            self.index.remove(subscription)
+        connection.subscriptions.clear()
+        connection.stop_writer()
+
+    def handle_text(self, connection: ClientConnection, data: str) -> None:
+        try:
+            frame = parse_client_frame(data)
+        except FrameError as exc:
+            self.stats.rejected += 1
+            connection.send(exc.to_frame())
+            return
+        if isinstance(frame, Publish):
+            if not self.accepting:
+                connection.send(error_frame("shutting_down", "hub is shutting down", frame.id))
+                return
+            self.submit(frame, lambda outcome: self._ack(connection, frame, outcome))
+        elif isinstance(frame, Subscribe):
+            self.subscribe(connection, frame)
+        elif isinstance(frame, Unsubscribe):
+            self.unsubscribe(connection, frame.pattern)
+        elif isinstance(frame, Ping):
+            connection.send(pong_frame(frame.id))
+
+    def _ack(self, connection: ClientConnection, publish: Publish, outcome: Outcome) -> None:
+        if isinstance(outcome, BaseException):
+            connection.send(error_frame("store_unavailable", "event not stored", publish.id))
+        else:
+            connection.send(ack_frame(publish.id, outcome.seq, outcome.duplicate))
+
+    def subscribe(self, connection: ClientConnection, request: Subscribe) -> None:
+        self.unsubscribe(connection, request.pattern)
+        subscription = Subscription(connection, request.pattern, live=request.since is None)
+        connection.subscriptions[request.pattern] = subscription
+        self.index.add(subscription)
+        head = self.published_head
+        oldest = min(self.store.oldest, head + 1)
+        connection.send(subscribed_frame(request.pattern, head, request.since, oldest))
+        if request.since is not None:
+            task = asyncio.create_task(self._replay(subscription, request.since))
+            self._replays.add(task)
+            task.add_done_callback(self._replays.discard)
+
+    def unsubscribe(self, connection: ClientConnection, pattern: str) -> None:
+        subscription = connection.subscriptions.pop(pattern, None)
+        if subscription is not None:
+            self.index.remove(subscription)
+
+    async def _replay(self, subscription: Subscription[ClientConnection], since: int) -> None:
+        connection = subscription.connection
+        cursor = ReplayCursor(since)
+        try:
+            while True:
+                span = cursor.next_range(self.published_head)
+                if span is None:
+                    subscription.live = True  # no await since reading published_head
+                    return
+                page = await self.store.query(
+                    EventQuery(
+                        after=span[0],
+                        until=span[1],
+                        pattern=subscription.pattern,
+                        limit=self.config.replay_page,
+                    )
+                )
+                if (
+                    connection.closing
+                    or connection.subscriptions.get(subscription.pattern) is not subscription
+                ):
+                    return
+                for event in page.events:
+                    connection.send(with_seq(event.body, event.seq), event.seq)
+                self.stats.replayed += len(page.events)
+                cursor.advance(page.scanned_to)
+                await connection.wait_for_room()
+        except Exception:
+            log.exception("replay failed for %r", connection)
+            connection.send(error_frame("replay_failed", "replay failed; resubscribe with since"))
+
+    def _drop_slow_consumer(self, connection: ClientConnection) -> None:
+        if connection.closing:
+            return
+        self.stats.slow_consumers += 1
+        last_seq = connection.outbound.last_taken_seq
+        log.warning("closing slow consumer %r (last seq sent %d)", connection, last_seq)
+        for subscription in connection.subscriptions.values():
+            self.index.remove(subscription)
+        connection.subscriptions.clear()
+        task = asyncio.create_task(
+            connection.close(CLOSE_SLOW_CONSUMER, {"code": "slow_consumer", "lastSeq": last_seq})
+        )
+        self._replays.add(task)
+        task.add_done_callback(self._replays.discard)
+
+    # --- housekeeping -----------------------------------------------------
+
+    async def _trim_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.trim_interval_seconds)
+            try:
+                removed = await self.store.trim(now_ms())
+            except Exception:
+                log.exception("retention trim failed")
+            else:
+                if removed:
+                    log.info("retention removed %d events", removed)
+
+    async def stop(self) -> None:
+        """Commit what is pending, close every client with 1001, stop the loops."""
+        self.accepting = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.shutdown_timeout_seconds):
+                await self.drain()
+        connections = list(self.connections)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.shutdown_timeout_seconds / 2):
+                await asyncio.gather(*(c.flush() for c in connections))
+        await asyncio.gather(*(c.close(CLOSE_GOING_AWAY) for c in connections))
+        for task in [*self._tasks, *self._replays]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._replays, return_exceptions=True)

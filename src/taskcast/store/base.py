@@ -1,0 +1,91 @@
+"""The ordered, durable event log every store implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from taskcast.channels import matches
+from taskcast.frames import Publish
+
+
+@dataclass(slots=True)
+class StoredEvent:
+    seq: int
+    id: str
+    channel: str
+    type: str
+    task_id: str | None
+    source: str | None
+    ts: int  # hub receive time, ms since the epoch
+    body: bytes  # the delivery frame without "seq" (see frames.with_seq)
+
+
+@dataclass(slots=True)
+class AppendResult:
+    seq: int
+    duplicate: bool
+
+
+@dataclass(slots=True)
+class EventQuery:
+    """Events with ``after < seq <= until`` matching the filters, oldest first."""
+
+    after: int = 0
+    until: int | None = None
+    pattern: str | None = None
+    type: str | None = None
+    task_id: str | None = None
+    limit: int = 1000
+
+    def selects(self, event: StoredEvent) -> bool:
+        return (
+            (self.type is None or event.type == self.type)
+            and (self.task_id is None or event.task_id == self.task_id)
+            and (self.pattern is None or matches(self.pattern, event.channel))
+        )
+
+
+@dataclass(slots=True)
+class QueryPage:
+    events: list[StoredEvent]
+    # Every matching event with seq <= scanned_to is in this page or an earlier
+    # one: the next page starts after it.
+    scanned_to: int
+
+
+@dataclass(slots=True, frozen=True)
+class Retention:
+    max_events: int | None = None
+    max_age_seconds: float | None = None
+
+
+class EventStore(Protocol):
+    """An append-only log numbered by ``seq``, strictly increasing in storage order."""
+
+    @property
+    def head(self) -> int:
+        """The highest seq stored (0 when nothing ever was)."""
+        ...
+
+    @property
+    def oldest(self) -> int:
+        """The oldest seq still kept (``head + 1`` when the log is empty)."""
+        ...
+
+    @property
+    def description(self) -> str: ...
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def append(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
+        """Durably store new events in order; a known id returns its first seq."""
+        ...
+
+    async def query(self, query: EventQuery) -> QueryPage: ...
+
+    async def trim(self, now_ms: int) -> int:
+        """Apply the retention policy; return how many events were removed."""
+        ...

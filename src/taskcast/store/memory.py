@@ -1,0 +1,92 @@
+"""An in-process log: fast, and gone when the hub stops (tests, throwaway hubs)."""
+
+from __future__ import annotations
+
+import bisect
+
+from taskcast.frames import Publish
+from taskcast.store.base import AppendResult, EventQuery, QueryPage, Retention, StoredEvent
+
+
+class MemoryStore:
+    def __init__(self, retention: Retention = Retention()) -> None:
+        self._retention = retention
+        self._events: list[StoredEvent] = []
+        self._seqs: list[int] = []
+        self._ids: dict[str, int] = {}
+        self._head = 0
+
+    @property
+    def head(self) -> int:
+        return self._head
+
+    @property
+    def oldest(self) -> int:
+        return self._seqs[0] if self._seqs else self._head + 1
+
+    @property
+    def description(self) -> str:
+        return "memory"
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def append(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
+        results: list[AppendResult] = []
+        for event in events:
+            known = self._ids.get(event.id)
+            if known is not None:
+                results.append(AppendResult(known, True))
+                continue
+            self._head += 1
+            seq = self._head
+            self._ids[event.id] = seq
+            self._seqs.append(seq)
+            self._events.append(
+                StoredEvent(
+                    seq,
+                    event.id,
+                    event.channel,
+                    event.type,
+                    event.task_id,
+                    event.source,
+                    now_ms,
+                    event.body,
+                )
+            )
+            results.append(AppendResult(seq, False))
+        return results
+
+    async def query(self, query: EventQuery) -> QueryPage:
+        upto = self._head if query.until is None else min(query.until, self._head)
+        start = bisect.bisect_right(self._seqs, query.after)
+        found: list[StoredEvent] = []
+        scanned_to = max(query.after, upto)
+        for index in range(start, len(self._events)):
+            event = self._events[index]
+            if event.seq > upto:
+                break
+            if query.selects(event):
+                found.append(event)
+                if len(found) >= query.limit:
+                    scanned_to = event.seq
+                    break
+        return QueryPage(found, scanned_to)
+
+    async def trim(self, now_ms: int) -> int:
+        drop = 0
+        if self._retention.max_events is not None:
+            drop = max(drop, len(self._events) - self._retention.max_events)
+        if self._retention.max_age_seconds is not None:
+            cutoff = now_ms - int(self._retention.max_age_seconds * 1000)
+            while drop < len(self._events) and self._events[drop].ts < cutoff:
+                drop += 1
+        if drop:
+            for event in self._events[:drop]:
+                self._ids.pop(event.id, None)
+            del self._events[:drop]
+            del self._seqs[:drop]
+        return drop

@@ -1,0 +1,238 @@
+"""The embedded default: an ordered log in one SQLite file (WAL, group commit).
+
+One writer thread owns the write connection and commits a whole batch of
+events in one transaction, so durability costs one commit per batch rather than
+per event. Readers use their own connections (WAL lets them read while the
+writer writes). A lock file keeps a second hub off the same log, since seqs are
+assigned by the one writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+from taskcast.channels import is_literal, literal_prefix
+from taskcast.frames import Publish
+from taskcast.store.base import AppendResult, EventQuery, QueryPage, Retention, StoredEvent
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    channel TEXT NOT NULL,
+    type TEXT NOT NULL,
+    task_id TEXT,
+    source TEXT,
+    ts INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_task ON events(task_id, seq) WHERE task_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_channel ON events(channel, seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+_INSERT = (
+    "INSERT INTO events(seq, id, channel, type, task_id, source, ts, body) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING"
+)
+_COLUMNS = "seq, id, channel, type, task_id, source, ts, body"
+
+
+class StoreLocked(RuntimeError):
+    """Another hub process already owns this log file."""
+
+
+class SqliteStore:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        retention: Retention = Retention(),
+        *,
+        fsync: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self._retention = retention
+        self._fsync = fsync
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="taskcast-sqlite-w")
+        self._readers = ThreadPoolExecutor(2, thread_name_prefix="taskcast-sqlite-r")
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_conns_lock = threading.Lock()
+        self._write_conn: sqlite3.Connection | None = None
+        self._lock_file: IO[bytes] | None = None
+        self._head = 0
+        self._oldest = 1
+
+    @property
+    def head(self) -> int:
+        return self._head
+
+    @property
+    def oldest(self) -> int:
+        return self._oldest
+
+    @property
+    def description(self) -> str:
+        return f"sqlite:{self.path}"
+
+    async def open(self) -> None:
+        await self._on_writer(self._take_lock)
+        await self._on_writer(self._open_writer)
+
+    def _take_lock(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(f"{self.path}.lock", "wb")  # noqa: SIM115 - held for the store's life
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise StoreLocked(f"{self.path} is in use by another taskcast hub") from None
+        self._lock_file = lock
+
+    def _open_writer(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives a crash of the process (kill -9);
+        # FULL (--fsync) also survives power loss, at the cost of an fsync per batch.
+        conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(_SCHEMA)
+        row = conn.execute("SELECT value FROM meta WHERE key='head'").fetchone()
+        stored_max = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
+        self._head = max(row[0] if row else 0, stored_max)
+        self._oldest = conn.execute("SELECT MIN(seq) FROM events").fetchone()[0] or self._head + 1
+        self._write_conn = conn
+
+    async def close(self) -> None:
+        if self._write_conn is not None:
+            await self._on_writer(self._write_conn.close)
+            self._write_conn = None
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._reader_conns_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    async def append(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
+        results: list[AppendResult] = await self._on_writer(self._append, events, now_ms)
+        return results
+
+    def _append(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
+        conn = self._conn()
+        head = self._head
+        results: list[AppendResult] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for event in events:
+                cursor = conn.execute(
+                    _INSERT,
+                    (
+                        head + 1,
+                        event.id,
+                        event.channel,
+                        event.type,
+                        event.task_id,
+                        event.source,
+                        now_ms,
+                        event.body,
+                    ),
+                )
+                if cursor.rowcount == 1:
+                    head += 1
+                    results.append(AppendResult(head, False))
+                else:
+                    first = conn.execute("SELECT seq FROM events WHERE id=?", (event.id,))
+                    results.append(AppendResult(first.fetchone()[0], True))
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('head', ?)", (head,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if self._oldest > self._head:  # the log was empty
+            self._oldest = self._head + 1
+        self._head = head
+        return results
+
+    async def query(self, query: EventQuery) -> QueryPage:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._query, query)
+
+    def _query(self, query: EventQuery) -> QueryPage:
+        conn = self._reader_conn()
+        upto = self._head if query.until is None else min(query.until, self._head)
+        clauses = ["seq > ?", "seq <= ?"]
+        params: list[Any] = [query.after, upto]
+        if query.type is not None:
+            clauses.append("type = ?")
+            params.append(query.type)
+        if query.task_id is not None:
+            clauses.append("task_id = ?")
+            params.append(query.task_id)
+        if query.pattern is not None:
+            if is_literal(query.pattern):
+                clauses.append("channel = ?")
+                params.append(query.pattern)
+            elif prefix := literal_prefix(query.pattern):
+                # Tokens never hold '/' (the character after '.'), so this is the prefix range.
+                clauses.append("channel >= ? AND channel < ?")
+                params.extend([prefix, prefix[:-1] + "/"])
+        sql = f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY seq"
+        found: list[StoredEvent] = []
+        scanned_to = max(query.after, upto)
+        for row in conn.execute(sql, params):
+            event = StoredEvent(*row)
+            if query.selects(event):
+                found.append(event)
+                if len(found) >= query.limit:
+                    scanned_to = event.seq
+                    break
+        return QueryPage(found, scanned_to)
+
+    async def trim(self, now_ms: int) -> int:
+        if self._retention.max_events is None and self._retention.max_age_seconds is None:
+            return 0
+        removed: int = await self._on_writer(self._trim, now_ms)
+        return removed
+
+    def _trim(self, now_ms: int) -> int:
+        conn = self._conn()
+        removed = 0
+        if self._retention.max_events is not None:
+            cutoff_seq = self._head - self._retention.max_events
+            removed += conn.execute("DELETE FROM events WHERE seq <= ?", (cutoff_seq,)).rowcount
+        if self._retention.max_age_seconds is not None:
+            cutoff_ts = now_ms - int(self._retention.max_age_seconds * 1000)
+            removed += conn.execute("DELETE FROM events WHERE ts < ?", (cutoff_ts,)).rowcount
+        if removed:
+            oldest = conn.execute("SELECT MIN(seq) FROM events").fetchone()[0]
+            self._oldest = oldest if oldest is not None else self._head + 1
+        return removed
+
+    async def _on_writer(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, fn, *args)
+
+    def _conn(self) -> sqlite3.Connection:
+        assert self._write_conn is not None, "store is not open"
+        return self._write_conn
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._local.conn = conn
+            with self._reader_conns_lock:
+                self._reader_conns.append(conn)
+        return conn

@@ -1,0 +1,98 @@
+"""Shared fixtures: a real hub process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class HubProcess:
+    """A ``taskcast hub`` subprocess; ``--port 0`` and the announced address avoid races."""
+
+    def __init__(self, store: str, *extra: str, port: int = 0) -> None:
+        self.store = store
+        self.extra = list(extra)
+        self.port = port
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.log_path: Path | None = None
+
+    @property
+    def http(self) -> str:
+        return self.url.replace("ws://", "http://").removesuffix("/ws")
+
+    def start(self, log_path: Path) -> HubProcess:
+        self.log_path = log_path
+        cmd = [
+            sys.executable,
+            "-m",
+            "taskcast",
+            "hub",
+            "--port",
+            str(self.port),
+            "--store",
+            self.store,
+            *self.extra,
+        ]
+        log = open(log_path, "a")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("taskcast hub listening on "):
+                self.url = line.split()[-1]
+                self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+                return self
+        raise RuntimeError(f"hub did not start; see {log_path}: {log_path.read_text()[-2000:]}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(20)
+
+    def restart(self) -> HubProcess:
+        """Start again on the same port and store (after a kill or a stop)."""
+        assert self.log_path is not None
+        return self.start(self.log_path)
+
+
+@pytest.fixture
+def start_hub(tmp_path: Path) -> Iterator[object]:
+    hubs: list[HubProcess] = []
+
+    def start(*extra: str, store: str | None = None) -> HubProcess:
+        store_url = store or f"sqlite:{tmp_path / f'events{len(hubs)}.db'}"
+        hub = HubProcess(store_url, *extra).start(tmp_path / f"hub{len(hubs)}.log")
+        hubs.append(hub)
+        return hub
+
+    yield start
+    for hub in hubs:
+        if hub.proc is not None and hub.proc.poll() is None:
+            hub.proc.kill()
+            hub.proc.wait(10)
