@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,8 @@ class HubProcess:
             if line.startswith("taskcast hub listening on "):
                 self.url = line.split()[-1]
                 self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+                # Keep reading stdout so the hub can never block on a full pipe.
+                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
                 return self
         raise RuntimeError(f"hub did not start; see {log_path}: {log_path.read_text()[-2000:]}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 import click
 
@@ -13,13 +14,18 @@ from taskcast.store import DEFAULT_STORE, Retention
 
 
 def _setup_logging(verbose: bool) -> None:
-    from rich.logging import RichHandler
+    """Rich, coloured logs on a terminal; plain timestamped lines in files and pipes."""
+    level = logging.DEBUG if verbose else logging.INFO
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.logging import RichHandler
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
-    )
+        handler: logging.Handler = RichHandler(console=Console(stderr=True), show_path=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 @click.group()
@@ -51,6 +57,13 @@ def main() -> None:
     show_default=True,
     help="Bytes queued for one client before it is closed as a slow consumer (4008).",
 )
+@click.option(
+    "--trim-interval",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds between retention passes.",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def hub(
     host: str,
@@ -61,6 +74,7 @@ def hub(
     fsync: bool,
     max_frame_bytes: int,
     max_subscriber_buffer: int,
+    trim_interval: float,
     verbose: bool,
 ) -> None:
     """Run the hub: websocket /ws and the HTTP API on one port."""
@@ -75,6 +89,7 @@ def hub(
         fsync=fsync,
         max_frame_bytes=max_frame_bytes,
         max_subscriber_buffer=max_subscriber_buffer,
+        trim_interval_seconds=trim_interval,
     )
     try:
         asyncio.run(serve(config, ready=announce))

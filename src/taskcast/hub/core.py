@@ -234,6 +234,7 @@ class Hub:
     def _drop_slow_consumer(self, connection: ClientConnection) -> None:
         if connection.closing:
             return
+        connection.closing = True  # at once: later deliveries in this batch are skipped
         self.stats.slow_consumers += 1
         last_seq = connection.outbound.last_taken_seq
         log.warning("closing slow consumer %r (last seq sent %d)", connection, last_seq)

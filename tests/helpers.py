@@ -1,0 +1,69 @@
+"""Small raw-websocket helpers for tests (deliberately not the taskcast client SDK)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+
+
+def seed(task_id: str = "t1", message: str = "hello", **extra: Any) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "type": "api_action",
+        "payload": {"taskId": task_id, "message": message, "timestamp": int(time.time() * 1000)},
+    }
+    frame.update(extra)
+    return frame
+
+
+async def send(ws: aiohttp.ClientWebSocketResponse, frame: dict[str, Any]) -> None:
+    await ws.send_str(json.dumps(frame))
+
+
+async def recv(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10) -> dict[str, Any]:
+    message = await ws.receive(timeout=timeout)
+    assert message.type == aiohttp.WSMsgType.TEXT, f"expected text, got {message}"
+    frame: dict[str, Any] = json.loads(message.data)
+    return frame
+
+
+async def subscribe(
+    ws: aiohttp.ClientWebSocketResponse, channel: str, since: int | None = None
+) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "subscribe", "channel": channel}
+    if since is not None:
+        frame["since"] = since
+    await send(ws, frame)
+    reply = await recv(ws)
+    assert reply["type"] == "subscribed", reply
+    return reply
+
+
+async def collect_events(
+    ws: aiohttp.ClientWebSocketResponse, count: int, timeout: float = 30
+) -> list[dict[str, Any]]:
+    """Receive ``count`` delivered events (frames with a seq), ignoring replies."""
+    events: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while len(events) < count:
+            frame = await recv(ws, timeout)
+            if "seq" in frame and frame.get("type") not in ("ack", "subscribed"):
+                events.append(frame)
+    return events
+
+
+async def publish_acked(
+    ws: aiohttp.ClientWebSocketResponse, frames: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Pipeline ``frames`` and wait for one ack (or error) each, in order."""
+    for frame in frames:
+        await send(ws, frame)
+    replies: list[dict[str, Any]] = []
+    while len(replies) < len(frames):
+        reply = await recv(ws)
+        if reply["type"] in ("ack", "error"):
+            replies.append(reply)
+    return replies

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from taskcast.frames import Publish, parse_client_frame
+from taskcast.store import (
+    EventQuery,
+    EventStore,
+    MemoryStore,
+    Retention,
+    SqliteStore,
+    StoreLocked,
+    open_store,
+)
+
+
+def event(task: str, n: int, *, id: str | None = None, type: str = "api_action") -> Publish:
+    frame: dict[str, object] = {
+        "type": type,
+        "payload": {"taskId": task, "message": f"m{n}", "timestamp": n},
+    }
+    if id is not None:
+        frame["id"] = id
+    parsed = parse_client_frame(json.dumps(frame))
+    assert isinstance(parsed, Publish)
+    return parsed
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
+    opened: EventStore = (
+        MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "log.db")
+    )
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def test_append_numbers_in_order_and_dedups(store: EventStore) -> None:
+    results = await store.append([event("a", 1, id="x"), event("a", 2, id="y")], 1000)
+    assert [(r.seq, r.duplicate) for r in results] == [(1, False), (2, False)]
+    again = await store.append([event("a", 3, id="z"), event("a", 1, id="x")], 1000)
+    assert [(r.seq, r.duplicate) for r in again] == [(3, False), (1, True)]
+    same_batch = await store.append([event("a", 4, id="w"), event("a", 4, id="w")], 1000)
+    assert [(r.seq, r.duplicate) for r in same_batch] == [(4, False), (4, True)]
+    assert store.head == 4 and store.oldest == 1
+
+
+async def test_query_filters_and_pages(store: EventStore) -> None:
+    await store.append(
+        [event("a", i) for i in range(5)] + [event("b", i, type="tool_executed") for i in range(5)],
+        1000,
+    )
+    page = await store.query(EventQuery(pattern="tasks.b"))
+    assert [e.seq for e in page.events] == [6, 7, 8, 9, 10]
+    page = await store.query(EventQuery(pattern="tasks.*", type="api_action", limit=3))
+    assert [e.seq for e in page.events] == [1, 2, 3] and page.scanned_to == 3
+    page = await store.query(
+        EventQuery(after=page.scanned_to, pattern="tasks.*", type="api_action")
+    )
+    assert [e.seq for e in page.events] == [4, 5] and page.scanned_to == 10
+    page = await store.query(EventQuery(task_id="b", after=7, until=9))
+    assert [e.seq for e in page.events] == [8, 9]
+    page = await store.query(EventQuery(pattern="other.>"))
+    assert page.events == [] and page.scanned_to == 10
+
+
+async def test_retention_by_count_and_age(tmp_path: Path) -> None:
+    for store in (
+        MemoryStore(Retention(max_events=3)),
+        SqliteStore(tmp_path / "r.db", Retention(max_events=3)),
+    ):
+        await store.open()
+        await store.append([event("a", i) for i in range(10)], 1000)
+        assert await store.trim(1000) == 7
+        assert store.oldest == 8 and store.head == 10
+        await store.close()
+    aged = MemoryStore(Retention(max_age_seconds=1))
+    await aged.append([event("a", 1)], 1000)
+    await aged.append([event("a", 2)], 5000)
+    assert await aged.trim(5500) == 1 and aged.oldest == 2
+
+
+async def test_sqlite_survives_reopen_and_never_reuses_seqs(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    store = SqliteStore(path, Retention(max_age_seconds=1))
+    await store.open()
+    await store.append([event("a", 1, id="one"), event("a", 2)], 1000)
+    assert await store.trim(10_000) == 2  # the log is now empty
+    await store.close()
+    store = SqliteStore(path)
+    await store.open()
+    assert store.head == 2 and store.oldest == 3
+    (result,) = await store.append([event("a", 3)], 20_000)
+    assert result.seq == 3
+    await store.close()
+
+
+async def test_sqlite_refuses_a_second_owner(tmp_path: Path) -> None:
+    first = SqliteStore(tmp_path / "log.db")
+    await first.open()
+    with pytest.raises(StoreLocked):
+        await SqliteStore(tmp_path / "log.db").open()
+    await first.close()
+
+
+def test_open_store_urls(tmp_path: Path) -> None:
+    assert isinstance(open_store("memory"), MemoryStore)
+    assert isinstance(open_store(f"sqlite:{tmp_path}/x.db"), SqliteStore)
+    with pytest.raises(ValueError):
+        open_store("mongodb://nope")
