@@ -11,22 +11,32 @@ import contextlib
 import itertools
 import logging
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from taskcast.broker import OutboundBuffer, Subscription
 from taskcast.frames import encode
+from taskcast.wsframe import text_frames
 
 log = logging.getLogger("taskcast.hub")
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_SLOW_CONSUMER = 4008
+# Bytes the socket transport may hold before the writer waits for the client to read.
+WRITE_HIGH_WATER = 256 * 1024
 
 _ids = itertools.count(1)
 
 
 class ClientConnection:
-    def __init__(self, ws: web.WebSocketResponse, buffer_limit: int, peer: str) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        buffer_limit: int,
+        peer: str,
+    ) -> None:
         self.ws = ws
+        self.transport = transport
         self.number = next(_ids)
         self.peer = peer
         self.outbound = OutboundBuffer(buffer_limit)
@@ -64,19 +74,28 @@ class ClientConnection:
             await self._written.wait()
 
     async def _write_loop(self) -> None:
+        # Frames go straight to the transport, a whole batch per write (see wsframe);
+        # aiohttp still owns the handshake, reading, pings and the close handshake.
+        transport = self.transport
         ws = self.ws
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self.outbound.frames:
-                    for frame in self.outbound.take():
-                        await ws.send_frame(frame, WSMsgType.TEXT)
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.outbound.frames:
+                if ws.closed or transport.is_closing():
+                    self.closing = True
                     self._written.set()
-        except (ConnectionError, RuntimeError):
-            # The peer went away mid-write; the reader side notices and cleans up.
-            self.closing = True
-            self._written.set()
+                    return
+                transport.write(text_frames(self.outbound.take()))
+                self._written.set()
+                await self._drain(transport)
+
+    async def _drain(self, transport: asyncio.Transport) -> None:
+        """Wait while the socket is not taking data: the client is not reading."""
+        delay = 0.001
+        while transport.get_write_buffer_size() > WRITE_HIGH_WATER and not transport.is_closing():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     async def flush(self) -> None:
         """Wait until queued frames reached the socket (before a graceful close)."""

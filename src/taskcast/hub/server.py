@@ -28,7 +28,15 @@ async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
         max_msg_size=hub.config.max_frame_bytes, compress=False, autoping=True
     )
     await ws.prepare(request)
-    connection = ClientConnection(ws, hub.config.max_subscriber_buffer, request.remote or "?")
+    transport = request.transport
+    if transport is None:  # the client went away during the handshake
+        return ws
+    connection = ClientConnection(
+        ws,
+        transport,
+        hub.config.max_subscriber_buffer,
+        request.remote or "?",
+    )
     hub.attach(connection)
     try:
         async for message in ws:
