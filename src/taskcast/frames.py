@@ -6,6 +6,7 @@ tested (and fuzzed) without a socket. See docs/protocol.md for the contract.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -80,9 +81,14 @@ class Ping:
 ClientFrame = Publish | Subscribe | Unsubscribe | Ping
 
 
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count(1)
+
+
 def new_event_id() -> str:
-    """A random id for events published without one (128 bits, hex)."""
-    return os.urandom(16).hex()
+    """An id for events published without one: random per process, then a counter
+    (unique across hub restarts and nodes, without a syscall per event)."""
+    return f"{_ID_PREFIX}-{next(_id_counter)}"
 
 
 def parse_client_frame(data: str | bytes) -> ClientFrame:

@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 
 _INSERT = (
     "INSERT INTO events(seq, id, channel, type, task_id, source, ts, body) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _COLUMNS = "seq, id, channel, type, task_id, source, ts, body"
 
@@ -131,29 +131,35 @@ class SqliteStore:
     def _append(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
         conn = self._conn()
         head = self._head
+        # Only publisher-chosen ids can repeat (hub-made ones are unique by construction),
+        # so one lookup per batch finds every resend; the rest go in with one executemany.
+        known = self._known_ids(conn, [event.id for event in events if event.client_id])
+        rows: list[tuple[Any, ...]] = []
         results: list[AppendResult] = []
+        for event in events:
+            if event.client_id:
+                first = known.get(event.id)
+                if first is not None:
+                    results.append(AppendResult(first, True))
+                    continue
+                known[event.id] = head + 1
+            head += 1
+            rows.append(
+                (
+                    head,
+                    event.id,
+                    event.channel,
+                    event.type,
+                    event.task_id,
+                    event.source,
+                    now_ms,
+                    event.body,
+                )
+            )
+            results.append(AppendResult(head, False))
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for event in events:
-                cursor = conn.execute(
-                    _INSERT,
-                    (
-                        head + 1,
-                        event.id,
-                        event.channel,
-                        event.type,
-                        event.task_id,
-                        event.source,
-                        now_ms,
-                        event.body,
-                    ),
-                )
-                if cursor.rowcount == 1:
-                    head += 1
-                    results.append(AppendResult(head, False))
-                else:
-                    first = conn.execute("SELECT seq FROM events WHERE id=?", (event.id,))
-                    results.append(AppendResult(first.fetchone()[0], True))
+            conn.executemany(_INSERT, rows)
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('head', ?)", (head,))
             conn.execute("COMMIT")
         except BaseException:
@@ -163,6 +169,15 @@ class SqliteStore:
             self._oldest = self._head + 1
         self._head = head
         return results
+
+    @staticmethod
+    def _known_ids(conn: sqlite3.Connection, ids: list[str]) -> dict[str, int]:
+        known: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            known.update(conn.execute(f"SELECT id, seq FROM events WHERE id IN ({marks})", chunk))
+        return known
 
     async def query(self, query: EventQuery) -> QueryPage:
         loop = asyncio.get_running_loop()
