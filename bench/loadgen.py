@@ -8,6 +8,7 @@ frame and compare its ``sentNs`` (CLOCK_MONOTONIC, shared by all processes) with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -76,9 +77,9 @@ class _Counter(WSListener):  # type: ignore[misc]
             if not isinstance(payload, dict) or "sentNs" not in payload:
                 return
             shared.latencies.append((now - payload["sentNs"]) / 1000)
-        elif frame.get_payload_as_memoryview()[:9] != b'{"type":"':
-            return
-        elif shared.skip_prefix and frame.get_payload_as_bytes().startswith(shared.skip_prefix):
+        elif frame.get_payload_as_memoryview()[:9] != b'{"type":"' or (
+            shared.skip_prefix and frame.get_payload_as_bytes().startswith(shared.skip_prefix)
+        ):
             return
         if not shared.count:
             shared.first_ns = now
@@ -122,10 +123,8 @@ def subscriber_process(
             transports.append(transport)
         await asyncio.sleep(0.5)  # let every subscription register
         ready.put(os.getpid())
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(shared.done.wait(), timeout)
-        except TimeoutError:
-            pass
         for transport in transports:
             transport.disconnect()
         sample = shared.latencies[:: max(1, len(shared.latencies) // 20_000)]
@@ -143,7 +142,8 @@ class _Acks(WSListener):  # type: ignore[misc]
         self.limit = 0
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        if frame.msg_type == WSMsgType.TEXT and frame.get_payload_as_memoryview()[:12] == b'{"type":"ack':
+        head = frame.get_payload_as_memoryview()[:12]
+        if frame.msg_type == WSMsgType.TEXT and head == b'{"type":"ack':
             self.acked += 1
             self.window.set()
 

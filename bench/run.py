@@ -21,8 +21,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import cpu_seconds_of, publisher_process, spawn, subscriber_process  # noqa: E402
-from servers import REPO, Server, start_taskcast  # noqa: E402
+from loadgen import cpu_seconds_of, publisher_process, spawn, subscriber_process
+from servers import REPO, Server, start_taskcast
 
 
 @dataclass
@@ -45,8 +45,16 @@ def run_fanout(
     latency = rate is not None
     subs = [
         spawn(
-            subscriber_process, server.url, per_process, server.subscribe_frame,
-            server.skip_prefix, events, latency, ready, results, 120.0,
+            subscriber_process,
+            server.url,
+            per_process,
+            server.subscribe_frame,
+            server.skip_prefix,
+            events,
+            latency,
+            ready,
+            results,
+            120.0,
         )
         for _ in range(processes)
     ]
@@ -141,12 +149,16 @@ def main() -> None:
             lambda: run_fanout(server, events=args.events, subscribers=args.subscribers, rate=None),
             "deliveries_per_s",
         )
-        rows.append([
-            f"fan-out 1→{args.subscribers}, {args.events:,} events", server.name,
-            f"{fan['deliveries_per_s']:,.0f} deliveries/s",
-            f"{fan['server_cpu']:.2f}", f"{fan['client_cpu']:.1f}",
-            " / ".join(f"{x:,.0f}" for x in fan["rounds"]),
-        ])
+        rows.append(
+            [
+                f"fan-out 1→{args.subscribers}, {args.events:,} events",
+                server.name,
+                f"{fan['deliveries_per_s']:,.0f} deliveries/s",
+                f"{fan['server_cpu']:.2f}",
+                f"{fan['client_cpu']:.1f}",
+                " / ".join(f"{x:,.0f}" for x in fan["rounds"]),
+            ]
+        )
         print(f"latency at {args.rate:,.0f} events/s, {server.name}", flush=True)
         lat = median_of(
             args.rounds,
@@ -155,12 +167,16 @@ def main() -> None:
             ),
             "p99_ms",
         )
-        rows.append([
-            f"latency at {args.rate:,.0f} ev/s × {args.subscribers} subscribers", server.name,
-            f"p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms",
-            f"{lat['server_cpu']:.2f}", f"{lat['client_cpu']:.1f}",
-            " / ".join(f"{x:.2f}" for x in lat["rounds"]) + " (p99 ms)",
-        ])
+        rows.append(
+            [
+                f"latency at {args.rate:,.0f} ev/s × {args.subscribers} subscribers",
+                server.name,
+                f"p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms",
+                f"{lat['server_cpu']:.2f}",
+                f"{lat['client_cpu']:.1f}",
+                " / ".join(f"{x:.2f}" for x in lat["rounds"]) + " (p99 ms)",
+            ]
+        )
         for publishers in (1, 8):
             print(f"acknowledged publishes, {publishers} publisher(s)", flush=True)
             pub = median_of(
@@ -168,12 +184,16 @@ def main() -> None:
                 lambda n=publishers: run_publish(server, events=50_000, publishers=n),
                 "acked_per_s",
             )
-            rows.append([
-                f"durable publish, {publishers} publisher(s)", server.name,
-                f"{pub['acked_per_s']:,.0f} acked/s",
-                f"{pub['server_cpu']:.2f}", f"{pub['client_cpu']:.1f}",
-                " / ".join(f"{x:,.0f}" for x in pub["rounds"]),
-            ])
+            rows.append(
+                [
+                    f"durable publish, {publishers} publisher(s)",
+                    server.name,
+                    f"{pub['acked_per_s']:,.0f} acked/s",
+                    f"{pub['server_cpu']:.2f}",
+                    f"{pub['client_cpu']:.1f}",
+                    " / ".join(f"{x:,.0f}" for x in pub["rounds"]),
+                ]
+            )
     finally:
         server.stop()
 
@@ -181,33 +201,39 @@ def main() -> None:
 
 
 def write_report(args: argparse.Namespace, rows: list[list[str]]) -> None:
-    header = ["scenario", "server", f"median of {args.rounds}", "server CPU (cores)",
-              "client CPU (s)", "rounds"]
+    header = [
+        "scenario",
+        "server",
+        f"median of {args.rounds}",
+        "server CPU (cores)",
+        "client CPU (s)",
+        "rounds",
+    ]
     table = [
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
         *("| " + " | ".join(row) + " |" for row in rows),
     ]
-    versions = ", ".join(
-        f"{name} {version(name)}" for name in ("aiohttp", "msgspec", "picows")
+    versions = ", ".join(f"{name} {version(name)}" for name in ("aiohttp", "msgspec", "picows"))
+    report = "\n".join(
+        [
+            "# Benchmarks",
+            "",
+            "Produced by `make bench` (`bench/run.py`); do not edit by hand.",
+            "",
+            f"- date: {datetime.date.today().isoformat()}",
+            f"- machine: {platform.machine()}, {mp.cpu_count()} cores, Python "
+            f"{platform.python_version()}, {platform.platform()}",
+            f"- versions: {versions}",
+            "- load generator: picows clients in separate processes (2 subscriber processes, "
+            "1 publisher process); events are 200-byte `api_action` messages.",
+            "- server CPU is the hub process's CPU time over the measured interval "
+            "(1.0 = one core busy).",
+            "",
+            *table,
+            "",
+        ]
     )
-    report = "\n".join([
-        "# Benchmarks",
-        "",
-        "Produced by `make bench` (`bench/run.py`); do not edit by hand.",
-        "",
-        f"- date: {datetime.date.today().isoformat()}",
-        f"- machine: {platform.machine()}, {mp.cpu_count()} cores, Python "
-        f"{platform.python_version()}, {platform.platform()}",
-        f"- versions: {versions}",
-        "- load generator: picows clients in separate processes (2 subscriber processes, "
-        "1 publisher process); events are 200-byte `api_action` messages.",
-        "- server CPU is the hub process's CPU time over the measured interval "
-        "(1.0 = one core busy).",
-        "",
-        *table,
-        "",
-    ])
     print(report)
     args.output.write_text(report)
 

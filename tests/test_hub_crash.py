@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -35,10 +36,8 @@ class ResendingPublisher:
             except aiohttp.ClientError:
                 await asyncio.sleep(0.05)
                 continue
-            try:
+            with contextlib.suppress(aiohttp.ClientError, ConnectionError):
                 await self._session(ws)
-            except (aiohttp.ClientError, ConnectionError):
-                pass
             self.reconnects += 1
 
     async def _session(self, ws: aiohttp.ClientWebSocketResponse) -> None:
