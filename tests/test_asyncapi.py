@@ -1,0 +1,90 @@
+"""docs/asyncapi.yaml must describe the frames the hub really sends and accepts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from taskcast.frames import (
+    Publish,
+    ack_frame,
+    decode,
+    error_frame,
+    parse_client_frame,
+    pong_frame,
+    subscribed_frame,
+    with_seq,
+)
+
+DOC = yaml.safe_load((Path(__file__).parent.parent / "docs" / "asyncapi.yaml").read_text())
+
+
+def validate(message: str, instance: Any) -> None:
+    schema = {**DOC, "$ref": f"#/components/messages/{message}/payload"}
+    jsonschema.Draft202012Validator(schema).validate(instance)
+
+
+def all_refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [ref for value in node.values() for ref in all_refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in all_refs(value)]
+    return []
+
+
+def test_document_is_asyncapi_3_and_every_ref_resolves() -> None:
+    assert DOC["asyncapi"].startswith("3.")
+    for ref in all_refs(DOC):
+        node: Any = DOC
+        for part in ref.removeprefix("#/").split("/"):
+            node = node[part]
+
+
+def test_real_frames_match_their_schemas() -> None:
+    seed = {"type": "api_action", "payload": {"taskId": "t", "message": "m", "timestamp": 1}}
+    validate("apiAction", seed)
+    publish = parse_client_frame(json.dumps(seed))
+    assert isinstance(publish, Publish)
+    validate("delivery", decode(with_seq(publish.body, 1)))
+    validate("ack", decode(ack_frame("e", 3, duplicate=True)))
+    validate("subscribed", decode(subscribed_frame("tasks.>", 9, 2, 5)))
+    validate("pong", decode(pong_frame(4)))
+    validate("error", decode(error_frame("invalid_event", "bad", "e")))
+    validate("subscribe", {"type": "subscribe", "channel": "tasks.>", "since": 0})
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"type": "api_action", "payload": {"taskId": "t", "message": "m", "timestamp": "1"}},
+        {"type": "api_action", "payload": {"taskId": "t", "message": "m"}},
+    ],
+)
+def test_schema_refuses_what_the_hub_refuses(bad: dict[str, Any]) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        validate("apiAction", bad)
+
+
+def test_every_error_code_in_the_source_is_documented() -> None:
+    import re
+
+    source = "\n".join(
+        path.read_text() for path in (Path(__file__).parent.parent / "src").rglob("*.py")
+    )
+    used = set(
+        re.findall(
+            r'(?:FrameError|error_frame|json_error|bad_request)\(\s*(?:\d+,\s*)?"([a-z_]+)"', source
+        )
+    )
+    documented = set(
+        DOC["components"]["messages"]["error"]["payload"]["properties"]["code"]["enum"]
+    )
+    assert used and used <= documented, used - documented
+    protocol_md = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    assert all(f"`{code}`" in protocol_md for code in used)
