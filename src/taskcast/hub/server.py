@@ -71,30 +71,33 @@ async def serve(
     store = open_store(config.store, config.retention, fsync=config.fsync)
     await store.open()
     hub = Hub(store, config)
-    await hub.start()
     runner = web.AppRunner(build_app(hub), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
-    await site.start()
-    port = runner.addresses[0][1] if runner.addresses else config.port
-    url = f"ws://{config.host}:{port}/ws"
-    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    log.info("listening on %s (store %s, head %d)", url, store.description, store.head)
-    if ready is not None:
-        ready(url)
+    stop = stop or asyncio.Event()
+    signals_installed = False
     try:
+        await hub.start()
+        await runner.setup()
+        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+        await site.start()
+        port = runner.addresses[0][1] if runner.addresses else config.port
+        url = f"ws://{config.host}:{port}/ws"
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        signals_installed = True
+        log.info("listening on %s (store %s, head %d)", url, store.description, store.head)
+        if ready is not None:
+            ready(url)
         await stop.wait()
-    finally:
         log.info("shutting down: committing pending events, closing clients")
         await site.stop()
+    finally:
         await hub.stop()
         await runner.cleanup()
         await store.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        if signals_installed:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
 
 def announce(url: str) -> None:

@@ -1,0 +1,339 @@
+"""``CommunicationService``: what an agent uses to publish its events to a hub.
+
+``send_message`` only encodes the event and puts it in the outbox: it never
+blocks on the network and never raises for transport trouble. A background
+thread with its own event loop keeps one websocket to the hub, sends what is new,
+resends every unacknowledged event in order after each reconnect (the hub drops
+repeats by id), and reconnects forever with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType
+
+from taskcast.channels import matches
+from taskcast.client.outbox import Outbox
+from taskcast.client.subscriber import auth_headers, backoff_delay, subscribe
+from taskcast.frames import decode, encode
+
+log = logging.getLogger("taskcast.client")
+
+Handler = Callable[[dict[str, Any]], None]
+
+# Errors after which resending the same event can never succeed.
+PERMANENT_ERRORS = frozenset(
+    {
+        "bad_json",
+        "invalid_frame",
+        "invalid_type",
+        "reserved_type",
+        "invalid_payload",
+        "invalid_event",
+        "invalid_channel",
+        "forbidden",
+    }
+)
+
+
+class CommunicationService:
+    """Publish events to a taskcast hub; safe from any thread and from async code."""
+
+    nonblocking = True  # the Task may call send_message inline
+
+    def __init__(
+        self,
+        url: str = "ws://127.0.0.1:8765/ws",
+        *,
+        token: str | None = None,
+        source: str | None = None,
+        outbox_path: str | os.PathLike[str] | None = None,
+        max_outbox: int = 100_000,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.source = source
+        self.connected = False
+        self._outbox = Outbox(max_outbox, outbox_path)
+        self._new: deque[bytes] = deque(self._outbox.frames())
+        self._lock = threading.Lock()
+        self._emptied = threading.Condition(self._lock)
+        self._io_idle = False
+        self._closing = False
+        self._handlers: dict[str, list[Handler]] = {}
+        self._follows: dict[str, int | None] = {}
+        self._id_prefix = os.urandom(6).hex()
+        self._ids = itertools.count(1)
+        self._loop = asyncio.new_event_loop()
+        self._wake: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._thread_main, name="taskcast-client", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait()
+
+    # --- publishing (any thread) -----------------------------------------
+
+    def send_message(
+        self,
+        message: dict[str, Any] | str,
+        payload: dict[str, Any] | None = None,
+        *,
+        channel: str | None = None,
+    ) -> str:
+        """Queue an event and return its id at once.
+
+        Takes either a whole message ``{"type": ..., "payload": ...}`` (as a ``Task``
+        sends it) or ``(type, payload)``. Never blocks and never raises for
+        transport trouble; events wait in the outbox until the hub acknowledges them.
+        """
+        if isinstance(message, dict):
+            frame = dict(message)
+        else:
+            frame = {"type": message, "payload": payload if payload is not None else {}}
+        event_id = frame.get("id")
+        if not isinstance(event_id, str) or not event_id:
+            event_id = f"{self._id_prefix}-{next(self._ids)}"
+            frame["id"] = event_id
+        if channel is not None:
+            frame["channel"] = channel
+        if self.source is not None and "source" not in frame:
+            frame["source"] = self.source
+        data = encode(frame)
+        wake = False
+        with self._lock:
+            dropped = self._outbox.add(event_id, data)
+            self._new.append(data)
+            if self._io_idle:
+                self._io_idle = False
+                wake = True
+        if dropped is not None:
+            log.warning(
+                "outbox full (%d events): dropped the oldest, %s", self._outbox.max_events, dropped
+            )
+        if wake:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: close() was called
+                self._loop.call_soon_threadsafe(self._wake_io)
+        return event_id
+
+    @property
+    def pending(self) -> int:
+        """Events not yet acknowledged by the hub."""
+        with self._lock:
+            return len(self._outbox)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event sent so far is acknowledged; False on timeout."""
+        with self._emptied:
+            return self._emptied.wait_for(lambda: len(self._outbox) == 0, timeout)
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        return await asyncio.get_running_loop().run_in_executor(None, self.flush, timeout)
+
+    def close(self, timeout: float | None = 5.0) -> bool:
+        """Flush (up to ``timeout``), then stop. Unacknowledged events stay in the file outbox."""
+        flushed = self.flush(timeout) if timeout else len(self._outbox) == 0
+        self._closing = True
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._wake_io)
+        self._thread.join(10)
+        with self._lock:
+            self._outbox.close()
+        return flushed
+
+    def __enter__(self) -> CommunicationService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- receiving -------------------------------------------------------
+
+    def on(self, frame_type: str, handler: Handler) -> None:
+        """Call ``handler(frame)`` (on the client thread) for each frame of this type
+        the hub pushes on this connection: ``ack``, ``error``, or events of patterns
+        added with ``follow``. ``"*"`` receives every frame."""
+        with self._lock:
+            self._handlers.setdefault(frame_type, []).append(handler)
+
+    def follow(self, pattern: str, since: int | None = None) -> None:
+        """Subscribe this connection to ``pattern``; events go to the ``on`` handlers,
+        resumed without gaps or repeats across reconnects."""
+        with self._lock:
+            self._follows[pattern] = since
+        self._loop.call_soon_threadsafe(self._wake_io)
+
+    def subscribe(self, pattern: str, since: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """An async iterator of events matching ``pattern``, resuming by itself."""
+        return subscribe(self.url, pattern, since, token=self.token)
+
+    # --- the client thread -----------------------------------------------
+
+    def _thread_main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._wake = asyncio.Event()
+        self._ready.set()
+        try:
+            self._loop.run_until_complete(self._run())
+        finally:
+            self._loop.close()
+
+    def _wake_io(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        attempt = 0
+        async with aiohttp.ClientSession() as session:
+            while not self._closing:
+                try:
+                    async with session.ws_connect(
+                        self.url,
+                        headers=auth_headers(self.token),
+                        heartbeat=20,
+                        autoclose=True,
+                        max_msg_size=0,
+                    ) as ws:
+                        attempt = 0
+                        self.connected = True
+                        await self._connected(ws)
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    log.debug("hub %s unreachable: %s", self.url, exc)
+                finally:
+                    self.connected = False
+                if self._closing:
+                    break
+                await self._sleep_unless_closing(backoff_delay(attempt))
+                attempt += 1
+
+    async def _sleep_unless_closing(self, delay: float) -> None:
+        assert self._wake is not None
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _connected(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        assert self._wake is not None
+        with self._lock:
+            resend = self._outbox.frames()  # everything unacknowledged, in order
+            self._new.clear()
+            follows = dict(self._follows)
+        for pattern, since in follows.items():
+            await self._send_follow(ws, pattern, since)
+        for data in resend:
+            await ws.send_frame(data, WSMsgType.TEXT)
+        reader = asyncio.create_task(self._read(ws))
+        followed = set(follows)
+        try:
+            while not self._closing and not reader.done():
+                with self._lock:
+                    batch = list(self._new)
+                    self._new.clear()
+                    if not batch:
+                        self._io_idle = True
+                        self._wake.clear()
+                    new_follows = {p: s for p, s in self._follows.items() if p not in followed}
+                for pattern, since in new_follows.items():
+                    await self._send_follow(ws, pattern, since)
+                    followed.add(pattern)
+                if batch:
+                    for data in batch:
+                        await ws.send_frame(data, WSMsgType.TEXT)
+                    continue
+                waiter = asyncio.create_task(self._wake.wait())
+                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+        finally:
+            with self._lock:
+                self._io_idle = False
+            if not reader.done():
+                await ws.close()
+                reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    async def _send_follow(
+        self, ws: aiohttp.ClientWebSocketResponse, pattern: str, since: int | None
+    ) -> None:
+        request: dict[str, Any] = {"type": "subscribe", "channel": pattern}
+        if since is not None:
+            request["since"] = since
+        await ws.send_frame(encode(request), WSMsgType.TEXT)
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for message in ws:
+            if message.type != WSMsgType.TEXT:
+                continue
+            frame = decode(message.data)
+            if not isinstance(frame, dict):
+                continue
+            kind = frame.get("type")
+            if kind == "ack":
+                self._acked([frame["id"]])
+            elif kind == "error":
+                if not self._handle_error(frame):
+                    await ws.close()  # reconnect and resend everything, in order
+                    return
+            elif kind == "subscribed":
+                with self._lock:
+                    pattern = frame.get("channel")
+                    if pattern in self._follows and self._follows[pattern] is None:
+                        self._follows[pattern] = frame.get("head")
+            elif isinstance(frame.get("seq"), int) and not self._advance_follows(frame):
+                continue
+            self._dispatch(frame)
+
+    def _acked(self, ids: list[str]) -> None:
+        with self._lock:
+            self._outbox.ack(ids)
+            if len(self._outbox) == 0:
+                self._emptied.notify_all()
+
+    def _handle_error(self, frame: dict[str, Any]) -> bool:
+        """True when the connection can go on; False to reconnect and resend."""
+        event_id = frame.get("id")
+        code = frame.get("code")
+        if code in PERMANENT_ERRORS and isinstance(event_id, str):
+            log.warning("hub refused event %s: %s %s", event_id, code, frame.get("message"))
+            self._acked([event_id])  # resending could never succeed
+            return True
+        if code in ("store_unavailable", "shutting_down", "rate_limited"):
+            log.info("hub answered %s; will resend after reconnecting", code)
+            return False
+        log.warning("hub error: %s", frame)
+        return True
+
+    def _advance_follows(self, frame: dict[str, Any]) -> bool:
+        """Track the last seq per followed pattern; False for an event already seen."""
+        seq = frame["seq"]
+        channel = frame.get("channel", "")
+        fresh = False
+        with self._lock:
+            for pattern, last in self._follows.items():
+                if matches(pattern, channel) and (last is None or seq > last):
+                    self._follows[pattern] = seq
+                    fresh = True
+        return fresh
+
+    def _dispatch(self, frame: dict[str, Any]) -> None:
+        with self._lock:
+            handlers = [
+                *self._handlers.get(frame.get("type", ""), ()),
+                *self._handlers.get("*", ()),
+            ]
+        for handler in handlers:
+            try:
+                handler(frame)
+            except Exception:
+                log.exception("handler for %s failed", frame.get("type"))

@@ -1,0 +1,87 @@
+"""Subscribing with automatic resume: an async iterator of delivered events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from taskcast.frames import CONTROL_TYPES, decode, encode
+
+log = logging.getLogger("taskcast.client")
+
+
+def backoff_delay(attempt: int, base: float = 0.1, cap: float = 5.0) -> float:
+    """Exponential backoff with full jitter (never a thundering herd after a hub restart)."""
+    return random.uniform(base / 2, min(cap, base * 2**attempt))
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def subscribe(
+    url: str,
+    pattern: str,
+    since: int | None = None,
+    *,
+    token: str | None = None,
+    session: aiohttp.ClientSession | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """Yield every event matching ``pattern`` after ``since`` (or from now), forever.
+
+    After any disconnect — a network drop, a hub restart, a slow-consumer close —
+    it reconnects with backoff and resubscribes from the last seq it yielded, and it
+    drops any event it has already yielded, so the caller sees each seq once, in order.
+    """
+    own_session = session is None
+    http = session or aiohttp.ClientSession()
+    last = since
+    attempt = 0
+    try:
+        while True:
+            try:
+                async with http.ws_connect(url, headers=auth_headers(token), heartbeat=20) as ws:
+                    request: dict[str, Any] = {"type": "subscribe", "channel": pattern}
+                    if last is not None:
+                        request["since"] = last
+                    await ws.send_str(encode(request).decode())
+                    async for message in ws:
+                        if message.type != aiohttp.WSMsgType.TEXT:
+                            continue
+                        frame = decode(message.data)
+                        kind = frame.get("type")
+                        if kind == "subscribed":
+                            attempt = 0
+                            if last is None:
+                                last = frame["head"]
+                            if frame.get("recovered") is False:
+                                log.warning(
+                                    "events %s..%s were dropped by retention before replay",
+                                    (last or 0) + 1,
+                                    frame.get("oldest", 0) - 1,
+                                )
+                            continue
+                        if kind == "error":
+                            log.warning("hub error on subscription %s: %s", pattern, frame)
+                            continue
+                        seq = frame.get("seq")
+                        if kind in CONTROL_TYPES or not isinstance(seq, int):
+                            continue
+                        if last is not None and seq <= last:
+                            continue
+                        last = seq
+                        yield frame
+                    if ws.close_code is not None:
+                        log.info("subscription %s closed (%s); resuming", pattern, ws.close_code)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                log.debug("subscription %s: %s; reconnecting", pattern, exc)
+            await asyncio.sleep(backoff_delay(attempt))
+            attempt += 1
+    finally:
+        if own_session:
+            await http.close()

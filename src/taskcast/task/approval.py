@@ -1,0 +1,42 @@
+"""Approval policies: which tool calls run at once and which need a yes first."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from taskcast.task.conversation import ToolCall
+from taskcast.task.tools import is_read_only
+
+Confirm = Callable[[ToolCall], Awaitable[bool]]
+MODES = ("auto", "read-only", "ask")
+# Tools that only talk to the user never need approval, whatever the mode.
+_CONVERSATIONAL = frozenset({"ask_followup_question", "attempt_completion"})
+
+
+@dataclass(frozen=True)
+class ApprovalPolicy:
+    """``auto``: everything runs. ``read-only``: reads run, writes and commands ask.
+    ``ask``: every tool that acts asks. With no one to ask (``confirm`` None) the
+    answer is no, and the model is told the call was denied."""
+
+    mode: str = "auto"
+    confirm: Confirm | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"approval mode must be one of {MODES}, not {self.mode!r}")
+
+    def needs_confirmation(self, call: ToolCall) -> bool:
+        if self.mode == "auto" or call.name in _CONVERSATIONAL:
+            return False
+        if self.mode == "read-only":
+            return not is_read_only(call.name)
+        return True
+
+    async def approve(self, call: ToolCall) -> bool:
+        if not self.needs_confirmation(call):
+            return True
+        if self.confirm is None:
+            return False
+        return await self.confirm(call)

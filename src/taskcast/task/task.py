@@ -1,0 +1,323 @@
+"""The agent ``Task``: LLM requests, tool calls, history, and event emission.
+
+The seed contract (docs/task.md): after every successful API response — once the
+assistant message is in the API conversation history and before anything else —
+a Task with a communication service sends
+``{"type": "api_action", "payload": {"taskId", "message", "timestamp"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskcast.task.approval import ApprovalPolicy
+from taskcast.task.conversation import AssistantTurn, Message, ToolCall, Usage
+from taskcast.task.emitter import Emitter, MessageSink
+from taskcast.task.events import (
+    MAX_OUTPUT,
+    api_action_payload,
+    llm_usage_payload,
+    now_ms,
+    summarize_arguments,
+    truncate,
+)
+from taskcast.task.providers.base import Provider, ProviderError
+from taskcast.task.tools import DEFAULT_TOOLS, TOOLS, Ask, ToolContext, ToolResult, run_tool
+
+log = logging.getLogger("taskcast.task")
+
+PayloadBuilder = Callable[[dict[str, Any], AssistantTurn], dict[str, Any]]
+DEFAULT_HISTORY_DIR = Path(".taskcast") / "tasks"
+
+SYSTEM_PROMPT = """You are a capable software agent working in the directory {cwd}.
+Use the tools to inspect and change files and to run commands. Paths are relative to
+that directory and may not leave it. When the task is done, call attempt_completion
+with a short summary of the result."""
+
+
+@dataclass
+class TaskResult:
+    task_id: str
+    status: str  # completed | failed | aborted
+    result: str = ""
+    error: str = ""
+    turns: int = 0
+    usage: Usage = field(default_factory=Usage)
+    duration_ms: int = 0
+
+
+class TaskAborted(Exception):
+    pass
+
+
+class TaskFailed(Exception):
+    pass
+
+
+class Task:
+    def __init__(
+        self,
+        api: Provider,
+        *,
+        communication_service: MessageSink | None = None,
+        task_id: str | None = None,
+        cwd: str | os.PathLike[str] = ".",
+        tools: Iterable[str] = DEFAULT_TOOLS,
+        approval: ApprovalPolicy | str = "auto",
+        history_dir: str | os.PathLike[str] = DEFAULT_HISTORY_DIR,
+        payload_builder: PayloadBuilder | None = None,
+        system_prompt: str | None = None,
+        ask: Ask | None = None,
+        max_turns: int = 50,
+        max_retries: int = 4,
+        retry_base_delay: float = 1.0,
+        command_timeout: float = 60.0,
+    ) -> None:
+        self.api = api
+        self.task_id = task_id or uuid.uuid4().hex
+        self.cwd = Path(cwd).resolve()
+        self.tools = [TOOLS[name][0] for name in tools]
+        self.approval = (
+            approval if isinstance(approval, ApprovalPolicy) else ApprovalPolicy(approval)
+        )
+        self.history_dir = Path(history_dir) / self.task_id
+        self.payload_builder = payload_builder
+        self.system_prompt = system_prompt or SYSTEM_PROMPT.format(cwd=self.cwd)
+        self.max_turns = max_turns
+        self.max_retries = max_retries
+        self.retry_base_delay = retry_base_delay
+        self.context = ToolContext(self.cwd, command_timeout=command_timeout, ask=ask)
+        self.api_conversation_history: list[Message] = []
+        self.status = "idle"
+        self.usage = Usage()
+        self._emitter = Emitter(communication_service)
+        self._abort = threading.Event()
+        self._runner: asyncio.Task[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- resuming ---------------------------------------------------------
+
+    @classmethod
+    def resume(
+        cls,
+        task_id: str,
+        api: Provider,
+        *,
+        history_dir: str | os.PathLike[str] = DEFAULT_HISTORY_DIR,
+        **options: Any,
+    ) -> Task:
+        """A Task that continues from the history saved under ``history_dir/task_id``."""
+        task = cls(api, task_id=task_id, history_dir=history_dir, **options)
+        path = task.history_dir / "api_conversation_history.json"
+        task.api_conversation_history = json.loads(path.read_text())
+        return task
+
+    # --- running ------------------------------------------------------------
+
+    def run_sync(self, prompt: str | None = None) -> TaskResult:
+        """Run to the end from synchronous code."""
+        return asyncio.run(self.run(prompt))
+
+    def abort(self) -> None:
+        """Stop the task at the next safe point (cancels an in-flight API request). Thread-safe."""
+        self._abort.set()
+        if self._runner is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._runner.cancel)
+
+    async def run(self, prompt: str | None = None) -> TaskResult:
+        self._loop = asyncio.get_running_loop()
+        self._runner = asyncio.current_task()
+        started = time.monotonic()
+        turns = 0
+        if prompt is not None:
+            self._append({"role": "user", "content": prompt})
+        elif not self.api_conversation_history:
+            raise ValueError("a new task needs a prompt")
+        self.status = "running"
+        self._save_meta()
+        self._emit(
+            "task_started",
+            {
+                "prompt": truncate(prompt or "(resumed)", MAX_OUTPUT),
+                "provider": self.api.name,
+                "model": self.api.model,
+            },
+        )
+        outcome: TaskResult
+        try:
+            completion: str | None = None
+            while completion is None:
+                if turns >= self.max_turns:
+                    raise TaskFailed(f"turn limit reached ({self.max_turns})")
+                self._check_abort()
+                turn = await self._request()
+                turns += 1
+                completion = await self._handle_turn(turn)
+            outcome = self._finish("completed", turns, started, result=completion)
+        except TaskFailed as exc:
+            outcome = self._finish("failed", turns, started, error=str(exc))
+        except (TaskAborted, asyncio.CancelledError):
+            if not self._abort.is_set():
+                raise
+            outcome = self._finish("aborted", turns, started, error="aborted")
+        finally:
+            self._runner = None
+        return outcome
+
+    async def _handle_turn(self, turn: AssistantTurn) -> str | None:
+        """Record and announce one response, run its tools; the result text when done."""
+        self._append(turn.to_message())
+        self._emit_api_action(turn)
+        self.usage.input_tokens += turn.usage.input_tokens
+        self.usage.output_tokens += turn.usage.output_tokens
+        self._emit(
+            "llm_usage", llm_usage_payload(self.task_id, self.api.name, self.api.model, turn)
+        )
+        if not turn.tool_calls:
+            return turn.text or "(no result)"
+        completion: str | None = None
+        for call in turn.tool_calls:
+            self._check_abort()
+            result = await self._run_tool(call)
+            self._append(
+                {
+                    "role": "tool",
+                    "tool_call_id": call.id,
+                    "name": call.name,
+                    "content": result.content,
+                    "is_error": result.is_error,
+                }
+            )
+            if result.completed:
+                completion = result.content
+        return completion
+
+    def _emit_api_action(self, turn: AssistantTurn) -> None:
+        payload = api_action_payload(self.task_id, turn)
+        if self.payload_builder is not None:
+            try:
+                payload = self.payload_builder(payload, turn)
+            except Exception:
+                log.exception("payload_builder failed; sending the default payload")
+        self._emitter.emit({"type": "api_action", "payload": payload})
+
+    async def _request(self) -> AssistantTurn:
+        attempt = 0
+        while True:
+            try:
+                return await self.api.complete(
+                    self.system_prompt, self.api_conversation_history, self.tools
+                )
+            except ProviderError as exc:
+                if not exc.transient or attempt >= self.max_retries:
+                    raise TaskFailed(f"API request failed: {exc}") from exc
+                delay = self.retry_base_delay * 2**attempt * random.uniform(0.5, 1.0)
+                log.warning("API request failed (%s); retry %d in %.1fs", exc, attempt + 1, delay)
+                self._emit(
+                    "api_retry",
+                    {
+                        "attempt": attempt + 1,
+                        "error": truncate(str(exc), 500),
+                        "delayMs": int(delay * 1000),
+                    },
+                )
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def _run_tool(self, call: ToolCall) -> ToolResult:
+        started = time.monotonic()
+        approved = await self.approval.approve(call)
+        if approved:
+            result = await run_tool(self.context, call.name, call.arguments)
+        else:
+            result = ToolResult(f"the user denied {call.name}", is_error=True)
+        self._emit(
+            "tool_executed",
+            {
+                "tool": call.name,
+                "arguments": summarize_arguments(call.arguments),
+                "success": not result.is_error,
+                "approved": approved,
+                "durationMs": int((time.monotonic() - started) * 1000),
+                "output": truncate(result.content, MAX_OUTPUT),
+                "truncated": result.truncated or len(result.content) > MAX_OUTPUT,
+            },
+        )
+        return result
+
+    def _check_abort(self) -> None:
+        if self._abort.is_set():
+            raise TaskAborted()
+
+    def _finish(
+        self, status: str, turns: int, started: float, *, result: str = "", error: str = ""
+    ) -> TaskResult:
+        self.status = status
+        outcome = TaskResult(
+            self.task_id,
+            status,
+            result,
+            error,
+            turns,
+            self.usage,
+            int((time.monotonic() - started) * 1000),
+        )
+        payload: dict[str, Any] = {
+            "turns": turns,
+            "durationMs": outcome.duration_ms,
+            "inputTokens": self.usage.input_tokens,
+            "outputTokens": self.usage.output_tokens,
+        }
+        if status == "completed":
+            payload["result"] = truncate(result, MAX_OUTPUT)
+        elif status == "failed":
+            payload["error"] = truncate(error, MAX_OUTPUT)
+        self._emit(f"task_{status}", payload)
+        self._save_meta(result=result, error=error)
+        return outcome
+
+    # --- history and events -----------------------------------------------
+
+    def _append(self, message: Message) -> None:
+        self.api_conversation_history.append(message)
+        self._write_json("api_conversation_history.json", self.api_conversation_history)
+
+    def _save_meta(self, **extra: Any) -> None:
+        self._write_json(
+            "task.json",
+            {
+                "taskId": self.task_id,
+                "status": self.status,
+                "cwd": str(self.cwd),
+                "provider": self.api.name,
+                "model": self.api.model,
+                "updatedAt": now_ms(),
+                **extra,
+            },
+        )
+
+    def _write_json(self, name: str, value: Any) -> None:
+        self.history_dir.mkdir(parents=True, exist_ok=True)
+        target = self.history_dir / name
+        temporary = target.with_name(name + ".tmp")
+        temporary.write_text(json.dumps(value, ensure_ascii=False, indent=1))
+        os.replace(temporary, target)
+
+    def _emit(self, event_type: str, payload: dict[str, Any]) -> None:
+        self._emitter.emit(
+            {
+                "type": event_type,
+                "payload": {"taskId": self.task_id, **payload, "timestamp": now_ms()},
+            }
+        )
