@@ -68,11 +68,12 @@ async def run_demo(store_url: str, port: int, *, keep: bool, open_browser: bool)
     received: list[int] = []
 
     async def watch() -> None:
-        async for frame in subscribe(url, f"tasks.{task.task_id}", since=0):
-            console.print(event_line(frame, console.width))
-            received.append(frame["seq"])
-            if frame.get("type") in FINAL_TYPES:
-                return
+        async with contextlib.aclosing(subscribe(url, f"tasks.{task.task_id}", since=0)) as events:
+            async for frame in events:
+                console.print(event_line(frame, console.width))
+                received.append(frame["seq"])
+                if frame.get("type") in FINAL_TYPES:
+                    return
 
     watcher = asyncio.create_task(watch())
     await asyncio.sleep(0.1)
@@ -82,7 +83,7 @@ async def run_demo(store_url: str, port: int, *, keep: bool, open_browser: bool)
         await asyncio.wait_for(watcher, 10)
     except TimeoutError:
         console.print("[red]not every event arrived within 10 s[/]")
-    service.close(timeout=1)
+    await service.aclose(timeout=1)
 
     console.print()
     style = "green" if result.status == "completed" else "red"

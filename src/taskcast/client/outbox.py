@@ -44,7 +44,10 @@ class Outbox:
             self.dropped += 1
         self._events[event_id] = frame
         if self._journal is not None:
-            self._journal.write(b"+" + frame + b"\n")
+            record = b"+" + frame + b"\n"
+            if dropped is not None:
+                record = b"-" + _encode(dropped) + b"\n" + record
+            self._journal.write(record)
             self._journal_lines += 1
         return dropped
 

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import aiohttp
@@ -152,6 +152,10 @@ class CommunicationService:
             self._outbox.close()
         return flushed
 
+    async def aclose(self, timeout: float | None = 5.0) -> bool:
+        """``close`` for async code: never blocks the caller's event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.close, timeout)
+
     def __enter__(self) -> CommunicationService:
         return self
 
@@ -174,7 +178,9 @@ class CommunicationService:
             self._follows[pattern] = since
         self._loop.call_soon_threadsafe(self._wake_io)
 
-    def subscribe(self, pattern: str, since: int | None = None) -> AsyncIterator[dict[str, Any]]:
+    def subscribe(
+        self, pattern: str, since: int | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """An async iterator of events matching ``pattern``, resuming by itself."""
         return subscribe(self.url, pattern, since, token=self.token)
 
@@ -204,6 +210,7 @@ class CommunicationService:
                         heartbeat=20,
                         autoclose=True,
                         max_msg_size=0,
+                        timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
                     ) as ws:
                         attempt = 0
                         self.connected = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -31,7 +31,7 @@ async def subscribe(
     *,
     token: str | None = None,
     session: aiohttp.ClientSession | None = None,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Yield every event matching ``pattern`` after ``since`` (or from now), forever.
 
     After any disconnect — a network drop, a hub restart, a slow-consumer close —

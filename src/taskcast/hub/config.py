@@ -26,3 +26,5 @@ class HubConfig:
     replay_page: int = 1000
     trim_interval_seconds: float = 5.0
     shutdown_timeout_seconds: float = 5.0
+    # How long a close waits for the client's close frame (a client not reading never sends one).
+    close_timeout_seconds: float = 2.0

@@ -25,7 +25,10 @@ async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
     if not hub.accepting:
         raise web.HTTPServiceUnavailable(text="hub is shutting down")
     ws = web.WebSocketResponse(
-        max_msg_size=hub.config.max_frame_bytes, compress=False, autoping=True
+        max_msg_size=hub.config.max_frame_bytes,
+        compress=False,
+        autoping=True,
+        timeout=hub.config.close_timeout_seconds,  # for the peer's close reply
     )
     await ws.prepare(request)
     transport = request.transport
