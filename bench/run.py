@@ -21,6 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from agent_overhead import measure as measure_agent_overhead
 from loadgen import cpu_seconds_of, publisher_process, spawn, subscriber_process
 from servers import REPO, Server, start_taskcast
 
@@ -194,8 +195,34 @@ def main() -> None:
                     " / ".join(f"{x:,.0f}" for x in pub["rounds"]),
                 ]
             )
+        print("send_message inside a running Task, hub up", flush=True)
+        up = median_of(args.rounds, lambda: measure_agent_overhead(server.url), "median_us")
+        rows.append(
+            [
+                "agent overhead: send_message in a Task, hub up",
+                "taskcast client",
+                f"median {up['median_us']:.1f} µs, p99 {up['p99_us']:.1f} µs",
+                "-",
+                "-",
+                " / ".join(f"{x:.1f}" for x in up["rounds"]) + " (median µs)",
+            ]
+        )
     finally:
         server.stop()
+    print("send_message inside a running Task, hub down", flush=True)
+    down = median_of(
+        args.rounds, lambda: measure_agent_overhead("ws://127.0.0.1:9/ws"), "median_us"
+    )
+    rows.append(
+        [
+            "agent overhead: send_message in a Task, hub down",
+            "taskcast client",
+            f"median {down['median_us']:.1f} µs, p99 {down['p99_us']:.1f} µs",
+            "-",
+            "-",
+            " / ".join(f"{x:.1f}" for x in down["rounds"]) + " (median µs)",
+        ]
+    )
 
     write_report(args, rows)
 
