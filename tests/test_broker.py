@@ -32,7 +32,7 @@ def test_outbound_buffer_refuses_live_frames_past_the_limit() -> None:
     assert not buffer.offer(b"1", 3)
     buffer.put(b"reply")  # replies are never refused
     assert buffer.size == 15 and not buffer.below_low_water()
-    assert buffer.take() == [b"12345", b"12345", b"reply"]
+    assert buffer.take() == [(1, b"12345"), (2, b"12345"), (0, b"reply")]
     assert buffer.last_taken_seq == 2 and buffer.size == 0 and buffer.below_low_water()
 
 

@@ -108,17 +108,15 @@ class OutboundBuffer:
         self.frames.append((seq, frame))
         self.size += len(frame)
 
-    def take(self) -> list[bytes]:
-        """Everything queued, oldest first; remembers the last event seq taken."""
-        taken: list[bytes] = []
-        last = self.last_taken_seq
-        for seq, frame in self.frames:
-            taken.append(frame)
+    def take(self) -> list[tuple[int, bytes]]:
+        """Everything queued as (seq, frame), oldest first; remembers the last seq taken."""
+        taken = list(self.frames)
+        for seq, _ in reversed(taken):
             if seq:
-                last = seq
+                self.last_taken_seq = seq
+                break
         self.frames.clear()
         self.size = 0
-        self.last_taken_seq = last
         return taken
 
     def clear(self) -> None:

@@ -1,4 +1,4 @@
-"""One websocket client of the hub: its outbound queue and the task that writes it.
+"""One client of the hub — a websocket or an SSE stream — its outbound queue and writer.
 
 Fan-out never awaits a socket: it appends to the connection's ``OutboundBuffer``
 and wakes the writer task, so a slow reader can only fill its own buffer.
@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from typing import Protocol
 
 from aiohttp import web
 
@@ -27,20 +28,76 @@ WRITE_HIGH_WATER = 256 * 1024
 _ids = itertools.count(1)
 
 
-class ClientConnection:
-    def __init__(
-        self,
-        ws: web.WebSocketResponse,
-        transport: asyncio.Transport,
-        buffer_limit: int,
-        peer: str,
-    ) -> None:
+class Sink(Protocol):
+    """Where a connection's frames go: it frames a batch and writes it."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def write(self, frames: list[tuple[int, bytes]]) -> None: ...
+
+    async def close(self, code: int, reason: bytes) -> None: ...
+
+
+class WebSocketSink:
+    """Writes a whole batch of websocket frames with one transport write (see wsframe);
+    aiohttp still owns the handshake, reading, pings and the close handshake."""
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
         self.ws = ws
         self.transport = transport
+
+    @property
+    def closed(self) -> bool:
+        return self.ws.closed or self.transport.is_closing()
+
+    async def write(self, frames: list[tuple[int, bytes]]) -> None:
+        transport = self.transport
+        transport.write(text_frames([frame for _, frame in frames]))
+        delay = 0.001
+        # The client is not reading: wait (without holding anyone else up) until it does.
+        while transport.get_write_buffer_size() > WRITE_HIGH_WATER and not transport.is_closing():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    async def close(self, code: int, reason: bytes) -> None:
+        await self.ws.close(code=code, message=reason)
+
+
+class SSESink:
+    """Server-Sent Events: ``id: <seq>`` on events, so ``Last-Event-ID`` resumes."""
+
+    def __init__(self, response: web.StreamResponse, transport: asyncio.Transport) -> None:
+        self.response = response
+        self.transport = transport
+
+    @property
+    def closed(self) -> bool:
+        return self.transport.is_closing()
+
+    async def write(self, frames: list[tuple[int, bytes]]) -> None:
+        parts = []
+        for seq, frame in frames:
+            if not frame:
+                parts.append(b": keep-alive\n\n")
+            elif seq:
+                parts.append(b"id: %d\ndata: %s\n\n" % (seq, frame))
+            else:
+                parts.append(b"data: %s\n\n" % frame)
+        await self.response.write(b"".join(parts))
+
+    async def close(self, code: int, reason: bytes) -> None:
+        self.transport.close()
+
+
+class ClientConnection:
+    def __init__(self, sink: Sink, buffer_limit: int, peer: str) -> None:
+        self.sink = sink
         self.number = next(_ids)
         self.peer = peer
         self.outbound = OutboundBuffer(buffer_limit)
         self.subscriptions: dict[str, Subscription[ClientConnection]] = {}
+        self.published = False
         self.closing = False
         self._wake = asyncio.Event()
         self._written = asyncio.Event()
@@ -74,28 +131,20 @@ class ClientConnection:
             await self._written.wait()
 
     async def _write_loop(self) -> None:
-        # Frames go straight to the transport, a whole batch per write (see wsframe);
-        # aiohttp still owns the handshake, reading, pings and the close handshake.
-        transport = self.transport
-        ws = self.ws
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self.outbound.frames:
-                if ws.closed or transport.is_closing():
-                    self.closing = True
+        sink = self.sink
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self.outbound.frames:
+                    if sink.closed:
+                        raise ConnectionResetError("closed")
+                    await sink.write(self.outbound.take())
                     self._written.set()
-                    return
-                transport.write(text_frames(self.outbound.take()))
-                self._written.set()
-                await self._drain(transport)
-
-    async def _drain(self, transport: asyncio.Transport) -> None:
-        """Wait while the socket is not taking data: the client is not reading."""
-        delay = 0.001
-        while transport.get_write_buffer_size() > WRITE_HIGH_WATER and not transport.is_closing():
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        except (ConnectionError, RuntimeError):
+            # The peer went away mid-write; the reader side notices and cleans up.
+            self.closing = True
+            self._written.set()
 
     async def flush(self) -> None:
         """Wait until queued frames reached the socket (before a graceful close)."""
@@ -104,16 +153,13 @@ class ClientConnection:
             await self._written.wait()
 
     async def close(self, code: int, reason: dict[str, object] | None = None) -> None:
-        self.closing = True
-        self._written.set()
+        self.stop_writer()
         if self._writer_task is not None:
-            self._writer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._writer_task
         self.outbound.clear()
-        message = encode(reason) if reason else b""
         with contextlib.suppress(Exception):
-            await self.ws.close(code=code, message=message)
+            await self.sink.close(code, encode(reason) if reason else b"")
 
     def stop_writer(self) -> None:
         self.closing = True

@@ -11,11 +11,12 @@ and live meet with no gap and no duplicate.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from taskcast.broker import ReplayCursor, Subscription, SubscriptionIndex
 from taskcast.frames import (
@@ -34,6 +35,7 @@ from taskcast.frames import (
 from taskcast.hub.config import HubConfig
 from taskcast.hub.connection import CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER, ClientConnection
 from taskcast.store import AppendResult, EventQuery, EventStore
+from taskcast.summaries import TaskSummaries
 
 log = logging.getLogger("taskcast.hub")
 
@@ -41,15 +43,29 @@ Outcome = AppendResult | BaseException
 Reply = Callable[[Outcome], None]
 
 
+# Upper bounds (seconds) of the store commit latency histogram.
+COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
 @dataclass(slots=True)
 class HubStats:
-    published: int = 0
+    """Plain counters on the hot path; the metrics endpoint reads them at scrape time."""
+
+    published: dict[str, int] = field(default_factory=dict)  # by event type
+    delivered: dict[str, int] = field(default_factory=dict)  # by event type
+    rejected: dict[str, int] = field(default_factory=dict)  # by error code
     duplicates: int = 0
-    delivered: int = 0
+    replays: int = 0
     replayed: int = 0
     slow_consumers: int = 0
-    rejected: int = 0
     commits: int = 0
+    commit_buckets: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BUCKETS) + 1))
+    commit_seconds_sum: float = 0.0
+
+    def observe_commit(self, seconds: float) -> None:
+        self.commits += 1
+        self.commit_seconds_sum += seconds
+        self.commit_buckets[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
 
 
 def now_ms() -> int:
@@ -63,6 +79,7 @@ class Hub:
         self.index: SubscriptionIndex[ClientConnection] = SubscriptionIndex()
         self.connections: set[ClientConnection] = set()
         self.stats = HubStats()
+        self.summaries = TaskSummaries()
         self.published_head = 0
         self._pending: list[tuple[Publish, Reply]] = []
         self._has_work = asyncio.Event()
@@ -74,8 +91,21 @@ class Hub:
 
     async def start(self) -> None:
         self.published_head = self.store.head
+        await self._load_summaries()
         self._tasks.append(asyncio.create_task(self._commit_loop(), name="taskcast-commit"))
         self._tasks.append(asyncio.create_task(self._trim_loop(), name="taskcast-trim"))
+
+    async def _load_summaries(self) -> None:
+        cursor = 0
+        while cursor < self.published_head:
+            page = await self.store.query(
+                EventQuery(after=cursor, until=self.published_head, limit=10_000)
+            )
+            for event in page.events:
+                self.summaries.observe(
+                    event.seq, event.ts, event.type, event.task_id, event.source, event.body
+                )
+            cursor = page.scanned_to
 
     # --- publishing -------------------------------------------------------
 
@@ -106,8 +136,10 @@ class Hub:
             del self._pending[: self.config.max_batch]
             if not self._pending:
                 self._has_work.clear()
+            stamp = now_ms()
+            started = time.perf_counter()
             try:
-                results = await self.store.append([publish for publish, _ in batch], now_ms())
+                results = await self.store.append([publish for publish, _ in batch], stamp)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -115,27 +147,36 @@ class Hub:
                 for _, reply in batch:
                     reply(exc)
             else:
-                self.stats.commits += 1
-                self._fan_out(batch, results)
+                self.stats.observe_commit(time.perf_counter() - started)
+                self._fan_out(batch, results, stamp)
             if not self._pending:
                 self._idle.set()
 
-    def _fan_out(self, batch: list[tuple[Publish, Reply]], results: list[AppendResult]) -> None:
+    def _fan_out(
+        self, batch: list[tuple[Publish, Reply]], results: list[AppendResult], stamp: int
+    ) -> None:
         stats = self.stats
+        published, delivered = stats.published, stats.delivered
+        observe = self.summaries.observe
         slow: list[ClientConnection] = []
         for (publish, reply), result in zip(batch, results, strict=True):
             if result.duplicate:
                 stats.duplicates += 1
             else:
-                stats.published += 1
-                frame = with_seq(publish.body, result.seq)
+                seq = result.seq
+                frame = with_seq(publish.body, seq)
+                count = 0
                 for subscription in self.index.match(publish.channel):
                     if subscription.live:
-                        if subscription.connection.deliver(frame, result.seq):
-                            stats.delivered += 1
+                        if subscription.connection.deliver(frame, seq):
+                            count += 1
                         else:
                             slow.append(subscription.connection)
-                self.published_head = result.seq
+                kind = publish.type
+                published[kind] = published.get(kind, 0) + 1
+                delivered[kind] = delivered.get(kind, 0) + count
+                observe(seq, stamp, kind, publish.task_id, publish.source, publish.body)
+                self.published_head = seq
             reply(result)
         for connection in slow:
             self._drop_slow_consumer(connection)
@@ -161,10 +202,10 @@ class Hub:
         try:
             frame = parse_client_frame(data)
         except FrameError as exc:
-            self.stats.rejected += 1
-            connection.send(exc.to_frame())
+            self.reject(connection, exc)
             return
         if isinstance(frame, Publish):
+            connection.published = True
             if not self.accepting:
                 connection.send(error_frame("shutting_down", "hub is shutting down", frame.id))
                 return
@@ -175,6 +216,13 @@ class Hub:
             self.unsubscribe(connection, frame.pattern)
         elif isinstance(frame, Ping):
             connection.send(pong_frame(frame.id))
+
+    def reject(self, connection: ClientConnection, error: FrameError) -> None:
+        self.count_rejected(error.code)
+        connection.send(error.to_frame())
+
+    def count_rejected(self, code: str) -> None:
+        self.stats.rejected[code] = self.stats.rejected.get(code, 0) + 1
 
     def _ack(self, connection: ClientConnection, publish: Publish, outcome: Outcome) -> None:
         if isinstance(outcome, BaseException):
@@ -191,6 +239,7 @@ class Hub:
         oldest = min(self.store.oldest, head + 1)
         connection.send(subscribed_frame(request.pattern, head, request.since, oldest))
         if request.since is not None:
+            self.stats.replays += 1
             task = asyncio.create_task(self._replay(subscription, request.since))
             self._replays.add(task)
             task.add_done_callback(self._replays.discard)

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from taskcast.channels import InvalidChannel, validate_pattern
 from taskcast.frames import (
     FrameError,
     Publish,
+    Subscribe,
     ack_frame,
     decode,
+    encode,
     error_frame,
     parse_event,
     with_seq,
 )
-from taskcast.hub.core import Hub
-from taskcast.store import EventQuery
+from taskcast.hub.connection import ClientConnection, SSESink
+from taskcast.hub.core import Hub, now_ms
+from taskcast.hub.metrics import render_metrics
+from taskcast.store import EventQuery, StoredEvent
 
 HUB_KEY: web.AppKey[Hub] = web.AppKey("hub", Hub)
 MAX_QUERY_LIMIT = 10_000
@@ -44,7 +52,10 @@ async def healthz(request: web.Request) -> web.Response:
             "oldest": hub.store.oldest,
             "store": hub.store.description,
             "connections": len(hub.connections),
+            "publishers": sum(1 for c in hub.connections if c.published),
+            "subscribers": sum(1 for c in hub.connections if c.subscriptions),
             "subscriptions": len(hub.index),
+            "tasks": len(hub.summaries.tasks),
         }
     )
 
@@ -65,6 +76,7 @@ async def post_event(request: web.Request) -> web.Response:
     try:
         publish: Publish = parse_event(obj)
     except FrameError as exc:
+        hub.count_rejected(exc.code)
         return web.Response(status=400, body=exc.to_frame(), content_type="application/json")
     try:
         result = await hub.publish(publish)
@@ -126,7 +138,115 @@ async def get_events(request: web.Request) -> web.Response:
     )
 
 
+CSV_COLUMNS = ["seq", "id", "channel", "type", "taskId", "source", "receivedAt", "payload"]
+
+
+def events_csv(events: list[StoredEvent]) -> str:
+    """One row per event; the payload as a JSON cell (spreadsheets and pandas read it)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for event in events:
+        payload = decode(event.body).get("payload")
+        writer.writerow(
+            [
+                event.seq,
+                event.id,
+                event.channel,
+                event.type,
+                event.task_id or "",
+                event.source or "",
+                event.ts,
+                encode(payload).decode(),
+            ]
+        )
+    return out.getvalue()
+
+
+async def get_tasks(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    status = request.query.get("status") or None
+    limit = min(_int_param(request, "limit", 500) or 500, 10_000)
+    now = now_ms()
+    tasks = [summary.to_json(now) for summary in hub.summaries.listing(status, limit)]
+    return web.Response(body=encode(tasks), content_type="application/json")
+
+
+async def get_task(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    task_id = request.match_info["task_id"]
+    summary = hub.summaries.get(task_id)
+    if summary is None:
+        return json_error(404, "not_found", f"no task {task_id!r} in the log")
+    limit = min(_int_param(request, "limit", DEFAULT_QUERY_LIMIT) or DEFAULT_QUERY_LIMIT, 10_000)
+    page = await hub.store.query(
+        EventQuery(after=_int_param(request, "since", 0) or 0, task_id=task_id, limit=limit)
+    )
+    body = b'{"task":%s,"events":[%s],"nextSince":%d}' % (
+        encode(summary.to_json(now_ms())),
+        b",".join(with_seq(event.body, event.seq) for event in page.events),
+        page.scanned_to,
+    )
+    return web.Response(body=body, content_type="application/json")
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    body = render_metrics(request.app[HUB_KEY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+SSE_KEEPALIVE_SECONDS = 15.0
+
+
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events over the same subscription machinery as /ws.
+
+    ``Last-Event-ID`` (the last seq received; browsers send it when they reconnect)
+    or ``?since=`` replays from the log first, with no gap between replay and live.
+    """
+    hub = request.app[HUB_KEY]
+    pattern = request.query.get("channel") or ">"
+    try:
+        validate_pattern(pattern)
+    except InvalidChannel as exc:
+        raise bad_request("invalid_channel", str(exc)) from None
+    last_event_id = request.headers.get("Last-Event-ID", "")
+    since = int(last_event_id) if last_event_id.isdigit() else _int_param(request, "since", None)
+    transport = request.transport
+    if transport is None or not hub.accepting:
+        raise web.HTTPServiceUnavailable()
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    await response.write(b"retry: 1000\n\n")
+    connection = ClientConnection(
+        SSESink(response, transport), hub.config.max_subscriber_buffer, request.remote or "?"
+    )
+    hub.attach(connection)
+    hub.subscribe(connection, Subscribe(pattern, since))
+    try:
+        quiet = 0.0
+        while not connection.closing and not transport.is_closing():
+            await asyncio.sleep(1.0)
+            quiet += 1.0
+            if quiet >= SSE_KEEPALIVE_SECONDS:
+                connection.send(b"")
+                quiet = 0.0
+    finally:
+        hub.detach(connection)
+    return response
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", get_metrics)
     app.router.add_post("/api/events", post_event)
     app.router.add_get("/api/events", get_events)
+    app.router.add_get("/api/events/stream", stream_events)
+    app.router.add_get("/api/tasks", get_tasks)
+    app.router.add_get("/api/tasks/{task_id}", get_task)

@@ -12,7 +12,7 @@ from aiohttp import WSMsgType, web
 
 from taskcast.frames import error_frame
 from taskcast.hub.config import HubConfig
-from taskcast.hub.connection import ClientConnection
+from taskcast.hub.connection import ClientConnection, WebSocketSink
 from taskcast.hub.core import Hub
 from taskcast.hub.http_api import HUB_KEY, add_routes
 from taskcast.store import open_store
@@ -35,10 +35,7 @@ async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
     if transport is None:  # the client went away during the handshake
         return ws
     connection = ClientConnection(
-        ws,
-        transport,
-        hub.config.max_subscriber_buffer,
-        request.remote or "?",
+        WebSocketSink(ws, transport), hub.config.max_subscriber_buffer, request.remote or "?"
     )
     hub.attach(connection)
     try:

@@ -1,0 +1,112 @@
+"""``GET /metrics``: the hub's counters in Prometheus text format.
+
+The hot path only bumps plain ints (``HubStats``); this collector turns them into
+metric families at scrape time, so counting costs fan-out nothing measurable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from taskcast.hub.core import COMMIT_BUCKETS, Hub
+
+
+class HubCollector(Collector):
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        hub, stats = self.hub, self.hub.stats
+        published = CounterMetricFamily(
+            "taskcast_events_published", "Events stored in the log", labels=["type"]
+        )
+        for kind, count in stats.published.items():
+            published.add_metric([kind], count)
+        yield published
+        delivered = CounterMetricFamily(
+            "taskcast_events_delivered", "Live deliveries to subscribers", labels=["type"]
+        )
+        for kind, count in stats.delivered.items():
+            delivered.add_metric([kind], count)
+        yield delivered
+        rejected = CounterMetricFamily(
+            "taskcast_frames_rejected", "Frames refused with an error", labels=["code"]
+        )
+        for code, count in stats.rejected.items():
+            rejected.add_metric([code], count)
+        yield rejected
+        yield CounterMetricFamily(
+            "taskcast_events_duplicate",
+            "Resent ids acknowledged, not stored",
+            value=stats.duplicates,
+        )
+        yield CounterMetricFamily(
+            "taskcast_replays", "Subscriptions that replayed from the log", value=stats.replays
+        )
+        yield CounterMetricFamily(
+            "taskcast_events_replayed", "Events sent by replays", value=stats.replayed
+        )
+        yield CounterMetricFamily(
+            "taskcast_slow_consumer_disconnects",
+            "Connections closed with 4008 for not reading",
+            value=stats.slow_consumers,
+        )
+        cumulative, buckets = 0, []
+        for bound, count in zip((*COMMIT_BUCKETS, float("inf")), stats.commit_buckets, strict=True):
+            cumulative += count
+            buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
+        yield HistogramMetricFamily(
+            "taskcast_store_commit_seconds",
+            "Time to durably commit one batch of events",
+            buckets=buckets,
+            sum_value=stats.commit_seconds_sum,
+        )
+        connections = list(hub.connections)
+        yield GaugeMetricFamily("taskcast_connections", "Open connections", value=len(connections))
+        yield GaugeMetricFamily(
+            "taskcast_publishers",
+            "Open connections that have published",
+            value=sum(1 for c in connections if c.published),
+        )
+        yield GaugeMetricFamily(
+            "taskcast_subscribers",
+            "Open connections with a subscription",
+            value=sum(1 for c in connections if c.subscriptions),
+        )
+        yield GaugeMetricFamily(
+            "taskcast_subscriptions", "Active subscriptions", value=len(hub.index)
+        )
+        yield GaugeMetricFamily(
+            "taskcast_subscriber_lag_events",
+            "Most frames queued for one connection, not yet written",
+            value=max((len(c.outbound.frames) for c in connections), default=0),
+        )
+        yield GaugeMetricFamily(
+            "taskcast_subscriber_queued_bytes",
+            "Bytes queued for all connections, not yet written",
+            value=sum(c.outbound.size for c in connections),
+        )
+        yield GaugeMetricFamily(
+            "taskcast_log_head_seq", "Last seq delivered", value=hub.published_head
+        )
+        yield GaugeMetricFamily(
+            "taskcast_log_oldest_seq", "Oldest seq kept", value=hub.store.oldest
+        )
+        yield GaugeMetricFamily(
+            "taskcast_tasks", "Tasks seen in the log", value=len(hub.summaries.tasks)
+        )
+
+
+def render_metrics(hub: Hub) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HubCollector(hub))
+    return generate_latest(registry)
