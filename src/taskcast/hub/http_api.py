@@ -127,10 +127,12 @@ async def get_events(request: web.Request) -> web.Response:
     if len(page.events) >= query.limit:
         next_url = request.rel_url.update_query(since=page.scanned_to)
         headers["Link"] = f'<{next_url}>; rel="next"'
-    wants_ndjson = (
-        NDJSON in request.headers.get("Accept", "") or request.query.get("format") == "ndjson"
-    )
-    if wants_ndjson:
+    accept = request.headers.get("Accept", "")
+    wanted = request.query.get("format")
+    if wanted == "csv" or (wanted is None and "text/csv" in accept):
+        headers["Content-Disposition"] = 'attachment; filename="taskcast-events.csv"'
+        return web.Response(text=events_csv(page.events), content_type="text/csv", headers=headers)
+    if wanted == "ndjson" or (wanted is None and NDJSON in accept):
         body = b"".join(frame + b"\n" for frame in frames)
         return web.Response(body=body, content_type=NDJSON, headers=headers)
     return web.Response(
