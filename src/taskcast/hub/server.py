@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
@@ -53,11 +54,20 @@ async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+DASHBOARD = Path(__file__).resolve().parent.parent / "dashboard"
+
+
+async def dashboard_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(DASHBOARD / "index.html", headers={"Cache-Control": "no-cache"})
+
+
 def build_app(hub: Hub) -> web.Application:
     app = web.Application(client_max_size=hub.config.max_frame_bytes)
     app[HUB_KEY] = hub
     app.router.add_get("/ws", websocket_endpoint)
     add_routes(app)
+    app.router.add_get("/", dashboard_page)
+    app.router.add_static("/dashboard/", DASHBOARD)
     return app
 
 

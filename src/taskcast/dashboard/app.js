@@ -1,0 +1,350 @@
+// taskcast dashboard: a live view of the hub's log over the same websocket protocol
+// any client uses. It resumes with `since` after any drop, so no row is lost or doubled.
+"use strict";
+
+const MAX_ROWS = 3000;            // rows kept in the feed
+const INITIAL_BACKLOG = 2000;     // events replayed on first load
+const params = new URLSearchParams(location.search);
+const token = params.get("token");
+const withToken = (url) => (token ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : url);
+const headers = token ? { Authorization: "Bearer " + token } : {};
+
+const state = {
+  lastSeq: null,          // last seq shown; resume point
+  seqs: [],               // seqs in the feed, in order (tests read this)
+  shownAt: {},            // seq -> time it reached the page (ms since the epoch)
+  events: [],             // recent events (bounded)
+  tasks: new Map(),       // taskId -> summary (server view, updated live)
+  paused: false,
+  pending: [],            // events received while paused
+  stick: true,            // auto-scroll while the user is at the bottom
+  sort: { key: "lastActivity", dir: -1 },
+  selected: null,
+  timelineSeq: 0,         // last seq shown in the open task's timeline
+  perMinute: new Map(),   // minute (ms) -> count
+  reconnects: 0,
+};
+window.taskcastDashboard = state;
+
+const $ = (id) => document.getElementById(id);
+const feed = $("feed");
+const fmtTime = (ms) => (ms ? new Date(ms).toLocaleTimeString([], { hour12: false }) : "");
+const fmtDuration = (ms) => (ms < 1000 ? ms + " ms" : ms < 60000 ? (ms / 1000).toFixed(1) + " s" : Math.round(ms / 60000) + " min");
+const fmtNum = (n) => (n || 0).toLocaleString();
+
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// --- connection -------------------------------------------------------------
+
+function setStatus(kind, text) {
+  const badge = $("status");
+  badge.className = "badge " + kind;
+  badge.textContent = text;
+}
+
+async function start() {
+  try {
+    const health = await (await fetch("/healthz", { headers })).json();
+    state.lastSeq = Math.max(0, health.head - INITIAL_BACKLOG);
+    const tasks = await (await fetch("/api/tasks", { headers })).json();
+    for (const task of tasks) state.tasks.set(task.taskId, task);
+    renderTasks();
+  } catch (err) {
+    state.lastSeq = 0;
+  }
+  connect();
+  pollStats();
+  setInterval(pollStats, 2000);
+  setInterval(() => { renderTasks(); renderCharts(); }, 2000);
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+  const ws = new WebSocket(withToken(scheme + location.host + "/ws"));
+  ws.onopen = () => {
+    ws.send(JSON.stringify({ type: "subscribe", channel: "tasks.>", since: state.lastSeq ?? 0 }));
+  };
+  ws.onmessage = (message) => {
+    const frame = JSON.parse(message.data);
+    if (frame.type === "subscribed") {
+      state.reconnects = 0;
+      setStatus("live", "live");
+      return;
+    }
+    if (typeof frame.seq !== "number" || frame.type === "error") return;
+    if (state.lastSeq !== null && frame.seq <= state.lastSeq) return; // already shown
+    state.lastSeq = frame.seq;
+    receive(frame);
+  };
+  ws.onclose = () => {
+    const delay = Math.min(5000, 250 * 2 ** state.reconnects++) * (0.5 + Math.random() / 2);
+    setStatus("down", "reconnecting…");
+    setTimeout(connect, delay);
+  };
+}
+
+async function pollStats() {
+  try {
+    const health = await (await fetch("/healthz", { headers })).json();
+    $("stat-publishers").textContent = fmtNum(health.publishers);
+    $("stat-subscribers").textContent = fmtNum(health.subscribers);
+    $("stat-tasks").textContent = fmtNum(Math.max(health.tasks, state.tasks.size));
+    $("stat-head").textContent = fmtNum(Math.max(health.head, state.lastSeq || 0));
+  } catch (err) { /* the websocket shows the connection state */ }
+}
+
+// --- events -------------------------------------------------------------------
+
+function receive(event) {
+  state.shownAt[event.seq] = Date.now();
+  state.events.push(event);
+  if (state.events.length > MAX_ROWS) state.events.shift();
+  foldIntoTask(event);
+  $("stat-head").textContent = fmtNum(event.seq);
+  $("stat-tasks").textContent = fmtNum(state.tasks.size);
+  const ts = event.payload && event.payload.timestamp;
+  const minute = Math.floor((typeof ts === "number" ? ts : Date.now()) / 60000) * 60000;
+  state.perMinute.set(minute, (state.perMinute.get(minute) || 0) + 1);
+  addFilterOption($("filter-type"), event.type);
+  if (event.payload && event.payload.taskId) addFilterOption($("filter-task"), event.payload.taskId);
+  if (state.selected && event.payload && event.payload.taskId === state.selected
+      && event.seq > state.timelineSeq) {
+    state.timelineSeq = event.seq;
+    $("timeline").append(timelineItem(event));
+  }
+  if (state.paused) state.pending.push(event);
+  else showRow(event);
+}
+
+function foldIntoTask(event) {
+  const p = event.payload || {};
+  if (!p.taskId) return;
+  const now = typeof p.timestamp === "number" ? p.timestamp : Date.now();
+  let t = state.tasks.get(p.taskId);
+  if (!t) {
+    t = { taskId: p.taskId, status: "running", apiActions: 0, toolCalls: 0, toolFailures: 0,
+          inputTokens: 0, outputTokens: 0, startedAt: now, lastActivity: now, durationMs: 0, endedAt: null };
+    state.tasks.set(p.taskId, t);
+  }
+  if (event.seq <= (t.lastSeq || 0)) return; // the server summary already counts it
+  t.lastSeq = event.seq;
+  t.lastActivity = now;
+  switch (event.type) {
+    case "task_started": t.status = "running"; t.model = p.model; t.provider = p.provider; break;
+    case "api_action": t.apiActions += 1; break;
+    case "llm_usage": t.inputTokens += p.inputTokens || 0; t.outputTokens += p.outputTokens || 0; break;
+    case "tool_executed": t.toolCalls += 1; if (p.success === false) t.toolFailures += 1; break;
+    case "task_completed": case "task_failed": case "task_aborted":
+      t.status = event.type.slice(5); t.endedAt = now; t.result = p.result; t.error = p.error; break;
+  }
+  t.durationMs = (t.endedAt || now) - t.startedAt;
+}
+
+function describe(event) {
+  const p = event.payload || {};
+  switch (event.type) {
+    case "api_action": return p.message || "";
+    case "tool_executed":
+      return `${p.tool}(${p.arguments || ""}) ${p.success ? "ok" : "FAILED"} · ${p.durationMs} ms\n${p.output || ""}`;
+    case "llm_usage":
+      return `${p.provider}/${p.model} · ${p.inputTokens} in · ${p.outputTokens} out · ${p.latencyMs} ms`;
+    case "task_started": return `${p.provider}/${p.model}: ${p.prompt || ""}`;
+    case "task_completed": return p.result || "";
+    case "task_failed": case "task_aborted": return p.error || "";
+    case "api_retry": return `retry ${p.attempt}: ${p.error}`;
+    default: return JSON.stringify(p);
+  }
+}
+
+function matchesFilters(event) {
+  const task = $("filter-task").value, type = $("filter-type").value;
+  const text = $("filter-text").value.trim().toLowerCase();
+  const p = event.payload || {};
+  if (task && p.taskId !== task) return false;
+  if (type && event.type !== type) return false;
+  if (text && !(describe(event) + " " + (p.taskId || "")).toLowerCase().includes(text)) return false;
+  return true;
+}
+
+function feedRow(event) {
+  const p = event.payload || {};
+  const row = el("div", "row t-" + event.type);
+  row.dataset.seq = event.seq;
+  if (event.type === "tool_executed" && p.success === false) row.classList.add("failed");
+  row.append(el("span", "seq", "#" + event.seq), el("span", "time", fmtTime(p.timestamp)));
+  const task = el("span", "task", p.taskId || event.channel);
+  task.title = p.taskId || "";
+  if (p.taskId) task.onclick = () => openTask(p.taskId);
+  row.append(task, el("span", "type", event.type));
+  const msg = el("span", "msg", describe(event));
+  if (msg.textContent.length > 240 || msg.textContent.split("\n").length > 3) {
+    msg.classList.add("folded");
+    msg.title = "click to expand";
+    msg.onclick = () => msg.classList.toggle("folded");
+  }
+  row.append(msg);
+  return row;
+}
+
+function showRow(event) {
+  state.seqs.push(event.seq);
+  if (!matchesFilters(event)) return updateCount();
+  feed.append(feedRow(event));
+  while (feed.childElementCount > MAX_ROWS) feed.firstElementChild.remove();
+  if (state.stick) feed.scrollTop = feed.scrollHeight;
+  else $("jump").hidden = false;
+  updateCount();
+}
+
+function updateCount() {
+  const waiting = state.pending.length ? ` · ${state.pending.length} waiting (paused)` : "";
+  $("feed-count").textContent = `${fmtNum(state.seqs.length)} events${waiting}`;
+}
+
+function rerenderFeed() {
+  feed.replaceChildren(...state.events.filter(matchesFilters).map(feedRow));
+  feed.scrollTop = feed.scrollHeight;
+}
+
+function addFilterOption(select, value) {
+  if (!value || [...select.options].some((o) => o.value === value)) return;
+  select.append(new Option(value.length > 24 ? value.slice(0, 24) + "…" : value, value));
+}
+
+// --- tasks ----------------------------------------------------------------------
+
+function renderTasks() {
+  const { key, dir } = state.sort;
+  const tasks = [...state.tasks.values()].sort((a, b) => {
+    const x = a[key] ?? "", y = b[key] ?? "";
+    return (x < y ? -1 : x > y ? 1 : 0) * dir;
+  });
+  const body = document.querySelector("#tasks tbody");
+  body.replaceChildren(...tasks.map((t) => {
+    const tr = el("tr");
+    tr.dataset.task = t.taskId;
+    const id = el("td", "", t.taskId.length > 14 ? t.taskId.slice(0, 14) + "…" : t.taskId);
+    id.title = t.taskId;
+    tr.append(id, el("td", "status s-" + t.status, t.status),
+      el("td", "num", fmtNum(t.apiActions)), el("td", "num", fmtNum(t.inputTokens)),
+      el("td", "num", fmtNum(t.outputTokens)), el("td", "num", fmtDuration(t.durationMs || 0)),
+      el("td", "num", fmtTime(t.lastActivity)));
+    tr.onclick = () => openTask(t.taskId);
+    return tr;
+  }));
+}
+
+async function openTask(taskId) {
+  state.selected = taskId;
+  const panel = $("detail");
+  panel.hidden = false;
+  $("detail-title").textContent = "Task " + taskId;
+  const timeline = $("timeline");
+  timeline.replaceChildren();
+  state.timelineSeq = 0;
+  let since = 0, task = null;
+  for (;;) {
+    const reply = await (await fetch(withToken(`/api/tasks/${encodeURIComponent(taskId)}?since=${since}&limit=1000`), { headers })).json();
+    if (!reply.task) break;
+    task = reply.task;
+    for (const event of reply.events) {
+      if (event.seq <= state.timelineSeq) continue;
+      state.timelineSeq = event.seq;
+      timeline.append(timelineItem(event));
+    }
+    if (reply.events.length < 1000) break;
+    since = reply.nextSince;
+  }
+  const t = state.tasks.get(taskId) || task || {};
+  const summary = $("detail-summary");
+  summary.replaceChildren();
+  for (const [label, value] of [["status", t.status], ["API actions", fmtNum(t.apiActions)],
+    ["tool calls", `${fmtNum(t.toolCalls)} (${fmtNum(t.toolFailures)} failed)`],
+    ["tokens in", fmtNum(t.inputTokens)], ["tokens out", fmtNum(t.outputTokens)],
+    ["duration", fmtDuration(t.durationMs || 0)], ["model", t.model || "–"]]) {
+    const box = el("div");
+    box.append(el("dt", "", label), el("dd", "", value));
+    summary.append(box);
+  }
+}
+
+function timelineItem(event) {
+  const p = event.payload || {};
+  const li = el("li", "t-" + event.type);
+  li.dataset.seq = event.seq;
+  if (event.type === "tool_executed" && p.success === false) li.classList.add("failed");
+  li.append(el("span", "when", fmtTime(p.timestamp) + " · #" + event.seq + " "), el("span", "what", event.type));
+  li.append(el("div", "body", describe(event)));
+  return li;
+}
+
+// --- charts -----------------------------------------------------------------------
+
+let rateChart = null;
+function renderCharts() {
+  const now = Math.floor(Date.now() / 60000) * 60000;
+  const xs = [], ys = [];
+  for (let m = now - 59 * 60000; m <= now; m += 60000) { xs.push(m / 1000); ys.push(state.perMinute.get(m) || 0); }
+  const box = $("chart-rate");
+  if (!rateChart && window.uPlot) {
+    rateChart = new uPlot({
+      width: box.clientWidth || 400, height: 150, legend: { show: false },
+      series: [{}, { label: "events/min", stroke: "#4fb3ff", fill: "#4fb3ff33", width: 2 }],
+      axes: [{ stroke: "#8593a3", grid: { stroke: "#263040" } }, { stroke: "#8593a3", grid: { stroke: "#263040" } }],
+    }, [xs, ys], box);
+    new ResizeObserver(() => rateChart.setSize({ width: box.clientWidth, height: 150 })).observe(box);
+  } else if (rateChart) {
+    rateChart.setData([xs, ys]);
+  }
+  const tasks = [...state.tasks.values()].map((t) => ({ id: t.taskId, total: (t.inputTokens || 0) + (t.outputTokens || 0) }))
+    .filter((t) => t.total > 0).sort((a, b) => b.total - a.total).slice(0, 15);
+  const max = Math.max(1, ...tasks.map((t) => t.total));
+  $("chart-tokens").replaceChildren(...tasks.map((t) => {
+    const bar = el("div", "bar");
+    const fill = el("div", "fill");
+    fill.style.width = (100 * t.total / max).toFixed(1) + "%";
+    const track = el("div");
+    track.append(fill);
+    bar.append(el("span", "label", t.id), track, el("span", "num", fmtNum(t.total)));
+    bar.title = t.id;
+    return bar;
+  }));
+}
+
+// --- controls -------------------------------------------------------------------------
+
+$("pause").onclick = () => {
+  state.paused = !state.paused;
+  $("pause").setAttribute("aria-pressed", String(state.paused));
+  $("pause").textContent = state.paused ? "Resume" : "Pause";
+  if (!state.paused) {
+    const waiting = state.pending;
+    state.pending = [];
+    waiting.forEach(showRow);
+  }
+  updateCount();
+};
+feed.addEventListener("scroll", () => {
+  state.stick = feed.scrollTop + feed.clientHeight >= feed.scrollHeight - 8;
+  if (state.stick) $("jump").hidden = true;
+});
+$("jump").onclick = () => { state.stick = true; feed.scrollTop = feed.scrollHeight; $("jump").hidden = true; };
+for (const id of ["filter-task", "filter-type"]) $(id).onchange = rerenderFeed;
+$("filter-text").oninput = rerenderFeed;
+$("detail-close").onclick = () => { $("detail").hidden = true; state.selected = null; };
+document.querySelectorAll("#tasks th").forEach((th) => {
+  th.onclick = () => {
+    const key = th.dataset.sort;
+    state.sort = { key, dir: state.sort.key === key ? -state.sort.dir : -1 };
+    document.querySelectorAll("#tasks th").forEach((h) => h.classList.remove("sorted", "asc", "desc"));
+    th.classList.add("sorted", state.sort.dir > 0 ? "asc" : "desc");
+    renderTasks();
+  };
+});
+
+start();

@@ -1,0 +1,141 @@
+"""The dashboard in a real headless Chromium, driven by Playwright (issue 4, tests 1-2)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from taskcast.client import CommunicationService
+from taskcast.task import ScriptedProvider, Task
+from tests.conftest import REPO
+from tests.test_hub_crash import read_whole_log
+
+CHROMIUM = "/usr/bin/chromium"
+OUTPUT = REPO / "test-output" / "dashboard"
+DEMO_SCRIPT = REPO / "src" / "taskcast" / "demo" / "script.json"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not shutil.which("chromium"):
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (scripts/test-deps installs it)")
+        pytest.skip("chromium is not installed")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield launched
+        await launched.close()
+
+
+async def open_dashboard(browser: Browser, http: str, **context: Any) -> Page:
+    page = await (await browser.new_context(**context)).new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors  # type: ignore[attr-defined]
+    await page.goto(f"{http}/")
+    await page.wait_for_selector("#status.live", timeout=10_000)
+    return page
+
+
+async def run_scripted_task(
+    url: str, workdir: Path, task_id: str, script: Path = DEMO_SCRIPT
+) -> str:
+    service = CommunicationService(url)
+    task = Task(
+        ScriptedProvider.from_file(script),
+        communication_service=service,
+        task_id=task_id,
+        cwd=workdir,
+        history_dir=workdir / ".h",
+        approval="auto",
+    )
+    result = await task.run("write hello.py and run it")
+    assert await service.aflush(15)
+    await service.aclose()
+    return result.status
+
+
+async def test_dashboard_shows_a_task_live(
+    browser: Browser, start_hub: Any, tmp_path: Path
+) -> None:
+    hub = start_hub()
+    page = await open_dashboard(browser, hub.http, viewport={"width": 1400, "height": 900})
+    assert await run_scripted_task(hub.url, tmp_path, "demo-task-1") == "completed"
+    await page.wait_for_function(
+        "document.querySelectorAll('#feed .row.t-api_action').length === 4", timeout=5_000
+    )
+    log = await read_whole_log(hub.http)
+    actions = [e for e in log if e["type"] == "api_action"]
+    shown_at = await page.evaluate("window.taskcastDashboard.shownAt")
+    for action in actions:  # each message reached the page within 2 s of being sent
+        assert shown_at[str(action["seq"])] - action["payload"]["timestamp"] < 2_000
+    messages = await page.locator("#feed .row.t-api_action .msg").all_inner_texts()
+    assert messages == [a["payload"]["message"] for a in actions]
+    row = page.locator("#tasks tbody tr[data-task='demo-task-1']")
+    await row.locator("td.s-completed").wait_for(timeout=5_000)
+    assert (await row.locator("td").nth(2).inner_text()) == "4"
+    await page.screenshot(path=OUTPUT / "feed-and-tasks.png", full_page=True)
+
+    await row.click()
+    await page.wait_for_function(
+        f"document.querySelectorAll('#timeline li').length === {len(log)}", timeout=5_000
+    )
+    kinds = await page.locator("#timeline li .what").all_inner_texts()
+    assert kinds == [e["type"] for e in log]
+    assert await page.locator("#timeline li.t-tool_executed").count() == 4
+    assert "completed" in await page.locator("#detail-summary").inner_text()
+    await page.screenshot(path=OUTPUT / "task-timeline.png")
+
+    # Filters, pause and the phone layout.
+    await page.click("#detail-close")
+    await page.select_option("#filter-type", "tool_executed")
+    assert await page.locator("#feed .row").count() == 4
+    await page.select_option("#filter-type", "")
+    await page.click("#pause")
+    assert await run_scripted_task(hub.url, tmp_path / "b", "demo-task-2") == "completed"
+    await asyncio.sleep(1.0)
+    assert await page.locator("#feed .row").count() == 14  # paused: nothing new shown
+    await page.click("#pause")
+    await page.wait_for_function("document.querySelectorAll('#feed .row').length === 28")
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.screenshot(path=OUTPUT / "phone.png", full_page=True)
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_dashboard_survives_a_hub_restart_mid_task(
+    browser: Browser, start_hub: Any, tmp_path: Path
+) -> None:
+    hub = start_hub()
+    page = await open_dashboard(browser, hub.http)
+    slow_script = tmp_path / "slow.json"
+    slow_script.write_text(DEMO_SCRIPT.read_text().replace('"delay": 0.3', '"delay": 0.8'))
+    running = asyncio.create_task(
+        run_scripted_task(hub.url, tmp_path / "w", "restart-task", slow_script)
+    )
+    await asyncio.sleep(1.2)
+    hub.kill9()
+    await page.wait_for_selector("#status.down", timeout=10_000)
+    await asyncio.sleep(0.5)
+    hub.restart()
+    assert await running == "completed"
+    log = await read_whole_log(hub.http)
+    await page.wait_for_function(
+        f"window.taskcastDashboard.seqs.length >= {len(log)}", timeout=20_000
+    )
+    await asyncio.sleep(0.5)
+    seqs = await page.evaluate("window.taskcastDashboard.seqs")
+    assert seqs == [e["seq"] for e in log]  # every event exactly once, in order
+    rows = await page.locator("#feed .row").evaluate_all("rows => rows.map(r => +r.dataset.seq)")
+    assert rows == seqs
+    await page.screenshot(path=OUTPUT / "after-restart.png")
