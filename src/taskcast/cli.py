@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,12 +16,13 @@ import click
 from rich.console import Console
 
 from taskcast import __version__
+from taskcast.auth import AuthError, TokenVerifier, create_token
 from taskcast.channels import InvalidChannel, validate_pattern
 from taskcast.client import CommunicationService, subscribe
 from taskcast.console import event_line
 from taskcast.frames import encode
 from taskcast.hub.config import DEFAULT_HOST, DEFAULT_PORT, MIB, HubConfig
-from taskcast.store import DEFAULT_STORE, Retention
+from taskcast.store import DEFAULT_STORE, Retention, StoreLocked
 from taskcast.task import ApprovalPolicy, ScriptedProvider, Task, ToolCall
 from taskcast.task.approval import MODES
 from taskcast.task.events import summarize_arguments
@@ -45,6 +48,18 @@ def _setup_logging(verbose: bool) -> None:
 @click.version_option(__version__, prog_name="taskcast")
 def main() -> None:
     """taskcast: live, durable notifications of your AI agents' API actions."""
+
+
+def _verifier(
+    secret_file: Path | None, public_key_file: Path | None, algorithm: str | None
+) -> TokenVerifier | None:
+    """HS256 with TASKCAST_SECRET or --secret-file; RS256/ES256 with --public-key-file."""
+    if public_key_file is not None:
+        return TokenVerifier(public_key_file.read_bytes(), algorithm or "RS256")
+    secret = secret_file.read_text().strip() if secret_file else os.environ.get("TASKCAST_SECRET")
+    if secret:
+        return TokenVerifier(secret, algorithm or "HS256")
+    return None
 
 
 @main.command()
@@ -77,6 +92,38 @@ def main() -> None:
     show_default=True,
     help="Seconds between retention passes.",
 )
+@click.option(
+    "--secret-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="HS256 secret (else the TASKCAST_SECRET environment variable).",
+)
+@click.option(
+    "--public-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM public key for RS256/ES256 tokens.",
+)
+@click.option("--algorithm", type=click.Choice(["HS256", "RS256", "ES256"]))
+@click.option("--insecure", is_flag=True, help="Allow binding beyond loopback without auth.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key.")
+@click.option(
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
+    help="Browser Origin allowed to connect (repeat; default: any).",
+)
+@click.option(
+    "--publish-rate",
+    type=float,
+    default=10_000.0,
+    show_default=True,
+    help="Events/s one connection may publish (0: no limit).",
+)
+@click.option("--publish-burst", type=float, default=20_000.0, show_default=True)
+@click.option("--max-connections", type=int, default=10_000, show_default=True)
+@click.option("--max-subscriptions", type=int, default=100, show_default=True)
+@click.option("--idle-timeout", type=float, default=300.0, show_default=True)
+@click.option("--handshake-timeout", type=float, default=10.0, show_default=True)
 @click.option("-v", "--verbose", is_flag=True)
 def hub(
     host: str,
@@ -88,12 +135,29 @@ def hub(
     max_frame_bytes: int,
     max_subscriber_buffer: int,
     trim_interval: float,
+    secret_file: Path | None,
+    public_key_file: Path | None,
+    algorithm: str | None,
+    insecure: bool,
+    tls_cert: str | None,
+    tls_key: str | None,
+    allowed_origins: tuple[str, ...],
+    publish_rate: float,
+    publish_burst: float,
+    max_connections: int,
+    max_subscriptions: int,
+    idle_timeout: float,
+    handshake_timeout: float,
     verbose: bool,
 ) -> None:
-    """Run the hub: websocket /ws and the HTTP API on one port."""
-    from taskcast.hub.server import announce, serve
+    """Run the hub: websocket /ws, the HTTP API and the dashboard on one port."""
+    from taskcast.hub.server import UnsafeBind, announce, serve
 
     _setup_logging(verbose)
+    try:
+        verifier = _verifier(secret_file, public_key_file, algorithm)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     config = HubConfig(
         host=host,
         port=port,
@@ -103,11 +167,117 @@ def hub(
         max_frame_bytes=max_frame_bytes,
         max_subscriber_buffer=max_subscriber_buffer,
         trim_interval_seconds=trim_interval,
+        verifier=verifier,
+        insecure=insecure,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        allowed_origins=allowed_origins,
+        publish_rate=publish_rate,
+        publish_burst=publish_burst,
+        max_connections=max_connections,
+        max_subscriptions=max_subscriptions,
+        idle_timeout_seconds=idle_timeout,
+        handshake_timeout_seconds=handshake_timeout,
     )
     try:
         asyncio.run(serve(config, ready=announce))
-    except OSError as exc:
+    except (OSError, UnsafeBind, StoreLocked, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@main.group()
+def token() -> None:
+    """Create and inspect access tokens (JWTs)."""
+
+
+def _parse_ttl(ttl: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if ttl[-1] in units:
+            return int(float(ttl[:-1]) * units[ttl[-1]])
+        return int(ttl)
+    except (ValueError, IndexError):
+        raise click.BadParameter(f"{ttl!r}: use seconds or a number with s, m, h or d") from None
+
+
+@token.command("create")
+@click.option("--publish", multiple=True, help="Channel pattern it may publish to (repeat).")
+@click.option("--subscribe", multiple=True, help="Channel pattern it may subscribe to (repeat).")
+@click.option("--ttl", default="1h", show_default=True, help="Lifetime: 30m, 12h, 7d, seconds.")
+@click.option("--admin", is_flag=True, help="May do everything.")
+@click.option("--sub", "subject", default="taskcast-client", show_default=True, help="Who.")
+@click.option("--secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--private-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM private key for RS256/ES256.",
+)
+@click.option("--algorithm", type=click.Choice(["HS256", "RS256", "ES256"]))
+def token_create(
+    publish: tuple[str, ...],
+    subscribe: tuple[str, ...],
+    ttl: str,
+    admin: bool,
+    subject: str,
+    secret_file: Path | None,
+    private_key_file: Path | None,
+    algorithm: str | None,
+) -> None:
+    """Print a signed token (HS256 with TASKCAST_SECRET unless a key file is given)."""
+    if private_key_file is not None:
+        key: str | bytes = private_key_file.read_bytes()
+        algorithm = algorithm or "RS256"
+    else:
+        secret = (
+            secret_file.read_text().strip() if secret_file else os.environ.get("TASKCAST_SECRET")
+        )
+        if not secret:
+            raise click.UsageError(
+                "set TASKCAST_SECRET, or pass --secret-file or --private-key-file"
+            )
+        key, algorithm = secret, algorithm or "HS256"
+    try:
+        click.echo(
+            create_token(
+                key,
+                subject=subject,
+                publish=list(publish),
+                subscribe=list(subscribe),
+                ttl_seconds=_parse_ttl(ttl),
+                admin=admin,
+                algorithm=algorithm,
+            )
+        )
+    except (InvalidChannel, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@token.command("inspect")
+@click.argument("value")
+@click.option("--secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--public-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--algorithm", type=click.Choice(["HS256", "RS256", "ES256"]))
+def token_inspect(
+    value: str, secret_file: Path | None, public_key_file: Path | None, algorithm: str | None
+) -> None:
+    """Show a token's claims, and whether it verifies with the configured key."""
+    import jwt
+
+    try:
+        header = jwt.get_unverified_header(value)
+        claims = jwt.decode(value, options={"verify_signature": False})
+    except jwt.InvalidTokenError as exc:
+        raise click.ClickException(f"not a token: {type(exc).__name__}") from exc
+    click.echo(json.dumps({"header": header, "claims": claims}, indent=2))
+    verifier = _verifier(secret_file, public_key_file, algorithm)
+    if verifier is None:
+        click.echo("signature not checked (no secret or public key given)")
+        return
+    try:
+        principal = verifier.verify(value)
+    except AuthError as exc:
+        raise click.ClickException(f"does not verify: {exc}") from exc
+    click.echo(f"valid for {principal.subject}")
 
 
 # --- the agent side ---------------------------------------------------------
@@ -197,6 +367,12 @@ def terminal_ask() -> Callable[[str], Awaitable[str | None]]:
 @click.option("--history-dir", type=click.Path(path_type=Path), default=DEFAULT_HISTORY_DIR)
 @click.option("--outbox", type=click.Path(path_type=Path), help="File outbox (survives a crash).")
 @click.option("--max-turns", type=int, default=50, show_default=True)
+@click.option(
+    "--redact",
+    "redact_patterns",
+    multiple=True,
+    help="Extra regex whose matches are hidden in emitted events (repeat).",
+)
 def run(
     prompt: str,
     provider: str,
@@ -213,6 +389,7 @@ def run(
     history_dir: Path,
     outbox: Path | None,
     max_turns: int,
+    redact_patterns: tuple[str, ...],
 ) -> None:
     """Run an agent task; with --hub, publish its events live."""
     console = Console(stderr=False)
@@ -226,6 +403,7 @@ def run(
         "history_dir": history_dir,
         "ask": terminal_ask(),
         "max_turns": max_turns,
+        "redact_patterns": redact_patterns,
     }
     if resume:
         if not task_id:

@@ -21,6 +21,7 @@ FINAL_STATUSES = {"task_completed": "completed", "task_failed": "failed", "task_
 @dataclass(slots=True)
 class TaskSummary:
     task_id: str
+    channel: str = ""
     status: str = "running"
     api_actions: int = 0
     tool_calls: int = 0
@@ -45,6 +46,7 @@ class TaskSummary:
         end = self.ended_at if self.ended_at is not None else now_ms
         return {
             "taskId": self.task_id,
+            "channel": self.channel,
             "status": self.status,
             "apiActions": self.api_actions,
             "toolCalls": self.tool_calls,
@@ -80,13 +82,14 @@ class TaskSummaries:
         task_id: str | None,
         source: str | None,
         body: bytes,
+        channel: str = "",
     ) -> None:
         if task_id is None:
             return
         summary = self.tasks.get(task_id)
         if summary is None:
             summary = self.tasks[task_id] = TaskSummary(
-                task_id, first_seq=seq, started_at=ts, source=source
+                task_id, channel=channel, first_seq=seq, started_at=ts, source=source
             )
         summary.events += 1
         summary.last_seq = seq

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from taskcast.auth import TokenVerifier
 from taskcast.store import DEFAULT_STORE, Retention
 
 DEFAULT_HOST = "127.0.0.1"
@@ -28,3 +29,18 @@ class HubConfig:
     shutdown_timeout_seconds: float = 5.0
     # How long a close waits for the client's close frame (a client not reading never sends one).
     close_timeout_seconds: float = 2.0
+
+    # --- access (docs/security.md) ---
+    verifier: TokenVerifier | None = None  # None: no auth, loopback only unless insecure
+    insecure: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    allowed_origins: tuple[str, ...] = ()  # browser Origins allowed; empty: any
+
+    # --- abuse limits ---
+    publish_rate: float = 10_000.0  # events/s per connection (0: no limit)
+    publish_burst: float = 20_000.0
+    max_connections: int = 10_000
+    max_subscriptions: int = 100  # per connection
+    idle_timeout_seconds: float = 300.0  # nothing received, not even a pong
+    handshake_timeout_seconds: float = 10.0  # from TCP accept to a complete request

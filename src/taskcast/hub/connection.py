@@ -14,8 +14,10 @@ from typing import Protocol
 
 from aiohttp import web
 
+from taskcast.auth import ANONYMOUS_ADMIN, Principal
 from taskcast.broker import OutboundBuffer, Subscription
 from taskcast.frames import encode
+from taskcast.ratelimit import TokenBucket
 from taskcast.wsframe import text_frames
 
 log = logging.getLogger("taskcast.hub")
@@ -91,8 +93,17 @@ class SSESink:
 
 
 class ClientConnection:
-    def __init__(self, sink: Sink, buffer_limit: int, peer: str) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        buffer_limit: int,
+        peer: str,
+        principal: Principal = ANONYMOUS_ADMIN,
+        bucket: TokenBucket | None = None,
+    ) -> None:
         self.sink = sink
+        self.principal = principal
+        self.bucket = bucket
         self.number = next(_ids)
         self.peer = peer
         self.outbound = OutboundBuffer(buffer_limit)

@@ -58,6 +58,8 @@ class HubStats:
     replays: int = 0
     replayed: int = 0
     slow_consumers: int = 0
+    idle_disconnects: int = 0
+    refused: dict[str, int] = field(default_factory=dict)  # connections, by reason
     commits: int = 0
     commit_buckets: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BUCKETS) + 1))
     commit_seconds_sum: float = 0.0
@@ -103,7 +105,13 @@ class Hub:
             )
             for event in page.events:
                 self.summaries.observe(
-                    event.seq, event.ts, event.type, event.task_id, event.source, event.body
+                    event.seq,
+                    event.ts,
+                    event.type,
+                    event.task_id,
+                    event.source,
+                    event.body,
+                    event.channel,
                 )
             cursor = page.scanned_to
 
@@ -175,7 +183,9 @@ class Hub:
                 kind = publish.type
                 published[kind] = published.get(kind, 0) + 1
                 delivered[kind] = delivered.get(kind, 0) + count
-                observe(seq, stamp, kind, publish.task_id, publish.source, publish.body)
+                observe(
+                    seq, stamp, kind, publish.task_id, publish.source, publish.body, publish.channel
+                )
                 self.published_head = seq
             reply(result)
         for connection in slow:
@@ -206,16 +216,48 @@ class Hub:
             return
         if isinstance(frame, Publish):
             connection.published = True
-            if not self.accepting:
-                connection.send(error_frame("shutting_down", "hub is shutting down", frame.id))
+            refusal = self.publish_refusal(connection, frame)
+            if refusal is not None:
+                self.reject(connection, refusal)
                 return
             self.submit(frame, lambda outcome: self._ack(connection, frame, outcome))
         elif isinstance(frame, Subscribe):
+            refusal = self.subscribe_refusal(connection, frame)
+            if refusal is not None:
+                self.reject(connection, refusal)
+                return
             self.subscribe(connection, frame)
         elif isinstance(frame, Unsubscribe):
             self.unsubscribe(connection, frame.pattern)
         elif isinstance(frame, Ping):
             connection.send(pong_frame(frame.id))
+
+    def publish_refusal(self, connection: ClientConnection, frame: Publish) -> FrameError | None:
+        if not self.accepting:
+            return FrameError("shutting_down", "hub is shutting down", frame.id)
+        if not connection.principal.can_publish(frame.channel):
+            return FrameError("forbidden", f"not allowed to publish to {frame.channel}", frame.id)
+        if connection.bucket is not None and not connection.bucket.allow(time.monotonic()):
+            return FrameError("rate_limited", "publish rate limit exceeded; resend later", frame.id)
+        return None
+
+    def subscribe_refusal(
+        self, connection: ClientConnection, request: Subscribe
+    ) -> FrameError | None:
+        if not connection.principal.can_subscribe(request.pattern):
+            return FrameError("forbidden", f"not allowed to subscribe to {request.pattern}")
+        limit = self.config.max_subscriptions
+        if (
+            request.pattern not in connection.subscriptions
+            and len(connection.subscriptions) >= limit
+        ):
+            return FrameError(
+                "too_many_subscriptions", f"at most {limit} subscriptions per connection"
+            )
+        return None
+
+    def count_refused(self, reason: str) -> None:
+        self.stats.refused[reason] = self.stats.refused.get(reason, 0) + 1
 
     def reject(self, connection: ClientConnection, error: FrameError) -> None:
         self.count_rejected(error.code)

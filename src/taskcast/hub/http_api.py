@@ -22,6 +22,7 @@ from taskcast.frames import (
     parse_event,
     with_seq,
 )
+from taskcast.hub.access import PRINCIPAL_KEY, principal_of
 from taskcast.hub.connection import ClientConnection, SSESink
 from taskcast.hub.core import Hub, now_ms
 from taskcast.hub.metrics import render_metrics
@@ -43,11 +44,20 @@ def bad_request(code: str, message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(body=error_frame(code, message), content_type="application/json")
 
 
+def forbidden(message: str) -> web.HTTPForbidden:
+    return web.HTTPForbidden(
+        body=error_frame("forbidden", message), content_type="application/json"
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
+    status = "ok" if hub.accepting else "stopping"
+    if request.get(PRINCIPAL_KEY) is None:  # auth is on and no valid token: say little
+        return web.json_response({"status": status})
     return web.json_response(
         {
-            "status": "ok" if hub.accepting else "stopping",
+            "status": status,
             "head": hub.published_head,
             "oldest": hub.store.oldest,
             "store": hub.store.description,
@@ -78,6 +88,9 @@ async def post_event(request: web.Request) -> web.Response:
     except FrameError as exc:
         hub.count_rejected(exc.code)
         return web.Response(status=400, body=exc.to_frame(), content_type="application/json")
+    if not principal_of(request).can_publish(publish.channel):
+        hub.count_rejected("forbidden")
+        return json_error(403, "forbidden", f"not allowed to publish to {publish.channel}")
     try:
         result = await hub.publish(publish)
     except Exception:
@@ -101,12 +114,15 @@ def _int_param(request: web.Request, name: str, default: int | None) -> int | No
 
 
 def parse_event_query(request: web.Request) -> EventQuery:
+    principal = principal_of(request)
     pattern = request.query.get("channel") or None
     if pattern is not None:
         try:
             validate_pattern(pattern)
         except InvalidChannel as exc:
             raise bad_request("invalid_channel", str(exc)) from None
+        if not principal.can_subscribe(pattern):
+            raise forbidden(f"not allowed to read {pattern}")
     limit = _int_param(request, "limit", DEFAULT_QUERY_LIMIT) or DEFAULT_QUERY_LIMIT
     return EventQuery(
         after=_int_param(request, "since", 0) or 0,
@@ -115,6 +131,7 @@ def parse_event_query(request: web.Request) -> EventQuery:
         type=request.query.get("type") or None,
         task_id=request.query.get("taskId") or None,
         limit=min(limit, MAX_QUERY_LIMIT),
+        readable=None if principal.admin else principal.subscribe,
     )
 
 
@@ -170,7 +187,12 @@ async def get_tasks(request: web.Request) -> web.Response:
     status = request.query.get("status") or None
     limit = min(_int_param(request, "limit", 500) or 500, 10_000)
     now = now_ms()
-    tasks = [summary.to_json(now) for summary in hub.summaries.listing(status, limit)]
+    principal = principal_of(request)
+    tasks = [
+        summary.to_json(now)
+        for summary in hub.summaries.listing(status, limit)
+        if principal.can_read(summary.channel)
+    ]
     return web.Response(body=encode(tasks), content_type="application/json")
 
 
@@ -178,11 +200,17 @@ async def get_task(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     task_id = request.match_info["task_id"]
     summary = hub.summaries.get(task_id)
-    if summary is None:
+    principal = principal_of(request)
+    if summary is None or not principal.can_read(summary.channel):
         return json_error(404, "not_found", f"no task {task_id!r} in the log")
     limit = min(_int_param(request, "limit", DEFAULT_QUERY_LIMIT) or DEFAULT_QUERY_LIMIT, 10_000)
     page = await hub.store.query(
-        EventQuery(after=_int_param(request, "since", 0) or 0, task_id=task_id, limit=limit)
+        EventQuery(
+            after=_int_param(request, "since", 0) or 0,
+            task_id=task_id,
+            limit=limit,
+            readable=None if principal.admin else principal.subscribe,
+        )
     )
     body = b'{"task":%s,"events":[%s],"nextSince":%d}' % (
         encode(summary.to_json(now_ms())),
@@ -212,6 +240,9 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         validate_pattern(pattern)
     except InvalidChannel as exc:
         raise bad_request("invalid_channel", str(exc)) from None
+    principal = principal_of(request)
+    if not principal.can_subscribe(pattern):
+        raise forbidden(f"not allowed to subscribe to {pattern}")
     last_event_id = request.headers.get("Last-Event-ID", "")
     since = int(last_event_id) if last_event_id.isdigit() else _int_param(request, "since", None)
     transport = request.transport
@@ -227,7 +258,10 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     await response.write(b"retry: 1000\n\n")
     connection = ClientConnection(
-        SSESink(response, transport), hub.config.max_subscriber_buffer, request.remote or "?"
+        SSESink(response, transport),
+        hub.config.max_subscriber_buffer,
+        request.remote or "?",
+        principal,
     )
     hub.attach(connection)
     hub.subscribe(connection, Subscribe(pattern, since))

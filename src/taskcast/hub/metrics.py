@@ -60,6 +60,19 @@ class HubCollector(Collector):
             "Connections closed with 4008 for not reading",
             value=stats.slow_consumers,
         )
+        refused = CounterMetricFamily(
+            "taskcast_connections_refused",
+            "Connections refused (unauthorized, origin, max_connections)",
+            labels=["reason"],
+        )
+        for reason, count in stats.refused.items():
+            refused.add_metric([reason], count)
+        yield refused
+        yield CounterMetricFamily(
+            "taskcast_idle_disconnects",
+            "Connections closed for sending nothing within the idle timeout",
+            value=stats.idle_disconnects,
+        )
         cumulative, buckets = 0, []
         for bound, count in zip((*COMMIT_BUCKETS, float("inf")), stats.commit_buckets, strict=True):
             cumulative += count

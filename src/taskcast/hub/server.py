@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,10 +14,12 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 
 from taskcast.frames import error_frame
+from taskcast.hub.access import make_access_middleware, principal_of
 from taskcast.hub.config import HubConfig
 from taskcast.hub.connection import ClientConnection, WebSocketSink
 from taskcast.hub.core import Hub
 from taskcast.hub.http_api import HUB_KEY, add_routes
+from taskcast.ratelimit import TokenBucket
 from taskcast.store import open_store
 
 log = logging.getLogger("taskcast.hub")
@@ -23,20 +27,34 @@ log = logging.getLogger("taskcast.hub")
 
 async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
     hub = request.app[HUB_KEY]
+    config = hub.config
     if not hub.accepting:
         raise web.HTTPServiceUnavailable(text="hub is shutting down")
+    if len(hub.connections) >= config.max_connections:
+        hub.count_refused("max_connections")
+        raise web.HTTPServiceUnavailable(
+            body=error_frame("too_many_connections", "the hub is at its connection limit"),
+            content_type="application/json",
+        )
     ws = web.WebSocketResponse(
-        max_msg_size=hub.config.max_frame_bytes,
+        max_msg_size=config.max_frame_bytes,
         compress=False,
         autoping=True,
-        timeout=hub.config.close_timeout_seconds,  # for the peer's close reply
+        timeout=config.close_timeout_seconds,  # for the peer's close reply
+        receive_timeout=config.idle_timeout_seconds,  # pongs count: see heartbeat
+        heartbeat=min(30.0, config.idle_timeout_seconds / 2),
     )
     await ws.prepare(request)
     transport = request.transport
     if transport is None:  # the client went away during the handshake
         return ws
+    bucket = TokenBucket(config.publish_rate, config.publish_burst) if config.publish_rate else None
     connection = ClientConnection(
-        WebSocketSink(ws, transport), hub.config.max_subscriber_buffer, request.remote or "?"
+        WebSocketSink(ws, transport),
+        config.max_subscriber_buffer,
+        request.remote or "?",
+        principal_of(request),
+        bucket,
     )
     hub.attach(connection)
     try:
@@ -49,6 +67,9 @@ async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
                 )
             elif message.type == WSMsgType.ERROR:
                 break
+    except TimeoutError:
+        hub.stats.idle_disconnects += 1
+        await ws.close(code=1000, message=b"idle timeout")
     finally:
         hub.detach(connection)
     return ws
@@ -62,7 +83,10 @@ async def dashboard_page(request: web.Request) -> web.FileResponse:
 
 
 def build_app(hub: Hub) -> web.Application:
-    app = web.Application(client_max_size=hub.config.max_frame_bytes)
+    app = web.Application(
+        client_max_size=hub.config.max_frame_bytes,
+        middlewares=[make_access_middleware(hub.config, hub.count_refused)],
+    )
     app[HUB_KEY] = hub
     app.router.add_get("/ws", websocket_endpoint)
     add_routes(app)
@@ -78,20 +102,29 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run a hub until SIGINT/SIGTERM (or ``stop``), then shut down gracefully."""
+    check_exposure(config)
+    ssl_context = tls_context(config)
     store = open_store(config.store, config.retention, fsync=config.fsync)
     await store.open()
     hub = Hub(store, config)
-    runner = web.AppRunner(build_app(hub), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        build_app(hub),
+        access_log=None,  # request lines can carry ?token=: never logged
+        handle_signals=False,
+        keepalive_timeout=config.handshake_timeout_seconds,
+    )
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     signals_installed = False
     try:
         await hub.start()
         await runner.setup()
-        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+        site = web.TCPSite(
+            runner, config.host, config.port, reuse_address=True, ssl_context=ssl_context
+        )
         await site.start()
         port = runner.addresses[0][1] if runner.addresses else config.port
-        url = f"ws://{config.host}:{port}/ws"
+        url = f"{'wss' if ssl_context else 'ws'}://{config.host}:{port}/ws"
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         signals_installed = True
@@ -108,6 +141,42 @@ async def serve(
         if signals_installed:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+
+
+class UnsafeBind(RuntimeError):
+    """Binding beyond loopback without authentication."""
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def check_exposure(config: HubConfig) -> None:
+    """Without a token verifier the hub serves anyone who can reach it: loopback only,
+    unless the operator says --insecure."""
+    if config.verifier is not None or is_loopback(config.host):
+        return
+    if not config.insecure:
+        raise UnsafeBind(
+            f"refusing to bind {config.host} without authentication: set TASKCAST_SECRET "
+            "(or --secret-file / --public-key-file), or pass --insecure"
+        )
+    log.warning(
+        "serving %s WITHOUT authentication (--insecure): anyone can read and publish", config.host
+    )
+
+
+def tls_context(config: HubConfig) -> ssl.SSLContext | None:
+    if not config.tls_cert and not config.tls_key:
+        return None
+    if not (config.tls_cert and config.tls_key):
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
 
 
 def announce(url: str) -> None:

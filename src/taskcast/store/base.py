@@ -37,12 +37,15 @@ class EventQuery:
     type: str | None = None
     task_id: str | None = None
     limit: int = 1000
+    # When set, only channels matching one of these patterns (what a token may read).
+    readable: tuple[str, ...] | None = None
 
     def selects(self, event: StoredEvent) -> bool:
         return (
             (self.type is None or event.type == self.type)
             and (self.task_id is None or event.task_id == self.task_id)
             and (self.pattern is None or matches(self.pattern, event.channel))
+            and (self.readable is None or any(matches(p, event.channel) for p in self.readable))
         )
 
 

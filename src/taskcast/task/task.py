@@ -32,7 +32,8 @@ from taskcast.task.events import (
     summarize_arguments,
     truncate,
 )
-from taskcast.task.providers.base import Provider, ProviderError
+from taskcast.task.providers.base import NO_API_KEY, Provider, ProviderError
+from taskcast.task.redaction import Redactor, secret_environment_values
 from taskcast.task.tools import DEFAULT_TOOLS, TOOLS, Ask, ToolContext, ToolResult, run_tool
 
 log = logging.getLogger("taskcast.task")
@@ -83,6 +84,7 @@ class Task:
         max_retries: int = 4,
         retry_base_delay: float = 1.0,
         command_timeout: float = 60.0,
+        redact_patterns: Iterable[str] = (),
     ) -> None:
         self.api = api
         self.task_id = task_id or uuid.uuid4().hex
@@ -102,6 +104,14 @@ class Task:
         self.status = "idle"
         self.usage = Usage()
         self._emitter = Emitter(communication_service)
+        api_key = getattr(getattr(api, "client", None), "api_key", None)
+        self.redactor = Redactor(
+            redact_patterns,
+            [
+                *secret_environment_values(),
+                *([api_key] if isinstance(api_key, str) and api_key != NO_API_KEY else []),
+            ],
+        )
         self._abort = threading.Event()
         self._runner: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -210,7 +220,7 @@ class Task:
                 payload = self.payload_builder(payload, turn)
             except Exception:
                 log.exception("payload_builder failed; sending the default payload")
-        self._emitter.emit({"type": "api_action", "payload": payload})
+        self._emitter.emit({"type": "api_action", "payload": self.redactor.payload(payload)})
 
     async def _request(self) -> AssistantTurn:
         attempt = 0

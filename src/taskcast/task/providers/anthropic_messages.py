@@ -9,7 +9,7 @@ from typing import Any
 import anthropic
 
 from taskcast.task.conversation import AssistantTurn, Message, ToolCall, ToolSpec, Usage
-from taskcast.task.providers.base import ProviderError
+from taskcast.task.providers.base import NO_API_KEY, ProviderError
 
 
 class AnthropicProvider:
@@ -29,7 +29,7 @@ class AnthropicProvider:
         self.stream = stream
         self.max_tokens = max_tokens
         self.client = anthropic.AsyncAnthropic(
-            api_key=api_key or os.environ.get("ANTHROPIC_API_KEY") or "not-needed",
+            api_key=api_key or os.environ.get("ANTHROPIC_API_KEY") or NO_API_KEY,
             base_url=base_url,
             max_retries=0,
             timeout=timeout,

@@ -6,6 +6,9 @@ from typing import Protocol
 
 from taskcast.task.conversation import AssistantTurn, Message, ToolSpec
 
+# Local servers (Ollama, vLLM, test servers) need no key, but the SDKs insist on one.
+NO_API_KEY = "not-needed"
+
 
 class ProviderError(Exception):
     """A failed API request. ``transient`` ones (network, 429, 5xx) are retried."""

@@ -14,7 +14,7 @@ from typing import Any
 import openai
 
 from taskcast.task.conversation import AssistantTurn, Message, ToolCall, ToolSpec, Usage
-from taskcast.task.providers.base import ProviderError
+from taskcast.task.providers.base import NO_API_KEY, ProviderError
 
 
 class OpenAIChatProvider:
@@ -34,7 +34,7 @@ class OpenAIChatProvider:
         self.stream = stream
         self.max_tokens = max_tokens
         self.client = openai.AsyncOpenAI(
-            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
+            api_key=api_key or os.environ.get("OPENAI_API_KEY") or NO_API_KEY,
             base_url=base_url,
             max_retries=0,
             timeout=timeout,
