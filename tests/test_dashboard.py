@@ -38,12 +38,13 @@ async def browser() -> AsyncIterator[Browser]:
         await launched.close()
 
 
-async def open_dashboard(browser: Browser, http: str, **context: Any) -> Page:
+async def open_dashboard(browser: Browser, address: str, **context: Any) -> Page:
+    """Open the dashboard at ``address`` (the hub's base URL, or a full page URL)."""
     page = await (await browser.new_context(**context)).new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.errors = errors  # type: ignore[attr-defined]
-    await page.goto(f"{http}/")
+    await page.goto(address if "?" in address else f"{address}/")
     await page.wait_for_selector("#status.live", timeout=10_000)
     return page
 
@@ -139,3 +140,41 @@ async def test_dashboard_survives_a_hub_restart_mid_task(
     rows = await page.locator("#feed .row").evaluate_all("rows => rows.map(r => +r.dataset.seq)")
     assert rows == seqs
     await page.screenshot(path=OUTPUT / "after-restart.png")
+
+
+async def test_dashboard_works_when_the_hub_requires_a_token(
+    browser: Browser, start_hub: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskcast.auth import create_token
+
+    secret = "dashboard-test-secret-0123456789abcdef"
+    monkeypatch.setenv("TASKCAST_SECRET", secret)
+    hub = start_hub()
+    viewer = create_token(
+        secret, subject="viewer", publish=[], subscribe=["tasks.>"], ttl_seconds=600
+    )
+    agent = create_token(
+        secret, subject="agent", publish=["tasks.>"], subscribe=[], ttl_seconds=600
+    )
+    anonymous = await (await browser.new_context()).new_page()
+    await anonymous.goto(f"{hub.http}/")
+    await anonymous.wait_for_selector("#status.down", timeout=10_000)  # refused without a token
+    page = await open_dashboard(browser, f"{hub.http}/?token={viewer}#")
+    service = CommunicationService(hub.url, token=agent)
+    task = Task(
+        ScriptedProvider.from_file(DEMO_SCRIPT),
+        communication_service=service,
+        task_id="secured-task",
+        cwd=tmp_path,
+        history_dir=tmp_path / ".h",
+        approval="auto",
+    )
+    assert (await task.run("go")).status == "completed"
+    assert await service.aflush(10)
+    await service.aclose()
+    await page.wait_for_function(
+        "document.querySelectorAll('#feed .row.t-api_action').length === 4", timeout=5_000
+    )
+    await page.locator("#tasks tbody tr[data-task='secured-task']").click()
+    await page.wait_for_function("document.querySelectorAll('#timeline li').length === 14")
+    assert await anonymous.locator("#feed .row").count() == 0

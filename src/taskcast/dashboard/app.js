@@ -50,7 +50,11 @@ function setStatus(kind, text) {
 async function start() {
   try {
     const health = await (await fetch("/healthz", { headers })).json();
-    state.lastSeq = Math.max(0, health.head - INITIAL_BACKLOG);
+    if (health.head === undefined) {  // the hub requires a token and we have none (or a bad one)
+      setStatus("down", "token required: open /?token=…");
+      state.needsToken = true;
+    }
+    state.lastSeq = Math.max(0, (health.head || 0) - INITIAL_BACKLOG);
     const tasks = await (await fetch("/api/tasks", { headers })).json();
     for (const task of tasks) state.tasks.set(task.taskId, task);
     renderTasks();
@@ -83,7 +87,7 @@ function connect() {
   };
   ws.onclose = () => {
     const delay = Math.min(5000, 250 * 2 ** state.reconnects++) * (0.5 + Math.random() / 2);
-    setStatus("down", "reconnecting…");
+    setStatus("down", state.needsToken ? "token required: open /?token=…" : "reconnecting…");
     setTimeout(connect, delay);
   };
 }

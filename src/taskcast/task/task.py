@@ -325,9 +325,5 @@ class Task:
         os.replace(temporary, target)
 
     def _emit(self, event_type: str, payload: dict[str, Any]) -> None:
-        self._emitter.emit(
-            {
-                "type": event_type,
-                "payload": {"taskId": self.task_id, **payload, "timestamp": now_ms()},
-            }
-        )
+        payload = self.redactor.payload({"taskId": self.task_id, **payload, "timestamp": now_ms()})
+        self._emitter.emit({"type": event_type, "payload": payload})
