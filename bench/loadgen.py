@@ -3,13 +3,19 @@
 Each runs in its own process so the server under test, not the client, is measured.
 Subscribers only count frames in throughput mode; in latency mode they decode each
 frame and compare its ``sentNs`` (CLOCK_MONOTONIC, shared by all processes) with now.
+
+Three wire dialects, one per kind of server:
+- ``taskcast``: subscribe frame, acknowledged publishes (a window of unacked events);
+- ``plain``: a relay that forwards every text frame to every other client;
+- ``socketio``: Engine.IO/Socket.IO v4 over a websocket (``40`` connect, ``42[...]``
+  events, ``2``/``3`` ping/pong).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import logging
 import multiprocessing as mp
 import os
 import resource
@@ -20,12 +26,17 @@ from typing import Any
 import msgspec
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-PAYLOAD_PAD = 200  # bytes of message text: ~200-byte api_action events on the wire
+# picows logs each pause/resume of writing; under load that is noise, not news.
+logging.getLogger("picows").setLevel(logging.ERROR)
+
+PAYLOAD_PAD = 200  # characters of message text: ~200-byte api_action payloads
+SUBSCRIBE = b'{"type":"subscribe","channel":"tasks.>"}'
+SUBSCRIBE_FROM_START = b'{"type":"subscribe","channel":"tasks.>","since":0}'
 
 
-def api_action(i: int, sent_ns: int, *, event_id: str | None = None) -> dict[str, Any]:
+def api_action(i: int, sent_ns: int) -> dict[str, Any]:
     text = f"step {i}: " + "x" * PAYLOAD_PAD
-    frame: dict[str, Any] = {
+    return {
         "type": "api_action",
         "payload": {
             "taskId": "bench",
@@ -34,17 +45,33 @@ def api_action(i: int, sent_ns: int, *, event_id: str | None = None) -> dict[str
             "sentNs": sent_ns,
         },
     }
-    if event_id is not None:
-        frame["id"] = event_id
-    return frame
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def encode_event(mode: str, i: int) -> bytes:
+    """Compact JSON, as every client library sends it."""
+    event = _encode(api_action(i, time.monotonic_ns()))
+    if mode == "socketio":
+        return b'42["event",' + event + b"]"
+    return event
 
 
 def cpu_seconds_of(pid: int) -> float:
-    """User+system CPU time of a process, from /proc (works for any pid we own)."""
+    """User+system CPU time of a process, from /proc."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def rss_bytes_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def own_cpu_seconds() -> float:
@@ -59,28 +86,62 @@ class SubscriberResult:
     last_ns: int = 0
     latencies_us: list[float] = field(default_factory=list)
     cpu_seconds: float = 0.0
+    connected: int = 0
+    dropped: int = 0  # connections the server closed before the end
 
 
-class _Counter(WSListener):  # type: ignore[misc]
+@dataclass
+class _Shared:
+    expected: int
+    latency: bool
+    mode: str
+    done: asyncio.Event
+    decode: Any = field(default_factory=lambda: msgspec.json.Decoder().decode)
+    count: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+    latencies: list[float] = field(default_factory=list)
+    ready: int = 0
+
+
+class _Subscriber(WSListener):  # type: ignore[misc]
     def __init__(self, shared: _Shared) -> None:
         self.shared = shared
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        if self.shared.mode == "taskcast":
+            transport.send(WSMsgType.TEXT, SUBSCRIBE)
+        elif self.shared.mode in ("plain", "taskcast-replay"):
+            self.shared.ready += 1  # a replaying subscriber subscribes only on "go"
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type != WSMsgType.TEXT:
             return
         shared = self.shared
+        head = frame.get_payload_as_memoryview()[:20]
+        if shared.mode == "socketio":
+            if head[:2] == b"42":
+                event = True
+            else:
+                if head[:1] == b"0":
+                    transport.send(WSMsgType.TEXT, b"40")
+                elif head[:2] == b"40":
+                    shared.ready += 1
+                elif head == b"2":
+                    transport.send(WSMsgType.TEXT, b"3")
+                return
+        else:
+            event = head == b'{"type":"api_action"'
+            if not event:
+                if head[:19] == b'{"type":"subscribed':
+                    shared.ready += 1
+                return
         now = time.monotonic_ns()
         if shared.latency:
             data = frame.get_payload_as_bytes()
-            obj = shared.decode(data)
-            payload = obj.get("payload")
-            if not isinstance(payload, dict) or "sentNs" not in payload:
-                return
-            shared.latencies.append((now - payload["sentNs"]) / 1000)
-        elif frame.get_payload_as_memoryview()[:9] != b'{"type":"' or (
-            shared.skip_prefix and frame.get_payload_as_bytes().startswith(shared.skip_prefix)
-        ):
-            return
+            obj = shared.decode(data[2:] if shared.mode == "socketio" else data)
+            event_obj = obj[1] if shared.mode == "socketio" else obj
+            shared.latencies.append((now - event_obj["payload"]["sentNs"]) / 1000)
         if not shared.count:
             shared.first_ns = now
         shared.count += 1
@@ -89,82 +150,96 @@ class _Counter(WSListener):  # type: ignore[misc]
             shared.done.set()
 
 
-@dataclass
-class _Shared:
-    expected: int
-    latency: bool
-    skip_prefix: bytes
-    done: asyncio.Event
-    decode: Any = field(default_factory=lambda: msgspec.json.Decoder().decode)
-    count: int = 0
-    first_ns: int = 0
-    last_ns: int = 0
-    latencies: list[float] = field(default_factory=list)
-
-
 def subscriber_process(
     url: str,
+    mode: str,
     connections: int,
-    subscribe_frame: bytes | None,
-    skip_prefix: bytes,
     events: int,
     latency: bool,
     ready: Any,
     results: Any,
     timeout: float,
+    go: Any,
 ) -> None:
+    """Open ``connections`` subscribers; report once each got ``events`` (or on timeout)."""
+
     async def main() -> SubscriberResult:
-        shared = _Shared(events * connections, latency, skip_prefix, asyncio.Event())
+        shared = _Shared(events * connections, latency, mode, asyncio.Event())
         transports = []
         for _ in range(connections):
-            transport, _listener = await ws_connect(lambda: _Counter(shared), url)
-            if subscribe_frame is not None:
-                transport.send(WSMsgType.TEXT, subscribe_frame)
+            transport, _listener = await ws_connect(
+                lambda: _Subscriber(shared), url, websocket_handshake_timeout=30
+            )
             transports.append(transport)
-        await asyncio.sleep(0.5)  # let every subscription register
+        deadline = time.monotonic() + 30
+        while shared.ready < connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         ready.put(os.getpid())
+        await asyncio.get_running_loop().run_in_executor(None, go.wait)
+        if mode == "taskcast-replay":
+            for transport in transports:
+                transport.send(WSMsgType.TEXT, SUBSCRIBE_FROM_START)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(shared.done.wait(), timeout)
+        dropped = sum(1 for transport in transports if transport.is_disconnected)
         for transport in transports:
             transport.disconnect()
         sample = shared.latencies[:: max(1, len(shared.latencies) // 20_000)]
         return SubscriberResult(
-            shared.count, shared.first_ns, shared.last_ns, sample, own_cpu_seconds()
+            shared.count, shared.first_ns, shared.last_ns, sample, own_cpu_seconds(),
+            shared.ready, dropped,
         )
 
     results.put(asyncio.run(main()))
 
 
-class _Acks(WSListener):  # type: ignore[misc]
-    def __init__(self) -> None:
+class _Publisher(WSListener):  # type: ignore[misc]
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
         self.acked = 0
         self.window = asyncio.Event()
-        self.limit = 0
+        self.ready = asyncio.Event()
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        if self.mode != "socketio":
+            self.ready.set()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type != WSMsgType.TEXT:
+            return
         head = frame.get_payload_as_memoryview()[:12]
-        if frame.msg_type == WSMsgType.TEXT and head == b'{"type":"ack':
-            self.acked += 1
-            self.window.set()
+        if self.mode == "taskcast":
+            if head == b'{"type":"ack':
+                self.acked += 1
+                self.window.set()
+        elif self.mode == "socketio":
+            if head[:2] == b"40":
+                self.ready.set()
+            elif head[:1] == b"0":
+                transport.send(WSMsgType.TEXT, b"40")
+            elif head[:1] == b"2" and len(head) == 1:
+                transport.send(WSMsgType.TEXT, b"3")
 
 
 def publisher_process(
     url: str,
+    mode: str,
     events: int,
     rate: float | None,
-    acks: bool,
     window: int,
     ready: Any,
     go: Any,
     results: Any,
+    finish: Any,
 ) -> None:
-    """Publish ``events``; as fast as the window allows, or paced at ``rate`` per second."""
+    """Publish ``events``: as fast as the server takes them, or paced at ``rate``/s."""
 
-    async def main() -> dict[str, float]:
-        transport, listener = await ws_connect(_Acks, url)
+    async def main() -> None:
+        transport, listener = await ws_connect(lambda: _Publisher(mode), url)
+        await asyncio.wait_for(listener.ready.wait(), 30)
         ready.put(os.getpid())
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
-        encode = json.dumps
+        acks = mode == "taskcast"
         start = time.monotonic_ns()
         sent = 0
         if rate is None:
@@ -173,25 +248,20 @@ def publisher_process(
                     while sent - listener.acked >= window:
                         listener.window.clear()
                         await listener.window.wait()
-                burst = min(events - sent, window if not acks else window - (sent - listener.acked))
-                for _ in range(max(1, burst)):
-                    transport.send(
-                        WSMsgType.TEXT, encode(api_action(sent, time.monotonic_ns())).encode()
-                    )
+                    burst = window - (sent - listener.acked)
+                else:
+                    burst = 100
+                for _ in range(min(burst, events - sent)):
+                    transport.send(WSMsgType.TEXT, encode_event(mode, sent))
                     sent += 1
                 if not acks:
                     await asyncio.sleep(0)
         else:
-            tick = 0.005
-            per_tick = rate * tick
-            credit = 0.0
-            next_at = time.monotonic()
+            tick, credit, next_at = 0.005, 0.0, time.monotonic()
             while sent < events:
-                credit += per_tick
+                credit += rate * tick
                 while credit >= 1 and sent < events:
-                    transport.send(
-                        WSMsgType.TEXT, encode(api_action(sent, time.monotonic_ns())).encode()
-                    )
+                    transport.send(WSMsgType.TEXT, encode_event(mode, sent))
                     sent += 1
                     credit -= 1
                 next_at += tick
@@ -204,15 +274,40 @@ def publisher_process(
                 except TimeoutError:
                     break
         elapsed = (time.monotonic_ns() - start) / 1e9
+        results.put(
+            {"start_ns": start, "elapsed": elapsed, "acked": listener.acked, "cpu": own_cpu_seconds()}
+        )
+        # Stay connected until the subscribers are done: closing now could drop frames
+        # still in this socket's buffers, and a relay would never deliver them.
+        await asyncio.get_running_loop().run_in_executor(None, finish.wait, 300)
         transport.disconnect()
-        return {
-            "start_ns": start,
-            "elapsed": elapsed,
-            "acked": listener.acked,
-            "cpu": own_cpu_seconds(),
-        }
 
-    results.put(asyncio.run(main()))
+    asyncio.run(main())
+
+
+def idle_process(url: str, mode: str, connections: int, ready: Any, release: Any) -> None:
+    """Hold ``connections`` idle subscribers open until released (memory per connection)."""
+
+    async def main() -> None:
+        shared = _Shared(1, False, mode, asyncio.Event())
+        transports = []
+        for start in range(0, connections, 200):
+            batch = await asyncio.gather(
+                *(
+                    ws_connect(lambda: _Subscriber(shared), url, websocket_handshake_timeout=60)
+                    for _ in range(min(200, connections - start))
+                )
+            )
+            transports.extend(t for t, _ in batch)
+        deadline = time.monotonic() + 60
+        while shared.ready < connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        ready.put(shared.ready)
+        await asyncio.get_running_loop().run_in_executor(None, release.wait)
+        for transport in transports:
+            transport.disconnect()
+
+    asyncio.run(main())
 
 
 def spawn(target: Any, *args: Any) -> mp.process.BaseProcess:

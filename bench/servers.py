@@ -7,10 +7,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+NODE = BENCH / "node"
 
 
 @dataclass
@@ -18,9 +21,7 @@ class Server:
     name: str
     url: str
     process: subprocess.Popen[bytes]
-    subscribe_frame: bytes | None  # what a subscriber sends first (None: nothing)
-    acks: bool  # whether the server acknowledges each publish
-    skip_prefix: bytes = b'{"type":"ack'
+    mode: str  # the load generator's dialect: taskcast | plain | socketio
 
     def stop(self) -> None:
         self.process.terminate()
@@ -31,10 +32,33 @@ class Server:
             self.process.wait()
 
 
-def start_taskcast(store: str | None = None, *extra: str) -> Server:
+def _start(name: str, mode: str, command: list[str], cwd: Path = REPO) -> Server:
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = process.stdout.readline().decode()
+        if not line:
+            break
+        if "listening on " in line:
+            return Server(name, line.split("listening on ")[1].split()[0], process, mode)
+    process.kill()
+    raise RuntimeError(f"{name} did not start")
+
+
+def taskcast(store: str | None = None) -> Server:
     if store is None:
         store = f"sqlite:{tempfile.mkdtemp(prefix='taskcast-bench-')}/events.db"
-    process = subprocess.Popen(
+    return _start(
+        "taskcast (SQLite)" if store.startswith("sqlite") else f"taskcast ({store})",
+        "taskcast",
+        # Benchmarks measure capacity: lift the per-connection publish limit.
         [
             sys.executable,
             "-m",
@@ -44,28 +68,58 @@ def start_taskcast(store: str | None = None, *extra: str) -> Server:
             "0",
             "--store",
             store,
-            # Benchmarks measure capacity: lift the per-connection abuse limit.
             "--publish-rate",
             "0",
-            *extra,
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    assert process.stdout is not None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = process.stdout.readline().decode()
-        if line.startswith("taskcast hub listening on "):
-            url = line.split()[-1]
-            return Server(
-                "taskcast (SQLite)" if store.startswith("sqlite") else f"taskcast ({store})",
-                url,
-                process,
-                b'{"type":"subscribe","channel":"tasks.>"}',
-                acks=True,
-            )
-    process.kill()
-    raise RuntimeError("taskcast hub did not start")
+
+
+def node_ws() -> Server:
+    return _start("Node ws relay", "plain", ["node", str(NODE / "ws_relay.js")], NODE)
+
+
+def node_socketio() -> Server:
+    return _start(
+        "Socket.IO 4 (Node)",
+        "socketio",
+        ["node", str(NODE / "socketio_server.js")],
+        NODE,
+    )
+
+
+def python_socketio() -> Server:
+    return _start(
+        "python-socketio (aiohttp)",
+        "socketio",
+        [sys.executable, str(BENCH / "peers" / "python_socketio_server.py")],
+    )
+
+
+def starlette() -> Server:
+    return _start(
+        "Starlette (uvicorn)",
+        "plain",
+        [sys.executable, str(BENCH / "peers" / "starlette_server.py")],
+    )
+
+
+def picows_floor() -> Server:
+    return _start(
+        "picows relay (floor)", "plain", [sys.executable, str(BENCH / "peers" / "picows_relay.py")]
+    )
+
+
+PEERS: dict[str, Callable[[], Server]] = {
+    "taskcast": taskcast,
+    "node-ws": node_ws,
+    "socketio": node_socketio,
+    "python-socketio": python_socketio,
+    "starlette": starlette,
+    "picows": picows_floor,
+}
+
+
+def ensure_node_modules() -> None:
+    """Install the Node peers from bench/node/package-lock.json when missing."""
+    if not (NODE / "node_modules" / "ws").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE, check=True)
