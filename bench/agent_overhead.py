@@ -30,10 +30,12 @@ class TimedService:
         self.samples_ns.append(time.perf_counter_ns() - started)
 
 
-def measure(url: str, turns: int = 2000) -> dict[str, float]:
+def measure(url: str, tasks: int = 40, turns: int = 50) -> dict[str, float]:
+    """``tasks`` scripted Tasks of ``turns`` turns each (a typical agent run's length),
+    publishing through one service; every send_message call is timed."""
     script: list[dict[str, Any]] = [
         {"text": f"turn {n}: " + "x" * 150, "tool_calls": [{"name": "list_files", "arguments": {}}]}
-        for n in range(turns)
+        for n in range(turns - 1)
     ]
     script.append(
         {
@@ -43,16 +45,21 @@ def measure(url: str, turns: int = 2000) -> dict[str, float]:
     )
     service = CommunicationService(url)
     timed = TimedService(service)
+
+    async def run_all(workdir: str) -> None:
+        for _ in range(tasks):
+            task = Task(
+                ScriptedProvider(script),
+                communication_service=timed,
+                cwd=workdir,
+                history_dir=Path(workdir) / ".history",
+                approval="auto",
+                max_turns=turns,
+            )
+            await task.run("benchmark")
+
     with tempfile.TemporaryDirectory() as workdir:
-        task = Task(
-            ScriptedProvider(script),
-            communication_service=timed,
-            cwd=workdir,
-            history_dir=Path(workdir) / ".history",
-            approval="auto",
-            max_turns=turns + 1,
-        )
-        asyncio.run(task.run("benchmark"))
+        asyncio.run(run_all(workdir))
     service.close(timeout=5)
     samples = sorted(timed.samples_ns)
     return {

@@ -186,8 +186,13 @@ def subscriber_process(
             transport.disconnect()
         sample = shared.latencies[:: max(1, len(shared.latencies) // 20_000)]
         return SubscriberResult(
-            shared.count, shared.first_ns, shared.last_ns, sample, own_cpu_seconds(),
-            shared.ready, dropped,
+            shared.count,
+            shared.first_ns,
+            shared.last_ns,
+            sample,
+            own_cpu_seconds(),
+            shared.ready,
+            dropped,
         )
 
     results.put(asyncio.run(main()))
@@ -275,7 +280,12 @@ def publisher_process(
                     break
         elapsed = (time.monotonic_ns() - start) / 1e9
         results.put(
-            {"start_ns": start, "elapsed": elapsed, "acked": listener.acked, "cpu": own_cpu_seconds()}
+            {
+                "start_ns": start,
+                "elapsed": elapsed,
+                "acked": listener.acked,
+                "cpu": own_cpu_seconds(),
+            }
         )
         # Stay connected until the subscribers are done: closing now could drop frames
         # still in this socket's buffers, and a relay would never deliver them.

@@ -63,8 +63,16 @@ def run_fanout(
         ready.get(timeout=90)
     publisher_results, finish = ctx.Queue(), ctx.Event()
     publisher = spawn(
-        publisher_process, server.url, server.mode, events, rate, 1000, ready, go,
-        publisher_results, finish,
+        publisher_process,
+        server.url,
+        server.mode,
+        events,
+        rate,
+        1000,
+        ready,
+        go,
+        publisher_results,
+        finish,
     )
     ready.get(timeout=60)
     cpu_before = cpu_seconds_of(server.process.pid)
@@ -96,8 +104,16 @@ def run_publish(server: Server, *, events: int, publishers: int) -> Result:
     ready, results, go, finish = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Event()
     procs = [
         spawn(
-            publisher_process, server.url, "taskcast", events // publishers, None, 1000,
-            ready, go, results, finish,
+            publisher_process,
+            server.url,
+            "taskcast",
+            events // publishers,
+            None,
+            1000,
+            ready,
+            go,
+            results,
+            finish,
         )
         for _ in range(publishers)
     ]

@@ -209,10 +209,9 @@ def with_seq(body: bytes, seq: int) -> bytes:
 
 
 def ack_frame(event_id: str, seq: int, duplicate: bool = False) -> bytes:
-    frame: dict[str, Any] = {"type": "ack", "id": event_id, "seq": seq}
-    if duplicate:
-        frame["duplicate"] = True
-    return _encode(frame)
+    # Formatted, not built as a dict: one ack per publish makes this a hot path.
+    tail = b',"duplicate":true}' if duplicate else b"}"
+    return b'{"type":"ack","id":%s,"seq":%d%s' % (_encode(event_id), seq, tail)
 
 
 def error_frame(code: str, message: str, frame_id: str | None = None) -> bytes:

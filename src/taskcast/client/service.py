@@ -123,9 +123,25 @@ class CommunicationService:
                 "outbox full (%d events): dropped the oldest, %s", self._outbox.max_events, dropped
             )
         if wake:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: close() was called
-                self._loop.call_soon_threadsafe(self._wake_io)
+            self._schedule_wake()
         return event_id
+
+    def _schedule_wake(self) -> None:
+        """Wake the client thread — after the caller's current step when it runs an event
+        loop, so a burst of events (api_action, llm_usage, tool_executed) costs one wake
+        and no thread hand-off happens inside ``send_message`` itself."""
+        try:
+            caller = asyncio.get_running_loop()
+        except RuntimeError:
+            caller = None
+        if caller is not None and caller is not self._loop:
+            caller.call_soon(self._wake_now)
+        else:
+            self._wake_now()
+
+    def _wake_now(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: close() was called
+            self._loop.call_soon_threadsafe(self._wake_io)
 
     @property
     def pending(self) -> int:
@@ -135,6 +151,7 @@ class CommunicationService:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event sent so far is acknowledged; False on timeout."""
+        self._wake_now()  # in case a deferred wake never ran (its loop stopped first)
         with self._emptied:
             return self._emptied.wait_for(lambda: len(self._outbox) == 0, timeout)
 
@@ -259,7 +276,10 @@ class CommunicationService:
                         await ws.send_frame(data, WSMsgType.TEXT)
                     continue
                 waiter = asyncio.create_task(self._wake.wait())
-                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                # The timeout is a safety net for a deferred wake whose loop never ran it.
+                await asyncio.wait(
+                    {waiter, reader}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                )
                 waiter.cancel()
         finally:
             with self._lock:
