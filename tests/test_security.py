@@ -354,21 +354,24 @@ async def test_origin_allow_list(start_hub: Any) -> None:
     assert await upgrade_status(hub.url) == 101  # non-browser clients send no Origin
 
 
+HUB_ON_ALL_INTERFACES = [
+    sys.executable,
+    "-m",
+    "taskcast",
+    "hub",
+    "--host",
+    "0.0.0.0",
+    "--port",
+    "0",
+    "--store",
+    "memory",
+]
+
+
 def test_binding_beyond_loopback_needs_auth_or_insecure(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TASKCAST_SECRET"}
     refused = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "taskcast",
-            "hub",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            "0",
-            "--store",
-            "memory",
-        ],
+        HUB_ON_ALL_INTERFACES,
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -381,18 +384,7 @@ def test_binding_beyond_loopback_needs_auth_or_insecure(tmp_path: Path) -> None:
     assert "WITHOUT authentication" in (tmp_path / "i.log").read_text()
     env["TASKCAST_SECRET"] = SECRET
     secured = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "taskcast",
-            "hub",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            "0",
-            "--store",
-            "memory",
-        ],
+        HUB_ON_ALL_INTERFACES,
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

@@ -20,30 +20,28 @@ from prometheus_client.registry import Collector
 from taskcast.hub.core import COMMIT_BUCKETS, Hub
 
 
+def _by_label(name: str, documentation: str, label: str, counts: dict[str, int]) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in counts.items():
+        family.add_metric([value], count)
+    return family
+
+
 class HubCollector(Collector):
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
 
     def collect(self) -> Iterator[Metric]:
         hub, stats = self.hub, self.hub.stats
-        published = CounterMetricFamily(
-            "taskcast_events_published", "Events stored in the log", labels=["type"]
+        yield _by_label(
+            "taskcast_events_published", "Events stored in the log", "type", stats.published
         )
-        for kind, count in stats.published.items():
-            published.add_metric([kind], count)
-        yield published
-        delivered = CounterMetricFamily(
-            "taskcast_events_delivered", "Live deliveries to subscribers", labels=["type"]
+        yield _by_label(
+            "taskcast_events_delivered", "Live deliveries to subscribers", "type", stats.delivered
         )
-        for kind, count in stats.delivered.items():
-            delivered.add_metric([kind], count)
-        yield delivered
-        rejected = CounterMetricFamily(
-            "taskcast_frames_rejected", "Frames refused with an error", labels=["code"]
+        yield _by_label(
+            "taskcast_frames_rejected", "Frames refused with an error", "code", stats.rejected
         )
-        for code, count in stats.rejected.items():
-            rejected.add_metric([code], count)
-        yield rejected
         yield CounterMetricFamily(
             "taskcast_events_duplicate",
             "Resent ids acknowledged, not stored",
