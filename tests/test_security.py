@@ -256,6 +256,9 @@ async def test_oversized_frame_and_idle_and_handshake_timeouts(start_hub: Any) -
         await ws.send_str(json.dumps(seed("big", "x" * 4096)))
         closing = await ws.receive(timeout=5)
         assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1009
+        await asyncio.sleep(0.2)
+        async with session.get(f"{hub.http}/metrics") as response:
+            assert "taskcast_oversized_frames_total 1.0" in await response.text()
         idle = await session.ws_connect(hub.url, autoping=False)  # never answers pings
         started = time.monotonic()
         while True:

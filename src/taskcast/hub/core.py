@@ -59,6 +59,7 @@ class HubStats:
     replayed: int = 0
     slow_consumers: int = 0
     idle_disconnects: int = 0
+    oversized_frames: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # connections, by reason
     commits: int = 0
     commit_buckets: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BUCKETS) + 1))

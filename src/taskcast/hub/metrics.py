@@ -71,6 +71,11 @@ class HubCollector(Collector):
             "Connections closed for sending nothing within the idle timeout",
             value=stats.idle_disconnects,
         )
+        yield CounterMetricFamily(
+            "taskcast_oversized_frames",
+            "Connections closed with 1009 for a frame over --max-frame-bytes",
+            value=stats.oversized_frames,
+        )
         cumulative, buckets = 0, []
         for bound, count in zip((*COMMIT_BUCKETS, float("inf")), stats.commit_buckets, strict=True):
             cumulative += count

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from taskcast.frames import error_frame
 from taskcast.hub.access import make_access_middleware, principal_of
@@ -68,6 +68,8 @@ async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
                     error_frame("binary_unsupported", "frames must be JSON text frames")
                 )
             elif message.type == WSMsgType.ERROR:
+                if getattr(message.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+                    hub.stats.oversized_frames += 1
                 break
     finally:
         if isinstance(ws.exception(), TimeoutError):  # no pong: a dead or frozen peer
