@@ -20,6 +20,7 @@ from taskcast.auth import AuthError, TokenVerifier, create_token
 from taskcast.channels import InvalidChannel, validate_pattern
 from taskcast.client import CommunicationService, subscribe
 from taskcast.console import event_line
+from taskcast.demo_run import DEMO_SCRIPT
 from taskcast.frames import encode
 from taskcast.hub.config import DEFAULT_HOST, DEFAULT_PORT, MIB, HubConfig
 from taskcast.store import DEFAULT_STORE, Retention, StoreLocked
@@ -50,13 +51,17 @@ def main() -> None:
     """taskcast: live, durable notifications of your AI agents' API actions."""
 
 
+def _hs256_secret(secret_file: Path | None) -> str | None:
+    return secret_file.read_text().strip() if secret_file else os.environ.get("TASKCAST_SECRET")
+
+
 def _verifier(
     secret_file: Path | None, public_key_file: Path | None, algorithm: str | None
 ) -> TokenVerifier | None:
     """HS256 with TASKCAST_SECRET or --secret-file; RS256/ES256 with --public-key-file."""
     if public_key_file is not None:
         return TokenVerifier(public_key_file.read_bytes(), algorithm or "RS256")
-    secret = secret_file.read_text().strip() if secret_file else os.environ.get("TASKCAST_SECRET")
+    secret = _hs256_secret(secret_file)
     if secret:
         return TokenVerifier(secret, algorithm or "HS256")
     return None
@@ -228,9 +233,7 @@ def token_create(
         key: str | bytes = private_key_file.read_bytes()
         algorithm = algorithm or "RS256"
     else:
-        secret = (
-            secret_file.read_text().strip() if secret_file else os.environ.get("TASKCAST_SECRET")
-        )
+        secret = _hs256_secret(secret_file)
         if not secret:
             raise click.UsageError(
                 "set TASKCAST_SECRET, or pass --secret-file or --private-key-file"
@@ -283,7 +286,6 @@ def token_inspect(
 # --- the agent side ---------------------------------------------------------
 
 DEFAULT_HUB_URL = f"ws://{DEFAULT_HOST}:{DEFAULT_PORT}/ws"
-DEMO_SCRIPT = Path(__file__).parent / "demo" / "script.json"
 
 
 def make_provider(

@@ -162,8 +162,7 @@ class CommunicationService:
         """Flush (up to ``timeout``), then stop. Unacknowledged events stay in the file outbox."""
         flushed = self.flush(timeout) if timeout else len(self._outbox) == 0
         self._closing = True
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._wake_io)
+        self._wake_now()
         self._thread.join(10)
         with self._lock:
             self._outbox.close()
@@ -193,7 +192,7 @@ class CommunicationService:
         resumed without gaps or repeats across reconnects."""
         with self._lock:
             self._follows[pattern] = since
-        self._loop.call_soon_threadsafe(self._wake_io)
+        self._wake_now()
 
     def subscribe(
         self, pattern: str, since: int | None = None

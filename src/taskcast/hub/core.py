@@ -198,6 +198,16 @@ class Hub:
 
     # --- connections ------------------------------------------------------
 
+    @property
+    def publishers(self) -> int:
+        """Open connections that have published."""
+        return sum(1 for c in self.connections if c.published)
+
+    @property
+    def subscribers(self) -> int:
+        """Open connections with at least one subscription."""
+        return sum(1 for c in self.connections if c.subscriptions)
+
     def attach(self, connection: ClientConnection) -> None:
         self.connections.add(connection)
         connection.start()

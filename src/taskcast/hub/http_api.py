@@ -62,8 +62,8 @@ async def healthz(request: web.Request) -> web.Response:
             "oldest": hub.store.oldest,
             "store": hub.store.description,
             "connections": len(hub.connections),
-            "publishers": sum(1 for c in hub.connections if c.published),
-            "subscribers": sum(1 for c in hub.connections if c.subscriptions),
+            "publishers": hub.publishers,
+            "subscribers": hub.subscribers,
             "subscriptions": len(hub.index),
             "tasks": len(hub.summaries.tasks),
         }

@@ -91,12 +91,12 @@ class HubCollector(Collector):
         yield GaugeMetricFamily(
             "taskcast_publishers",
             "Open connections that have published",
-            value=sum(1 for c in connections if c.published),
+            value=hub.publishers,
         )
         yield GaugeMetricFamily(
             "taskcast_subscribers",
             "Open connections with a subscription",
-            value=sum(1 for c in connections if c.subscriptions),
+            value=hub.subscribers,
         )
         yield GaugeMetricFamily(
             "taskcast_subscriptions", "Active subscriptions", value=len(hub.index)
