@@ -16,6 +16,9 @@ from hypothesis import strategies as st
 from tests.helpers import collect_events, publish_acked, recv, seed, send, subscribe
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 async def test_seed_frame_round_trip(start_hub: Any) -> None:
     hub = start_hub()
     async with aiohttp.ClientSession() as session:
@@ -40,7 +43,8 @@ async def test_seed_frame_round_trip(start_hub: Any) -> None:
         assert delivered["id"] == ack["id"]
         assert delivered["seq"] == 1
         assert delivered["channel"] == "tasks.task-42"
-        assert set(delivered) == {"type", "payload", "id", "seq", "channel"}
+        assert set(delivered) == {"type", "payload", "id", "seq", "channel", "publisher"}
+        assert delivered["publisher"] == "anonymous"  # recorded by the hub (no auth here)
 
 
 async def test_patterns_route_over_the_wire(start_hub: Any) -> None:
@@ -342,7 +346,7 @@ async def test_http_publish_and_audit_query(start_hub: Any, store: str) -> None:
         note = {"type": "note", "id": "n1", "payload": {"taskId": "h0"}, "channel": "notes.x"}
         async with session.post(f"{hub.http}/api/events", json=note) as r:
             assert (await r.json())["seq"] == 6
-        async with session.post(f"{hub.http}/api/events", data="{oops") as r:
+        async with session.post(f"{hub.http}/api/events", data="{oops", headers=JSON) as r:
             assert r.status == 400 and (await r.json())["code"] == "bad_json"
         async with session.post(f"{hub.http}/api/events", json={"type": "ack"}) as r:
             assert r.status == 400 and (await r.json())["code"] == "reserved_type"

@@ -223,7 +223,7 @@ async def test_rate_limit(secure_hub: Any) -> None:
         (later,) = await publish_acked(ws, [seed("r", "later")])
         assert later["type"] == "ack"
         async with session.get(
-            f"{hub.http}/metrics", headers=bearer(token(subscribe=[">"]))
+            f"{hub.http}/metrics", headers=bearer(token(subscribe=[">"], metrics=True))
         ) as response:
             text = await response.text()
     assert 'taskcast_frames_rejected_total{code="rate_limited"}' in text

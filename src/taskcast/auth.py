@@ -1,9 +1,10 @@
 """Tokens and what they allow: JWTs (PyJWT) naming the channels a client may use.
 
 Claims: ``sub`` (who), ``exp``, ``publish`` and ``subscribe`` (lists of channel
-patterns), ``admin`` (everything). Verification accepts exactly one algorithm —
-the one the hub was configured with — so ``alg: none`` and algorithm-confusion
-tokens are refused before any claim is read.
+patterns), ``metrics`` (may read /metrics and the detailed /healthz), ``admin``
+(everything). Verification accepts exactly one algorithm — the one the hub was
+configured with — so ``alg: none`` and algorithm-confusion tokens are refused before
+any claim is read — and no token that lives longer than the hub's maximum lifetime.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from taskcast.channels import InvalidChannel, matches, validate_pattern
 SYMMETRIC = ("HS256",)
 ASYMMETRIC = ("RS256", "ES256")
 LEEWAY_SECONDS = 5
+DEFAULT_MAX_TOKEN_TTL = 30 * 86400  # a leaked token stops working within 30 days
 
 
 class AuthError(Exception):
@@ -32,6 +34,17 @@ class Principal:
     subscribe: tuple[str, ...] = ()
     admin: bool = False
     expires_at: int | None = None
+    metrics: bool = False
+    # False only for the hub without auth, where everyone is "anonymous".
+    authenticated: bool = True
+
+    @property
+    def publisher(self) -> str | None:
+        """The name the hub records on what this principal publishes (None: anonymous)."""
+        return self.subject if self.authenticated else None
+
+    def can_read_metrics(self) -> bool:
+        return self.admin or self.metrics
 
     def can_publish(self, channel: str) -> bool:
         return self.admin or any(matches(pattern, channel) for pattern in self.publish)
@@ -44,7 +57,7 @@ class Principal:
         return self.admin or any(matches(pattern, channel) for pattern in self.subscribe)
 
 
-ANONYMOUS_ADMIN = Principal("anonymous", admin=True)  # a hub without auth
+ANONYMOUS_ADMIN = Principal("anonymous", admin=True, authenticated=False)  # a hub without auth
 
 
 def covers(allowed: str, requested: str) -> bool:
@@ -70,6 +83,7 @@ class TokenVerifier:
     key: str | bytes
     algorithm: str = "HS256"
     audience: str | None = None
+    max_ttl_seconds: int | None = DEFAULT_MAX_TOKEN_TTL  # None: no maximum
 
     def __post_init__(self) -> None:
         if self.algorithm not in SYMMETRIC + ASYMMETRIC:
@@ -91,7 +105,20 @@ class TokenVerifier:
             raise AuthError("token expired") from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {type(exc).__name__}") from None
+        check_lifetime(claims, self.max_ttl_seconds, int(time.time()))
         return principal_from_claims(claims)
+
+
+def check_lifetime(claims: dict[str, Any], max_ttl: int | None, now: int) -> None:
+    """Refuse a token that lives longer than ``max_ttl`` (from ``iat``, or from now)."""
+    if max_ttl is None:
+        return
+    exp, iat = claims.get("exp"), claims.get("iat")
+    if not isinstance(exp, int | float):
+        raise AuthError("claim 'exp' must be a number")
+    issued = iat if isinstance(iat, int | float) and iat <= now + LEEWAY_SECONDS else now
+    if exp - issued > max_ttl + LEEWAY_SECONDS:
+        raise AuthError(f"token lifetime exceeds the hub's maximum of {max_ttl} s")
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
@@ -115,7 +142,8 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         patterns("publish"),
         patterns("subscribe"),
         claims.get("admin") is True,
-        exp if isinstance(exp, int) else None,
+        int(exp) if isinstance(exp, int | float) else None,
+        metrics=claims.get("metrics") is True,
     )
 
 
@@ -127,6 +155,7 @@ def create_token(
     subscribe: list[str],
     ttl_seconds: int,
     admin: bool = False,
+    metrics: bool = False,
     algorithm: str = "HS256",
 ) -> str:
     """Sign a token (``key`` is the HS256 secret, or the RS256/ES256 private key)."""
@@ -142,6 +171,8 @@ def create_token(
     }
     if admin:
         claims["admin"] = True
+    if metrics:
+        claims["metrics"] = True
     return jwt.encode(claims, key, algorithm=algorithm)
 
 

@@ -86,3 +86,18 @@ def _matches_tokens(pattern: tuple[str, ...], channel: tuple[str, ...]) -> bool:
 def task_channel(task_id: str) -> str:
     """The channel a task's events go to by default."""
     return f"tasks.{task_id}"
+
+
+TASK_NAMESPACES = ("tasks", "control")
+
+
+def task_of_channel(channel: str) -> tuple[str, str] | None:
+    """``(namespace, taskId)`` for ``tasks.<taskId>[.…]`` and ``control.<taskId>[.…]``.
+
+    A task's identity comes from its channel, which publish scopes protect, never
+    from a payload field anyone can write (docs/security.md, forged task events).
+    """
+    namespace, _, rest = channel.partition(".")
+    if namespace not in TASK_NAMESPACES or not rest:
+        return None
+    return namespace, rest.partition(".")[0]

@@ -6,7 +6,6 @@ tested (and fuzzed) without a socket. See docs/protocol.md for the contract.
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -14,7 +13,13 @@ from typing import Any
 
 import msgspec
 
-from taskcast.channels import InvalidChannel, task_channel, validate_channel, validate_pattern
+from taskcast.channels import (
+    InvalidChannel,
+    task_channel,
+    task_of_channel,
+    validate_channel,
+    validate_pattern,
+)
 
 CONTROL_TYPES = frozenset(
     {"subscribe", "unsubscribe", "subscribed", "ack", "error", "ping", "pong", "auth"}
@@ -22,6 +27,10 @@ CONTROL_TYPES = frozenset(
 DEFAULT_CHANNEL = "events"
 MAX_ID_LENGTH = 200
 MAX_TYPE_LENGTH = 100
+# The largest seq a client may name (SQLite's INTEGER); beyond it a clean error, not a 500.
+MAX_SEQ = 2**63 - 1
+# Who published, when the hub has no authentication.
+ANONYMOUS = "anonymous"
 _TYPE = re.compile(r"[A-Za-z0-9_.:-]+")
 
 _encode = msgspec.json.Encoder().encode
@@ -58,8 +67,11 @@ class Publish:
     type: str
     channel: str
     source: str | None
-    task_id: str | None
+    task_id: str | None  # from the channel (tasks.<taskId>), never from the payload alone
     body: bytes
+    # The authenticated ``sub`` (or "anonymous"): recorded by the hub, never by the client.
+    # Idempotency is scoped to it: the same id from two principals is two events.
+    publisher: str = ANONYMOUS
 
 
 @dataclass(slots=True)
@@ -81,34 +93,46 @@ class Ping:
 ClientFrame = Publish | Subscribe | Unsubscribe | Ping
 
 
-_ID_PREFIX = os.urandom(8).hex()
-_id_counter = itertools.count(1)
-
-
 def new_event_id() -> str:
-    """An id for events published without one: random per process, then a counter
-    (unique across hub restarts and nodes, without a syscall per event)."""
-    return f"{_ID_PREFIX}-{next(_id_counter)}"
+    """A random 128-bit id for events published without one: nobody can guess (and so
+    squat) the ids the hub will hand out next."""
+    return os.urandom(16).hex()
 
 
-def parse_client_frame(data: str | bytes) -> ClientFrame:
-    """Parse one text frame from a client; raise ``FrameError`` when it is refused."""
+def decode_object(data: str | bytes) -> dict[str, Any]:
+    """Decode one JSON object, refusing bad JSON and absurd nesting with a FrameError."""
     try:
         obj = _decode(data)
     except msgspec.DecodeError as exc:
         raise FrameError("bad_json", f"frame is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise FrameError("bad_json", "frame is nested too deeply") from None
     if not isinstance(obj, dict):
         raise FrameError("invalid_frame", "frame must be a JSON object")
+    return obj
+
+
+def parse_client_frame(data: str | bytes, publisher: str | None = None) -> ClientFrame:
+    """Parse one text frame from a client; raise ``FrameError`` when it is refused.
+
+    ``publisher`` is the authenticated ``sub`` of the connection (None without auth).
+    """
+    obj = decode_object(data)
     frame_type = obj.get("type")
     if not isinstance(frame_type, str) or not frame_type:
         raise FrameError("invalid_type", "frame needs a non-empty string 'type'", _id_of(obj))
     if frame_type in CONTROL_TYPES:
         return _parse_control(frame_type, obj)
-    return parse_event(obj)
+    return parse_event(obj, publisher)
 
 
-def parse_event(obj: dict[str, Any]) -> Publish:
-    """Validate a decoded event object and render its delivery body."""
+def parse_event(obj: dict[str, Any], publisher: str | None = None) -> Publish:
+    """Validate a decoded event object and render its delivery body (encoded once).
+
+    The body records ``publisher`` (the token's ``sub``, or "anonymous" without auth),
+    overwriting any the client wrote; with auth, ``source`` is namespaced under the
+    ``sub`` so that no one can pass for another principal.
+    """
     raw_id = obj.get("id", obj.get("messageId"))
     frame_id = raw_id if isinstance(raw_id, str) else None
     frame_type = obj.get("type")
@@ -143,19 +167,33 @@ def parse_event(obj: dict[str, Any]) -> Publish:
         raise FrameError(
             "invalid_event", f"'source' must be a string of at most {MAX_ID_LENGTH}", frame_id
         )
-    task_id = payload.get("taskId")
-    if not isinstance(task_id, str) or not task_id:
-        task_id = None
+    payload_task = payload.get("taskId")
+    if not isinstance(payload_task, str) or not payload_task:
+        payload_task = None
     channel = obj.get("channel")
     try:
         if channel is None:
-            channel = validate_channel(task_channel(task_id)) if task_id else DEFAULT_CHANNEL
+            channel = (
+                validate_channel(task_channel(payload_task)) if payload_task else DEFAULT_CHANNEL
+            )
         elif isinstance(channel, str):
             validate_channel(channel)
         else:
             raise InvalidChannel("'channel' must be a string")
     except InvalidChannel as exc:
         raise FrameError("invalid_channel", str(exc), frame_id) from None
+    owner = task_of_channel(channel)
+    if owner is not None and payload_task is not None and payload_task != owner[1]:
+        raise FrameError(
+            "invalid_event",
+            f"payload taskId {payload_task!r} does not match channel {channel!r}",
+            frame_id,
+        )
+    source = raw_source
+    if publisher is not None and not (
+        source == publisher or (source is not None and source.startswith(publisher + "/"))
+    ):
+        source = publisher if source is None else f"{publisher}/{source}"[:MAX_ID_LENGTH]
 
     client_id = frame_id is not None
     event_id = frame_id if frame_id is not None else new_event_id()
@@ -163,22 +201,40 @@ def parse_event(obj: dict[str, Any]) -> Publish:
     body.pop("seq", None)
     body["id"] = event_id
     body["channel"] = channel
-    if raw_source is not None:
-        body["source"] = raw_source
+    if source is not None:
+        body["source"] = source
+        if "senderId" in body:  # the alias must not keep the unchecked name
+            body["senderId"] = source
+    recorded = publisher if publisher is not None else ANONYMOUS
+    body["publisher"] = recorded
+    try:
+        encoded = _encode(body)
+    except RecursionError:
+        raise FrameError("invalid_payload", "payload is nested too deeply", frame_id) from None
     return Publish(
         id=event_id,
         client_id=client_id,
         type=frame_type,
         channel=channel,
-        source=raw_source,
-        task_id=task_id,
-        body=_encode(body),
+        source=source,
+        task_id=owner[1] if owner is not None and owner[0] == "tasks" else None,
+        body=encoded,
+        publisher=recorded,
     )
 
 
 def _parse_control(frame_type: str, obj: dict[str, Any]) -> ClientFrame:
     if frame_type == "ping":
-        return Ping(obj.get("id"))
+        ping_id = obj.get("id")
+        # The id is echoed in the pong: a bounded string or number, never a megabyte.
+        if ping_id is not None and not (
+            (isinstance(ping_id, str) and len(ping_id) <= MAX_ID_LENGTH)
+            or (type(ping_id) is int and abs(ping_id) <= MAX_SEQ)
+        ):
+            raise FrameError(
+                "invalid_frame", f"ping 'id' must be a string of at most {MAX_ID_LENGTH} or an int"
+            )
+        return Ping(ping_id)
     if frame_type in ("subscribe", "unsubscribe"):
         pattern = obj.get("channel")
         try:
@@ -190,8 +246,10 @@ def _parse_control(frame_type: str, obj: dict[str, Any]) -> ClientFrame:
         if frame_type == "unsubscribe":
             return Unsubscribe(pattern)
         since = obj.get("since")
-        if since is not None and (type(since) is not int or since < 0):
-            raise FrameError("invalid_frame", "'since' must be a non-negative integer", _id_of(obj))
+        if since is not None and (type(since) is not int or not 0 <= since <= MAX_SEQ):
+            raise FrameError(
+                "invalid_frame", f"'since' must be an integer from 0 to {MAX_SEQ}", _id_of(obj)
+            )
         return Subscribe(pattern, since)
     raise FrameError(
         "reserved_type", f"type {frame_type!r} is not accepted from clients", _id_of(obj)

@@ -4,10 +4,18 @@ The hub feeds every stored event through ``TaskSummaries.observe`` (at start-up
 from the log, then as events commit), so ``GET /api/tasks`` never scans the log.
 Only lifecycle, usage and tool events are decoded; ``api_action`` is counted from
 its columns alone, since it is the most frequent event.
+
+A summary belongs to the channel ``tasks.<taskId>``: only events on that channel (or
+below it) count, so a publisher allowed elsewhere cannot write into another task's
+summary. Memory is bounded: prompts and results are cut to a length, at most
+``max_tasks`` summaries are kept (the least recently active go first), and summaries
+whose events retention removed are dropped with them.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,8 +79,11 @@ class TaskSummary:
 
 
 class TaskSummaries:
-    def __init__(self) -> None:
-        self.tasks: dict[str, TaskSummary] = {}
+    def __init__(self, max_tasks: int = 100_000, text_chars: int = 4_000) -> None:
+        # Least recently active first: every observed event moves its task to the end.
+        self.tasks: OrderedDict[str, TaskSummary] = OrderedDict()
+        self.max_tasks = max_tasks
+        self.text_chars = text_chars
 
     def observe(
         self,
@@ -84,13 +95,17 @@ class TaskSummaries:
         body: bytes,
         channel: str = "",
     ) -> None:
-        if task_id is None:
+        if task_id is None or not _on_task_channel(channel, task_id):
             return
         summary = self.tasks.get(task_id)
         if summary is None:
+            if len(self.tasks) >= self.max_tasks:
+                self.tasks.popitem(last=False)
             summary = self.tasks[task_id] = TaskSummary(
-                task_id, channel=channel, first_seq=seq, started_at=ts, source=source
+                task_id, channel=f"tasks.{task_id}", first_seq=seq, started_at=ts, source=source
             )
+        else:
+            self.tasks.move_to_end(task_id)
         summary.events += 1
         summary.last_seq = seq
         summary.last_activity = ts
@@ -111,7 +126,7 @@ class TaskSummaries:
             summary.started_at = min(summary.started_at, ts)
             summary.provider = _str(payload.get("provider")) or summary.provider
             summary.model = _str(payload.get("model")) or summary.model
-            summary.prompt = _str(payload.get("prompt")) or summary.prompt
+            summary.prompt = self._text(payload.get("prompt")) or summary.prompt
         elif event_type == "llm_usage":
             summary.input_tokens += _int(payload.get("inputTokens"))
             summary.output_tokens += _int(payload.get("outputTokens"))
@@ -125,20 +140,61 @@ class TaskSummaries:
         else:
             summary.status = FINAL_STATUSES[event_type]
             summary.ended_at = ts
-            summary.result = _str(payload.get("result"))
-            summary.error = _str(payload.get("error"))
+            summary.result = self._text(payload.get("result"))
+            summary.error = self._text(payload.get("error"))
+
+    def _text(self, value: Any) -> str | None:
+        text = _str(value)
+        if text is not None and len(text) > self.text_chars:
+            return text[: self.text_chars] + "…"
+        return text
 
     def get(self, task_id: str) -> TaskSummary | None:
         return self.tasks.get(task_id)
 
-    def listing(self, status: str | None = None, limit: int = 500) -> list[TaskSummary]:
-        """Most recently active first."""
-        chosen = [s for s in self.tasks.values() if status is None or s.status == status]
-        chosen.sort(key=lambda s: s.last_seq, reverse=True)
-        return chosen[:limit]
+    def forget_before(self, oldest_seq: int) -> int:
+        """Drop summaries whose every event retention removed; returns how many."""
+        dropped = 0
+        while self.tasks:
+            first = next(iter(self.tasks.values()))
+            if first.last_seq >= oldest_seq:
+                break
+            self.tasks.popitem(last=False)
+            dropped += 1
+        return dropped
+
+    def listing(
+        self,
+        status: str | None = None,
+        limit: int = 500,
+        before: int | None = None,
+        visible: Callable[[TaskSummary], bool] | None = None,
+    ) -> list[TaskSummary]:
+        """Most recently active first; ``before`` (a ``lastSeq``) continues a listing."""
+        chosen: list[TaskSummary] = []
+        for summary in reversed(self.tasks.values()):
+            if len(chosen) >= limit:
+                break
+            if before is not None and summary.last_seq >= before:
+                continue
+            if status is not None and summary.status != status:
+                continue
+            if visible is not None and not visible(summary):
+                continue
+            chosen.append(summary)
+        return chosen
 
 
 _DECODED = frozenset({"task_started", "llm_usage", "tool_executed", *FINAL_STATUSES})
+
+
+def _on_task_channel(channel: str, task_id: str) -> bool:
+    """Whether ``channel`` is ``tasks.<task_id>`` or below it ("" when unknown: trusted)."""
+    if not channel:
+        return True
+    return channel.startswith("tasks.") and (
+        channel[6:] == task_id or channel[6:].startswith(task_id + ".")
+    )
 
 
 def _int(value: Any) -> int:

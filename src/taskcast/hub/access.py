@@ -1,79 +1,152 @@
-"""Who may connect: bearer tokens, browser origins, the connection cap.
+"""Door policy: who may connect, publish, read and scrape — one pure function per
+decision, used by every door (websocket, HTTP publish, HTTP query, SSE, CSV export).
 
-A middleware authenticates every request to a protected path (the websocket, the
-API, the metrics) before any handler runs, and leaves the ``Principal`` on the
-request. The dashboard's static files and ``/healthz`` are public: they hold no
-events (``/healthz`` says only "ok" to strangers).
+Each function returns None (allowed) or the ``FrameError`` to answer with; the I/O
+layers (``middleware.py``, ``server.py``, ``http_api.py``, ``core.py``) only turn that
+into an error frame, an HTTP status or a close. No sockets here, so the whole table of
+cases is tested without a hub (and again over the wire, door by door).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import ipaddress
+from urllib.parse import urlsplit
 
-from aiohttp import web
-from aiohttp.typedefs import Middleware
-
-from taskcast.auth import ANONYMOUS_ADMIN, AuthError, Principal, bearer_token
-from taskcast.frames import error_frame
+from taskcast.auth import Principal
+from taskcast.frames import FrameError
 from taskcast.hub.config import HubConfig
+from taskcast.ratelimit import TokenBucket
 
-PRINCIPAL_KEY = "taskcast.principal"
-PUBLIC_PREFIXES = ("/dashboard/",)
-PUBLIC_PATHS = frozenset({"/", "/healthz"})
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _refusal(status: int, code: str, message: str) -> web.HTTPException:
-    cls = {401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 503: web.HTTPServiceUnavailable}[
-        status
-    ]
-    headers = {"WWW-Authenticate": 'Bearer realm="taskcast"'} if status == 401 else None
-    return cls(body=error_frame(code, message), content_type="application/json", headers=headers)
+# The HTTP status each refusal maps to at an HTTP door.
+HTTP_STATUS = {
+    "unauthorized": 401,
+    "forbidden": 403,
+    "bad_host": 421,
+    "unsupported_media_type": 415,
+    "rate_limited": 429,
+    "too_many_connections": 503,
+    "shutting_down": 503,
+}
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "127.0.0.1", "::1"})
 
 
-def authenticate(request: web.Request, config: HubConfig) -> Principal:
-    """The request's principal; raises 401 without a valid token (the token is never echoed)."""
-    if config.verifier is None:
-        return ANONYMOUS_ADMIN
-    token = bearer_token(request.headers.get("Authorization"), request.query.get("token"))
-    if token is None:
-        raise _refusal(401, "unauthorized", "a bearer token is required")
+def connection_refusal(
+    config: HubConfig, *, accepting: bool, open_total: int, open_from_peer: int
+) -> FrameError | None:
+    """A new long-lived connection (websocket or SSE stream)."""
+    if not accepting:
+        return FrameError("shutting_down", "hub is shutting down")
+    if open_total >= config.max_connections:
+        return FrameError("too_many_connections", "the hub is at its connection limit")
+    per_ip = config.max_connections_per_ip
+    if per_ip and open_from_peer >= per_ip:
+        return FrameError("too_many_connections", f"at most {per_ip} connections from one address")
+    return None
+
+
+def publish_refusal(
+    principal: Principal,
+    channel: str,
+    *,
+    accepting: bool,
+    bucket: TokenBucket | None,
+    now: float,
+    event_id: str | None = None,
+) -> FrameError | None:
+    """One event, over the websocket or ``POST /api/events``."""
+    if not accepting:
+        return FrameError("shutting_down", "hub is shutting down", event_id)
+    if not principal.can_publish(channel):
+        return FrameError("forbidden", f"not allowed to publish to {channel}", event_id)
+    if bucket is not None and not bucket.allow(now):
+        return FrameError("rate_limited", "publish rate limit exceeded; resend later", event_id)
+    return None
+
+
+def read_refusal(principal: Principal, pattern: str) -> FrameError | None:
+    """Reading a pattern: subscribe, the audit query, SSE and the CSV export."""
+    if not principal.can_subscribe(pattern):
+        return FrameError("forbidden", f"not allowed to read {pattern}")
+    return None
+
+
+def subscription_refusal(config: HubConfig, *, current: int, replacing: bool) -> FrameError | None:
+    if not replacing and current >= config.max_subscriptions:
+        return FrameError(
+            "too_many_subscriptions",
+            f"at most {config.max_subscriptions} subscriptions per connection",
+        )
+    return None
+
+
+def metrics_refusal(principal: Principal) -> FrameError | None:
+    """``/metrics`` and the detailed ``/healthz``: admin or the ``metrics`` claim."""
+    if not principal.can_read_metrics():
+        return FrameError("forbidden", "reading metrics needs an admin token or the metrics claim")
+    return None
+
+
+def browser_refusal(
+    config: HubConfig,
+    *,
+    method: str,
+    host: str | None,
+    origin: str | None,
+    content_type: str | None,
+    scheme: str = "http",
+) -> FrameError | None:
+    """What a web page in someone's browser must not do to a hub.
+
+    A page on any origin can open a websocket to loopback, send ``no-cors`` POSTs and,
+    through DNS rebinding, make its own name point at 127.0.0.1. So: every POST must say
+    ``Content-Type: application/json`` (which a no-cors request cannot); without auth,
+    a request must name this hub in ``Host`` (an IP literal, localhost or an
+    ``--allowed-host``), and a request that carries an ``Origin`` (a websocket upgrade,
+    a POST, a cross-origin fetch) must come from the hub's own origin or an
+    ``--allowed-origin``. With auth the token is the boundary, and ``--allowed-origin``
+    (when given) still applies.
+    """
+    if method == "POST" and (content_type or "").split(";")[0].strip().lower() != (
+        "application/json"
+    ):
+        return FrameError("unsupported_media_type", "POST bodies must be application/json")
+    no_auth = config.verifier is None
+    if (no_auth or config.allowed_hosts) and not host_allowed(config, host):
+        return FrameError("bad_host", "Host header does not name this hub; see --allowed-host")
+    if origin is None or origin in config.allowed_origins:
+        return None  # not a browser, or a page the operator trusts
+    if (config.allowed_origins or no_auth) and not same_origin(origin, host, scheme):
+        return FrameError("forbidden", "origin not allowed; see --allowed-origin")
+    return None
+
+
+def host_allowed(config: HubConfig, host: str | None) -> bool:
+    """An IP literal or localhost (no DNS rebinding can forge those) or a configured name."""
+    if not host:
+        return False
+    name = _hostname(host)
+    if name is None:
+        return False
+    if name in LOOPBACK_NAMES or name in config.allowed_hosts:
+        return True
     try:
-        return config.verifier.verify(token)
-    except AuthError as exc:
-        raise _refusal(401, "unauthorized", str(exc)) from None
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
-def check_origin(request: web.Request, config: HubConfig) -> None:
-    origin = request.headers.get("Origin")
-    if config.allowed_origins and origin is not None and origin not in config.allowed_origins:
-        raise _refusal(403, "forbidden", "origin not allowed")
+def same_origin(origin: str, host: str | None, scheme: str) -> bool:
+    if not host or origin == "null":
+        return False
+    parts = urlsplit(origin)
+    expected = {"http": "http", "https": "https"}.get(scheme, scheme)
+    return parts.scheme == expected and parts.netloc.lower() == host.lower()
 
 
-def make_access_middleware(config: HubConfig, refused: Callable[[str], None]) -> Middleware:
-    @web.middleware
-    async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
-        path = request.path
-        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
-            try:
-                request[PRINCIPAL_KEY] = authenticate(request, config)
-            except web.HTTPUnauthorized:
-                request[PRINCIPAL_KEY] = None
-            return await handler(request)
-        try:
-            check_origin(request, config)
-            request[PRINCIPAL_KEY] = authenticate(request, config)
-        except web.HTTPException as exc:
-            refused("origin" if exc.status == 403 else "unauthorized")
-            raise
-        return await handler(request)
-
-    return access
-
-
-def principal_of(request: web.Request) -> Principal:
-    principal: Principal | None = request.get(PRINCIPAL_KEY)
-    if principal is None:
-        raise _refusal(401, "unauthorized", "a bearer token is required")
-    return principal
+def _hostname(host: str) -> str | None:
+    try:
+        name = urlsplit(f"//{host}").hostname
+    except ValueError:
+        return None
+    return name.lower() if name else None

@@ -35,12 +35,21 @@ class HubConfig:
     insecure: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
-    allowed_origins: tuple[str, ...] = ()  # browser Origins allowed; empty: any
+    allowed_origins: tuple[str, ...] = ()  # browser Origins allowed besides the hub's own
+    # Host names this hub answers to besides IP literals and localhost (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
 
     # --- abuse limits ---
     publish_rate: float = 10_000.0  # events/s per connection (0: no limit)
     publish_burst: float = 20_000.0
     max_connections: int = 10_000
+    max_connections_per_ip: int = 1_000  # websocket + SSE from one address (0: no limit)
     max_subscriptions: int = 100  # per connection
     idle_timeout_seconds: float = 300.0  # nothing received, not even a pong
     handshake_timeout_seconds: float = 10.0  # from TCP accept to a complete request
+    # Replay page reads in flight hub-wide; a connection's replays take turns.
+    max_concurrent_replays: int = 4
+    # Task summaries kept in memory (least recently active dropped first), and the
+    # characters of a prompt, result or error each keeps.
+    max_task_summaries: int = 100_000
+    summary_text_chars: int = 4_000

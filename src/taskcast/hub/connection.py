@@ -24,6 +24,7 @@ log = logging.getLogger("taskcast.hub")
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_SLOW_CONSUMER = 4008
+CLOSE_TOKEN_EXPIRED = 4401
 # Bytes the socket transport may hold before the writer waits for the client to read.
 WRITE_HIGH_WATER = 256 * 1024
 
@@ -108,6 +109,10 @@ class ClientConnection:
         self.peer = peer
         self.outbound = OutboundBuffer(buffer_limit)
         self.subscriptions: dict[str, Subscription[ClientConnection]] = {}
+        self.replays: dict[str, asyncio.Task[None]] = {}  # by pattern
+        # A connection's replays read the log one page at a time, taking turns.
+        self.replay_turn = asyncio.Lock()
+        self.expiry: asyncio.TimerHandle | None = None  # closes at the token's exp
         self.published = False
         self.closing = False
         self._wake = asyncio.Event()
@@ -120,20 +125,21 @@ class ClientConnection:
     def start(self) -> None:
         self._writer_task = asyncio.create_task(self._write_loop(), name=repr(self))
 
-    def send(self, frame: bytes, seq: int = 0) -> None:
-        """Queue a reply or replay frame; never refused (replay waits for room instead)."""
-        if not self.closing:
-            self.outbound.put(frame, seq)
-            self._wake.set()
-
-    def deliver(self, frame: bytes, seq: int) -> bool:
-        """Queue a live event; False when the buffer is full (a slow consumer)."""
+    def deliver(self, frame: bytes, seq: int = 0) -> bool:
+        """Queue a live event or a reply (ack, error, pong); False when the buffer is
+        full — a client that does not read, whatever it was sent, is a slow consumer."""
         if self.closing:
             return True
         if not self.outbound.offer(frame, seq):
             return False
         self._wake.set()
         return True
+
+    def put_replay(self, frame: bytes, seq: int) -> None:
+        """Queue a replayed event; the replay waits for room (``wait_for_room``) instead."""
+        if not self.closing:
+            self.outbound.put(frame, seq)
+            self._wake.set()
 
     async def wait_for_room(self) -> None:
         """Back-pressure for replay: wait until the queue is below its low-water mark."""
@@ -174,6 +180,11 @@ class ClientConnection:
 
     def stop_writer(self) -> None:
         self.closing = True
+        if self.expiry is not None:
+            self.expiry.cancel()
+        for replay in self.replays.values():
+            replay.cancel()  # a client that left costs no more reads
+        self.replays.clear()
         self._written.set()
         if self._writer_task is not None:
             self._writer_task.cancel()

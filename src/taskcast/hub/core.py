@@ -32,8 +32,20 @@ from taskcast.frames import (
     subscribed_frame,
     with_seq,
 )
+from taskcast.hub.access import (
+    connection_refusal,
+    publish_refusal,
+    read_refusal,
+    subscription_refusal,
+)
 from taskcast.hub.config import HubConfig
-from taskcast.hub.connection import CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER, ClientConnection
+from taskcast.hub.connection import (
+    CLOSE_GOING_AWAY,
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_TOKEN_EXPIRED,
+    ClientConnection,
+)
+from taskcast.ratelimit import BucketTable
 from taskcast.store import AppendResult, EventQuery, EventStore
 from taskcast.summaries import TaskSummaries
 
@@ -42,6 +54,11 @@ log = logging.getLogger("taskcast.hub")
 Outcome = AppendResult | BaseException
 Reply = Callable[[Outcome], None]
 
+
+# The ``reason`` label of taskcast_connections_refused_total for a refusal's code.
+REFUSAL_REASONS = {"too_many_connections": "max_connections", "forbidden": "origin"}
+MAX_TYPE_LABELS = 100
+OTHER_LABEL = "other"
 
 # Upper bounds (seconds) of the store commit latency histogram.
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -59,11 +76,19 @@ class HubStats:
     replayed: int = 0
     slow_consumers: int = 0
     idle_disconnects: int = 0
+    expired_tokens: int = 0
     oversized_frames: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # connections, by reason
     commits: int = 0
     commit_buckets: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BUCKETS) + 1))
     commit_seconds_sum: float = 0.0
+
+    def type_label(self, event_type: str) -> str:
+        """The metric label for an event type: the first MAX_TYPE_LABELS types seen keep
+        their name, the rest count as "other" (labels are a closed, bounded set)."""
+        if event_type in self.published or len(self.published) < MAX_TYPE_LABELS:
+            return event_type
+        return OTHER_LABEL
 
     def observe_commit(self, seconds: float) -> None:
         self.commits += 1
@@ -81,15 +106,19 @@ class Hub:
         self.config = config
         self.index: SubscriptionIndex[ClientConnection] = SubscriptionIndex()
         self.connections: set[ClientConnection] = set()
+        self.connections_by_peer: dict[str, int] = {}
         self.stats = HubStats()
-        self.summaries = TaskSummaries()
+        self.summaries = TaskSummaries(config.max_task_summaries, config.summary_text_chars)
+        self._replay_slots = asyncio.Semaphore(config.max_concurrent_replays)
+        # POST /api/events has no connection to hang a bucket on: one per publisher.
+        self.http_buckets = BucketTable(config.publish_rate, config.publish_burst)
         self.published_head = 0
         self._pending: list[tuple[Publish, Reply]] = []
         self._has_work = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._replays: set[asyncio.Task[None]] = set()
+        self._closers: set[asyncio.Task[None]] = set()
         self.accepting = True
 
     async def start(self) -> None:
@@ -99,7 +128,7 @@ class Hub:
         self._tasks.append(asyncio.create_task(self._trim_loop(), name="taskcast-trim"))
 
     async def _load_summaries(self) -> None:
-        cursor = 0
+        cursor = self.store.oldest - 1
         while cursor < self.published_head:
             page = await self.store.query(
                 EventQuery(after=cursor, until=self.published_head, limit=10_000)
@@ -155,6 +184,7 @@ class Hub:
                 log.error("store append failed for %d events: %s", len(batch), exc)
                 for _, reply in batch:
                     reply(exc)
+                await asyncio.sleep(0.05)  # a failing store is not retried in a hot loop
             else:
                 self.stats.observe_commit(time.perf_counter() - started)
                 self._fan_out(batch, results, stamp)
@@ -171,6 +201,8 @@ class Hub:
         for (publish, reply), result in zip(batch, results, strict=True):
             if result.duplicate:
                 stats.duplicates += 1
+            elif result.error is not None:
+                log.warning("event %s not stored: %s", publish.id, result.error)
             else:
                 seq = result.seq
                 frame = with_seq(publish.body, seq)
@@ -181,11 +213,17 @@ class Hub:
                             count += 1
                         else:
                             slow.append(subscription.connection)
-                kind = publish.type
+                kind = stats.type_label(publish.type)
                 published[kind] = published.get(kind, 0) + 1
                 delivered[kind] = delivered.get(kind, 0) + count
                 observe(
-                    seq, stamp, kind, publish.task_id, publish.source, publish.body, publish.channel
+                    seq,
+                    stamp,
+                    publish.type,
+                    publish.task_id,
+                    publish.source,
+                    publish.body,
+                    publish.channel,
                 )
                 self.published_head = seq
             reply(result)
@@ -208,32 +246,76 @@ class Hub:
         """Open connections with at least one subscription."""
         return sum(1 for c in self.connections if c.subscriptions)
 
+    def admission_refusal(self, peer: str) -> FrameError | None:
+        """Whether one more websocket or SSE stream from ``peer`` may open."""
+        return connection_refusal(
+            self.config,
+            accepting=self.accepting,
+            open_total=len(self.connections),
+            open_from_peer=self.connections_by_peer.get(peer, 0),
+        )
+
     def attach(self, connection: ClientConnection) -> None:
         self.connections.add(connection)
+        peer = connection.peer
+        self.connections_by_peer[peer] = self.connections_by_peer.get(peer, 0) + 1
         connection.start()
+        expires_at = connection.principal.expires_at
+        if expires_at is not None and connection.principal.authenticated:
+            # A token stops working at its exp on open connections too (close 4401;
+            # clients reconnect with a fresh token).
+            delay = max(0.0, expires_at - time.time())
+            connection.expiry = asyncio.get_running_loop().call_later(
+                delay, self._expire, connection
+            )
+
+    def _expire(self, connection: ClientConnection) -> None:
+        if connection.closing:
+            return
+        self.stats.expired_tokens += 1
+        self._close_soon(connection, CLOSE_TOKEN_EXPIRED, {"code": "token_expired"})
 
     def detach(self, connection: ClientConnection) -> None:
-        self.connections.discard(connection)
+        if connection in self.connections:
+            self.connections.discard(connection)
+            peer = connection.peer
+            left = self.connections_by_peer.get(peer, 1) - 1
+            if left > 0:
+                self.connections_by_peer[peer] = left
+            else:
+                self.connections_by_peer.pop(peer, None)
         for subscription in connection.subscriptions.values():
             self.index.remove(subscription)
         connection.subscriptions.clear()
         connection.stop_writer()
 
     def handle_text(self, connection: ClientConnection, data: str) -> None:
+        principal = connection.principal
         try:
-            frame = parse_client_frame(data)
+            frame = parse_client_frame(data, principal.publisher)
         except FrameError as exc:
             self.reject(connection, exc)
             return
         if isinstance(frame, Publish):
             connection.published = True
-            refusal = self.publish_refusal(connection, frame)
+            refusal = publish_refusal(
+                principal,
+                frame.channel,
+                accepting=self.accepting,
+                bucket=connection.bucket,
+                now=time.monotonic(),
+                event_id=frame.id,
+            )
             if refusal is not None:
                 self.reject(connection, refusal)
                 return
             self.submit(frame, lambda outcome: self._ack(connection, frame, outcome))
         elif isinstance(frame, Subscribe):
-            refusal = self.subscribe_refusal(connection, frame)
+            refusal = read_refusal(principal, frame.pattern) or subscription_refusal(
+                self.config,
+                current=len(connection.subscriptions),
+                replacing=frame.pattern in connection.subscriptions,
+            )
             if refusal is not None:
                 self.reject(connection, refusal)
                 return
@@ -241,47 +323,29 @@ class Hub:
         elif isinstance(frame, Unsubscribe):
             self.unsubscribe(connection, frame.pattern)
         elif isinstance(frame, Ping):
-            connection.send(pong_frame(frame.id))
+            self.reply(connection, pong_frame(frame.id))
 
-    def publish_refusal(self, connection: ClientConnection, frame: Publish) -> FrameError | None:
-        if not self.accepting:
-            return FrameError("shutting_down", "hub is shutting down", frame.id)
-        if not connection.principal.can_publish(frame.channel):
-            return FrameError("forbidden", f"not allowed to publish to {frame.channel}", frame.id)
-        if connection.bucket is not None and not connection.bucket.allow(time.monotonic()):
-            return FrameError("rate_limited", "publish rate limit exceeded; resend later", frame.id)
-        return None
-
-    def subscribe_refusal(
-        self, connection: ClientConnection, request: Subscribe
-    ) -> FrameError | None:
-        if not connection.principal.can_subscribe(request.pattern):
-            return FrameError("forbidden", f"not allowed to subscribe to {request.pattern}")
-        limit = self.config.max_subscriptions
-        if (
-            request.pattern not in connection.subscriptions
-            and len(connection.subscriptions) >= limit
-        ):
-            return FrameError(
-                "too_many_subscriptions", f"at most {limit} subscriptions per connection"
-            )
-        return None
+    def reply(self, connection: ClientConnection, frame: bytes) -> None:
+        """Queue a reply; it counts toward the connection's buffer like any delivery."""
+        if not connection.deliver(frame):
+            self._drop_slow_consumer(connection)
 
     def count_refused(self, reason: str) -> None:
+        reason = REFUSAL_REASONS.get(reason, reason)
         self.stats.refused[reason] = self.stats.refused.get(reason, 0) + 1
 
     def reject(self, connection: ClientConnection, error: FrameError) -> None:
         self.count_rejected(error.code)
-        connection.send(error.to_frame())
+        self.reply(connection, error.to_frame())
 
     def count_rejected(self, code: str) -> None:
         self.stats.rejected[code] = self.stats.rejected.get(code, 0) + 1
 
     def _ack(self, connection: ClientConnection, publish: Publish, outcome: Outcome) -> None:
-        if isinstance(outcome, BaseException):
-            connection.send(error_frame("store_unavailable", "event not stored", publish.id))
+        if isinstance(outcome, BaseException) or outcome.error is not None:
+            self.reply(connection, error_frame("store_unavailable", "event not stored", publish.id))
         else:
-            connection.send(ack_frame(publish.id, outcome.seq, outcome.duplicate))
+            self.reply(connection, ack_frame(publish.id, outcome.seq, outcome.duplicate))
 
     def subscribe(self, connection: ClientConnection, request: Subscribe) -> None:
         self.unsubscribe(connection, request.pattern)
@@ -290,48 +354,62 @@ class Hub:
         self.index.add(subscription)
         head = self.published_head
         oldest = min(self.store.oldest, head + 1)
-        connection.send(subscribed_frame(request.pattern, head, request.since, oldest))
-        if request.since is not None:
+        self.reply(connection, subscribed_frame(request.pattern, head, request.since, oldest))
+        if request.since is not None and not connection.closing:
             self.stats.replays += 1
-            task = asyncio.create_task(self._replay(subscription, request.since))
-            self._replays.add(task)
-            task.add_done_callback(self._replays.discard)
+            connection.replays[request.pattern] = asyncio.create_task(
+                self._replay(subscription, request.since)
+            )
 
     def unsubscribe(self, connection: ClientConnection, pattern: str) -> None:
         subscription = connection.subscriptions.pop(pattern, None)
         if subscription is not None:
             self.index.remove(subscription)
+        replay = connection.replays.pop(pattern, None)
+        if replay is not None:
+            replay.cancel()  # a resubscribe replaces the old replay instead of adding one
 
     async def _replay(self, subscription: Subscription[ClientConnection], since: int) -> None:
+        """Replay the log to one subscription, a page at a time: one page of this
+        connection's at once, ``max_concurrent_replays`` pages hub-wide, so a flood of
+        ``subscribe since=0`` neither starves the HTTP API nor outlives its client."""
         connection = subscription.connection
         cursor = ReplayCursor(since)
         try:
             while True:
-                span = cursor.next_range(self.published_head)
-                if span is None:
-                    subscription.live = True  # no await since reading published_head
-                    return
-                page = await self.store.query(
-                    EventQuery(
-                        after=span[0],
-                        until=span[1],
-                        pattern=subscription.pattern,
-                        limit=self.config.replay_page,
+                async with connection.replay_turn, self._replay_slots:
+                    span = cursor.next_range(self.published_head)
+                    if span is None:
+                        subscription.live = True  # no await since reading published_head
+                        return
+                    page = await self.store.query(
+                        EventQuery(
+                            after=span[0],
+                            until=span[1],
+                            pattern=subscription.pattern,
+                            limit=self.config.replay_page,
+                        )
                     )
-                )
                 if (
                     connection.closing
                     or connection.subscriptions.get(subscription.pattern) is not subscription
                 ):
                     return
                 for event in page.events:
-                    connection.send(with_seq(event.body, event.seq), event.seq)
+                    connection.put_replay(with_seq(event.body, event.seq), event.seq)
                 self.stats.replayed += len(page.events)
                 cursor.advance(page.scanned_to)
                 await connection.wait_for_room()
+        except asyncio.CancelledError:
+            raise
         except Exception:
             log.exception("replay failed for %r", connection)
-            connection.send(error_frame("replay_failed", "replay failed; resubscribe with since"))
+            self.reply(
+                connection, error_frame("replay_failed", "replay failed; resubscribe with since")
+            )
+        finally:
+            if connection.replays.get(subscription.pattern) is asyncio.current_task():
+                del connection.replays[subscription.pattern]
 
     def _drop_slow_consumer(self, connection: ClientConnection) -> None:
         if connection.closing:
@@ -343,11 +421,16 @@ class Hub:
         for subscription in connection.subscriptions.values():
             self.index.remove(subscription)
         connection.subscriptions.clear()
-        task = asyncio.create_task(
-            connection.close(CLOSE_SLOW_CONSUMER, {"code": "slow_consumer", "lastSeq": last_seq})
+        self._close_soon(
+            connection, CLOSE_SLOW_CONSUMER, {"code": "slow_consumer", "lastSeq": last_seq}
         )
-        self._replays.add(task)
-        task.add_done_callback(self._replays.discard)
+
+    def _close_soon(
+        self, connection: ClientConnection, code: int, reason: dict[str, object]
+    ) -> None:
+        task = asyncio.create_task(connection.close(code, reason))
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
 
     # --- housekeeping -----------------------------------------------------
 
@@ -361,6 +444,9 @@ class Hub:
             else:
                 if removed:
                     log.info("retention removed %d events", removed)
+                forgotten = self.summaries.forget_before(self.store.oldest)
+                if forgotten:
+                    log.info("retention removed %d task summaries", forgotten)
 
     async def stop(self) -> None:
         """Commit what is pending, close every client with 1001, stop the loops."""
@@ -373,6 +459,6 @@ class Hub:
             async with asyncio.timeout(self.config.shutdown_timeout_seconds / 2):
                 await asyncio.gather(*(c.flush() for c in connections))
         await asyncio.gather(*(c.close(CLOSE_GOING_AWAY) for c in connections))
-        for task in [*self._tasks, *self._replays]:
+        for task in [*self._tasks, *self._closers]:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._replays, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._closers, return_exceptions=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import time
 from typing import Any
 
 from aiohttp import web
@@ -12,20 +13,23 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from taskcast.channels import InvalidChannel, validate_pattern
 from taskcast.frames import (
+    MAX_SEQ,
     FrameError,
     Publish,
     Subscribe,
     ack_frame,
     decode,
+    decode_object,
     encode,
     error_frame,
     parse_event,
     with_seq,
 )
-from taskcast.hub.access import PRINCIPAL_KEY, principal_of
+from taskcast.hub.access import metrics_refusal, publish_refusal, read_refusal
 from taskcast.hub.connection import ClientConnection, SSESink
 from taskcast.hub.core import Hub, now_ms
 from taskcast.hub.metrics import render_metrics
+from taskcast.hub.middleware import PRINCIPAL_KEY, http_refusal, principal_of
 from taskcast.store import EventQuery, StoredEvent
 
 HUB_KEY: web.AppKey[Hub] = web.AppKey("hub", Hub)
@@ -44,17 +48,21 @@ def bad_request(code: str, message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(body=error_frame(code, message), content_type="application/json")
 
 
-def forbidden(message: str) -> web.HTTPForbidden:
-    return web.HTTPForbidden(
-        body=error_frame("forbidden", message), content_type="application/json"
+def refused(hub: Hub, error: FrameError) -> web.Response:
+    """Answer a door-policy refusal over HTTP (and count it like the websocket does)."""
+    hub.count_rejected(error.code)
+    answer = http_refusal(error)
+    return web.Response(
+        status=answer.status, body=error.to_frame(), content_type="application/json"
     )
 
 
 async def healthz(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     status = "ok" if hub.accepting else "stopping"
-    if request.get(PRINCIPAL_KEY) is None:  # auth is on and no valid token: say little
-        return web.json_response({"status": status})
+    principal = request.get(PRINCIPAL_KEY)
+    if principal is None or metrics_refusal(principal) is not None:
+        return web.json_response({"status": status})  # strangers learn only that it is up
     return web.json_response(
         {
             "status": status,
@@ -77,23 +85,27 @@ async def post_event(request: web.Request) -> web.Response:
     raw = await request.read()
     if len(raw) > hub.config.max_frame_bytes:
         return json_error(413, "too_large", f"event over {hub.config.max_frame_bytes} bytes")
+    principal = principal_of(request)
     try:
-        obj = decode(raw)
-    except ValueError as exc:
-        return json_error(400, "bad_json", f"body is not valid JSON: {exc}")
-    if not isinstance(obj, dict):
-        return json_error(400, "invalid_frame", "body must be a JSON object")
-    try:
-        publish: Publish = parse_event(obj)
+        publish: Publish = parse_event(decode_object(raw), principal.publisher)
     except FrameError as exc:
         hub.count_rejected(exc.code)
         return web.Response(status=400, body=exc.to_frame(), content_type="application/json")
-    if not principal_of(request).can_publish(publish.channel):
-        hub.count_rejected("forbidden")
-        return json_error(403, "forbidden", f"not allowed to publish to {publish.channel}")
+    refusal = publish_refusal(
+        principal,
+        publish.channel,
+        accepting=hub.accepting,
+        bucket=hub.http_buckets.get(principal.publisher or f"ip:{request.remote}"),
+        now=time.monotonic(),
+        event_id=publish.id,
+    )
+    if refusal is not None:
+        return refused(hub, refusal)
     try:
         result = await hub.publish(publish)
     except Exception:
+        return json_error(503, "store_unavailable", "event not stored")
+    if result.error is not None:
         return json_error(503, "store_unavailable", "event not stored")
     return web.Response(
         body=ack_frame(publish.id, result.seq, result.duplicate), content_type="application/json"
@@ -105,11 +117,11 @@ def _int_param(request: web.Request, name: str, default: int | None) -> int | No
     if value is None or value == "":
         return default
     try:
-        number = int(value)
+        number = int(value) if len(value) <= 20 else -1
     except ValueError:
         raise bad_request("invalid_query", f"{name} must be an integer") from None
-    if number < 0:
-        raise bad_request("invalid_query", f"{name} must be >= 0")
+    if not 0 <= number <= MAX_SEQ:
+        raise bad_request("invalid_query", f"{name} must be an integer from 0 to {MAX_SEQ}")
     return number
 
 
@@ -121,8 +133,9 @@ def parse_event_query(request: web.Request) -> EventQuery:
             validate_pattern(pattern)
         except InvalidChannel as exc:
             raise bad_request("invalid_channel", str(exc)) from None
-        if not principal.can_subscribe(pattern):
-            raise forbidden(f"not allowed to read {pattern}")
+        refusal = read_refusal(principal, pattern)
+        if refusal is not None:
+            raise http_refusal(refusal)
     limit = _int_param(request, "limit", DEFAULT_QUERY_LIMIT) or DEFAULT_QUERY_LIMIT
     return EventQuery(
         after=_int_param(request, "since", 0) or 0,
@@ -157,7 +170,28 @@ async def get_events(request: web.Request) -> web.Response:
     )
 
 
-CSV_COLUMNS = ["seq", "id", "channel", "type", "taskId", "source", "receivedAt", "payload"]
+CSV_COLUMNS = [
+    "seq",
+    "id",
+    "channel",
+    "type",
+    "taskId",
+    "source",
+    "publisher",
+    "receivedAt",
+    "payload",
+]
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A cell a spreadsheet shows as text: one that starts like a formula gets a leading
+    quote (OWASP's advice against CSV injection); numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def events_csv(events: list[StoredEvent]) -> str:
@@ -167,33 +201,43 @@ def events_csv(events: list[StoredEvent]) -> str:
     writer.writerow(CSV_COLUMNS)
     for event in events:
         payload = decode(event.body).get("payload")
-        writer.writerow(
-            [
-                event.seq,
-                event.id,
-                event.channel,
-                event.type,
-                event.task_id or "",
-                event.source or "",
-                event.ts,
-                encode(payload).decode(),
-            ]
-        )
+        row = [
+            event.seq,
+            event.id,
+            event.channel,
+            event.type,
+            event.task_id or "",
+            event.source or "",
+            event.publisher,
+            event.ts,
+            encode(payload).decode(),
+        ]
+        writer.writerow([csv_cell(cell) for cell in row])
     return out.getvalue()
 
 
+MAX_TASKS_PAGE = 1000
+
+
 async def get_tasks(request: web.Request) -> web.Response:
+    """Task summaries, most recently active first, a page at a time: ``limit`` (at most
+    1000) and ``before`` (the ``lastSeq`` of the last one seen, as in the ``Link``)."""
     hub = request.app[HUB_KEY]
     status = request.query.get("status") or None
-    limit = min(_int_param(request, "limit", 500) or 500, 10_000)
+    limit = min(_int_param(request, "limit", 500) or 500, MAX_TASKS_PAGE)
+    before = _int_param(request, "before", None)
     now = now_ms()
     principal = principal_of(request)
-    tasks = [
-        summary.to_json(now)
-        for summary in hub.summaries.listing(status, limit)
-        if principal.can_read(summary.channel)
-    ]
-    return web.Response(body=encode(tasks), content_type="application/json")
+    page = hub.summaries.listing(
+        status, limit, before, visible=lambda summary: principal.can_read(summary.channel)
+    )
+    headers: dict[str, str] = {}
+    if len(page) >= limit:
+        cursor = page[-1].last_seq
+        headers["X-Taskcast-Next-Before"] = str(cursor)
+        headers["Link"] = f'<{request.rel_url.update_query(before=cursor)}>; rel="next"'
+    body = encode([summary.to_json(now) for summary in page])
+    return web.Response(body=body, content_type="application/json", headers=headers)
 
 
 async def get_task(request: web.Request) -> web.Response:
@@ -221,6 +265,9 @@ async def get_task(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
+    refusal = metrics_refusal(principal_of(request))
+    if refusal is not None:
+        raise http_refusal(refusal)
     body = render_metrics(request.app[HUB_KEY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -241,12 +288,21 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     except InvalidChannel as exc:
         raise bad_request("invalid_channel", str(exc)) from None
     principal = principal_of(request)
-    if not principal.can_subscribe(pattern):
-        raise forbidden(f"not allowed to subscribe to {pattern}")
+    refusal = read_refusal(principal, pattern)
+    if refusal is not None:
+        raise http_refusal(refusal)
     last_event_id = request.headers.get("Last-Event-ID", "")
-    since = int(last_event_id) if last_event_id.isdigit() else _int_param(request, "since", None)
+    if last_event_id.isdigit() and len(last_event_id) <= 19 and int(last_event_id) <= MAX_SEQ:
+        since: int | None = int(last_event_id)
+    else:
+        since = _int_param(request, "since", None)
     transport = request.transport
-    if transport is None or not hub.accepting:
+    peer = request.remote or "?"
+    admission = hub.admission_refusal(peer)
+    if admission is not None:
+        hub.count_refused(admission.code)
+        raise http_refusal(admission)
+    if transport is None:
         raise web.HTTPServiceUnavailable()
     response = web.StreamResponse(
         headers={
@@ -260,7 +316,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     connection = ClientConnection(
         SSESink(response, transport),
         hub.config.max_subscriber_buffer,
-        request.remote or "?",
+        peer,
         principal,
     )
     hub.attach(connection)
@@ -271,7 +327,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             await asyncio.sleep(1.0)
             quiet += 1.0
             if quiet >= SSE_KEEPALIVE_SECONDS:
-                connection.send(b"")
+                hub.reply(connection, b"")
                 quiet = 0.0
     finally:
         hub.detach(connection)

@@ -14,11 +14,11 @@ from pathlib import Path
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from taskcast.frames import error_frame
-from taskcast.hub.access import make_access_middleware, principal_of
 from taskcast.hub.config import HubConfig
 from taskcast.hub.connection import ClientConnection, WebSocketSink
 from taskcast.hub.core import Hub
 from taskcast.hub.http_api import HUB_KEY, add_routes
+from taskcast.hub.middleware import http_refusal, make_access_middleware, principal_of
 from taskcast.ratelimit import TokenBucket
 from taskcast.store import open_store
 
@@ -28,14 +28,11 @@ log = logging.getLogger("taskcast.hub")
 async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
     hub = request.app[HUB_KEY]
     config = hub.config
-    if not hub.accepting:
-        raise web.HTTPServiceUnavailable(text="hub is shutting down")
-    if len(hub.connections) >= config.max_connections:
-        hub.count_refused("max_connections")
-        raise web.HTTPServiceUnavailable(
-            body=error_frame("too_many_connections", "the hub is at its connection limit"),
-            content_type="application/json",
-        )
+    peer = request.remote or "?"
+    refusal = hub.admission_refusal(peer)
+    if refusal is not None:
+        hub.count_refused(refusal.code)
+        raise http_refusal(refusal)
     ws = web.WebSocketResponse(
         max_msg_size=config.max_frame_bytes,
         compress=False,
@@ -54,7 +51,7 @@ async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
     connection = ClientConnection(
         WebSocketSink(ws, transport),
         config.max_subscriber_buffer,
-        request.remote or "?",
+        peer,
         principal_of(request),
         bucket,
     )
@@ -64,8 +61,9 @@ async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
             if message.type == WSMsgType.TEXT:
                 hub.handle_text(connection, message.data)
             elif message.type == WSMsgType.BINARY:
-                connection.send(
-                    error_frame("binary_unsupported", "frames must be JSON text frames")
+                hub.reply(
+                    connection,
+                    error_frame("binary_unsupported", "frames must be JSON text frames"),
                 )
             elif message.type == WSMsgType.ERROR:
                 if getattr(message.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from taskcast.channels import matches
-from taskcast.frames import Publish
+from taskcast.frames import ANONYMOUS, Publish
 
 
 @dataclass(slots=True)
@@ -19,12 +19,15 @@ class StoredEvent:
     source: str | None
     ts: int  # hub receive time, ms since the epoch
     body: bytes  # the delivery frame without "seq" (see frames.with_seq)
+    publisher: str = ANONYMOUS  # the authenticated sub that published it
 
 
 @dataclass(slots=True)
 class AppendResult:
     seq: int
     duplicate: bool
+    # Set when this one event could not be stored (the rest of its batch still was).
+    error: str | None = None
 
 
 @dataclass(slots=True)
@@ -84,7 +87,8 @@ class EventStore(Protocol):
     async def close(self) -> None: ...
 
     async def append(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
-        """Durably store new events in order; a known id returns its first seq."""
+        """Durably store new events in order; an id the same publisher already used
+        returns its first seq. One event that cannot be stored never fails the others."""
         ...
 
     async def query(self, query: EventQuery) -> QueryPage: ...

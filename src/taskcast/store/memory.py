@@ -13,7 +13,7 @@ class MemoryStore:
         self._retention = retention
         self._events: list[StoredEvent] = []
         self._seqs: list[int] = []
-        self._ids: dict[str, int] = {}
+        self._ids: dict[tuple[str, str], int] = {}
         self._head = 0
 
     @property
@@ -37,13 +37,14 @@ class MemoryStore:
     async def append(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
         results: list[AppendResult] = []
         for event in events:
-            known = self._ids.get(event.id)
+            key = (event.publisher, event.id)
+            known = self._ids.get(key)
             if known is not None:
                 results.append(AppendResult(known, True))
                 continue
             self._head += 1
             seq = self._head
-            self._ids[event.id] = seq
+            self._ids[key] = seq
             self._seqs.append(seq)
             self._events.append(
                 StoredEvent(
@@ -55,6 +56,7 @@ class MemoryStore:
                     event.source,
                     now_ms,
                     event.body,
+                    event.publisher,
                 )
             )
             results.append(AppendResult(seq, False))
@@ -86,7 +88,7 @@ class MemoryStore:
                 drop += 1
         if drop:
             for event in self._events[:drop]:
-                self._ids.pop(event.id, None)
+                self._ids.pop((event.publisher, event.id), None)
             del self._events[:drop]
             del self._seqs[:drop]
         return drop

@@ -4,7 +4,8 @@ One writer thread owns the write connection and commits a whole batch of
 events in one transaction, so durability costs one commit per batch rather than
 per event. Readers use their own connections (WAL lets them read while the
 writer writes). A lock file keeps a second hub off the same log, since seqs are
-assigned by the one writer.
+assigned by the one writer. The log, its WAL and the lock are private to the hub's
+user (0600, directory 0700): they hold every prompt and tool output.
 """
 
 from __future__ import annotations
@@ -19,30 +20,42 @@ from pathlib import Path
 from typing import IO, Any
 
 from taskcast.channels import is_literal, literal_prefix
+from taskcast.files import ensure_private_dir, ensure_private_file
 from taskcast.frames import Publish
 from taskcast.store.base import AppendResult, EventQuery, QueryPage, Retention, StoredEvent
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
+SCHEMA_VERSION = 2
+# v2: ids are unique per publisher (the authenticated sub), not across the whole log,
+# so nobody can take another principal's future id or probe whether it exists.
+_EVENTS = """
+CREATE TABLE IF NOT EXISTS {name} (
     seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
+    id TEXT NOT NULL,
     channel TEXT NOT NULL,
     type TEXT NOT NULL,
     task_id TEXT,
     source TEXT,
     ts INTEGER NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    publisher TEXT NOT NULL DEFAULT 'anonymous',
+    UNIQUE (publisher, id)
 );
+"""
+_SCHEMA = (
+    _EVENTS.format(name="events")
+    + """
 CREATE INDEX IF NOT EXISTS events_task ON events(task_id, seq) WHERE task_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_channel ON events(channel, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+)
+_V1_COLUMNS = "seq, id, channel, type, task_id, source, ts, body"
 
 _INSERT = (
-    "INSERT INTO events(seq, id, channel, type, task_id, source, ts, body) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events(seq, id, channel, type, task_id, source, ts, body, publisher) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_COLUMNS = "seq, id, channel, type, task_id, source, ts, body"
+_COLUMNS = "seq, id, channel, type, task_id, source, ts, body, publisher"
 
 
 class StoreLocked(RuntimeError):
@@ -87,8 +100,8 @@ class SqliteStore:
         await self._on_writer(self._open_writer)
 
     def _take_lock(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(f"{self.path}.lock", "wb")  # noqa: SIM115 - held for the store's life
+        ensure_private_dir(self.path.parent)
+        lock = open(ensure_private_file(Path(f"{self.path}.lock")), "wb")  # noqa: SIM115
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -97,13 +110,21 @@ class SqliteStore:
         self._lock_file = lock
 
     def _open_writer(self) -> None:
+        # SQLite gives the -wal and -shm files the main file's mode: make that 0600 first.
+        ensure_private_file(self.path)
+        for suffix in ("-wal", "-shm"):
+            sidecar = Path(f"{self.path}{suffix}")
+            if sidecar.exists():
+                sidecar.chmod(0o600)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives a crash of the process (kill -9);
         # FULL (--fsync) also survives power loss, at the cost of an fsync per batch.
         conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
         conn.execute("PRAGMA busy_timeout=5000")
+        _migrate(conn)
         conn.executescript(_SCHEMA)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         row = conn.execute("SELECT value FROM meta WHERE key='head'").fetchone()
         stored_max = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
         self._head = max(row[0] if row else 0, stored_max)
@@ -131,35 +152,62 @@ class SqliteStore:
     def _append(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
         conn = self._conn()
         head = self._head
-        # Only publisher-chosen ids can repeat (hub-made ones are unique by construction),
-        # so one lookup per batch finds every resend; the rest go in with one executemany.
+        # Only publisher-chosen ids can repeat (hub-made ones are random 128-bit), so one
+        # lookup per batch finds every resend; the rest go in with one executemany.
         known = self._known_ids(conn, [event.id for event in events if event.client_id])
         rows: list[tuple[Any, ...]] = []
         results: list[AppendResult] = []
         for event in events:
+            key = (event.publisher, event.id)
             if event.client_id:
-                first = known.get(event.id)
+                first = known.get(key)
                 if first is not None:
                     results.append(AppendResult(first, True))
                     continue
-                known[event.id] = head + 1
+                known[key] = head + 1
             head += 1
-            rows.append(
-                (
-                    head,
-                    event.id,
-                    event.channel,
-                    event.type,
-                    event.task_id,
-                    event.source,
-                    now_ms,
-                    event.body,
-                )
-            )
+            rows.append(_row(head, event, now_ms))
             results.append(AppendResult(head, False))
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(_INSERT, rows)
+        except sqlite3.IntegrityError:
+            # One event collides (say, a hub-made id its publisher had already used):
+            # store the others one by one rather than fail the whole group.
+            conn.execute("ROLLBACK")
+            return self._append_one_by_one(conn, events, now_ms)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._commit_head(conn, head)
+        return results
+
+    def _append_one_by_one(
+        self, conn: sqlite3.Connection, events: list[Publish], now_ms: int
+    ) -> list[AppendResult]:
+        head = self._head
+        results: list[AppendResult] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for event in events:
+                first = self._known_ids(conn, [event.id]).get((event.publisher, event.id))
+                if first is not None and event.client_id:
+                    results.append(AppendResult(first, True))
+                    continue
+                if first is not None:
+                    results.append(AppendResult(0, False, "id already used by this publisher"))
+                    continue
+                head += 1
+                conn.execute(_INSERT, _row(head, event, now_ms))
+                results.append(AppendResult(head, False))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._commit_head(conn, head)
+        return results
+
+    def _commit_head(self, conn: sqlite3.Connection, head: int) -> None:
+        try:
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('head', ?)", (head,))
             conn.execute("COMMIT")
         except BaseException:
@@ -168,15 +216,17 @@ class SqliteStore:
         if self._oldest > self._head:  # the log was empty
             self._oldest = self._head + 1
         self._head = head
-        return results
 
     @staticmethod
-    def _known_ids(conn: sqlite3.Connection, ids: list[str]) -> dict[str, int]:
-        known: dict[str, int] = {}
+    def _known_ids(conn: sqlite3.Connection, ids: list[str]) -> dict[tuple[str, str], int]:
+        known: dict[tuple[str, str], int] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            known.update(conn.execute(f"SELECT id, seq FROM events WHERE id IN ({marks})", chunk))
+            for publisher, event_id, seq in conn.execute(
+                f"SELECT publisher, id, seq FROM events WHERE id IN ({marks})", chunk
+            ):
+                known[(publisher, event_id)] = seq
         return known
 
     async def query(self, query: EventQuery) -> QueryPage:
@@ -251,3 +301,38 @@ class SqliteStore:
             with self._reader_conns_lock:
                 self._reader_conns.append(conn)
         return conn
+
+
+def _row(seq: int, event: Publish, now_ms: int) -> tuple[Any, ...]:
+    return (
+        seq,
+        event.id,
+        event.channel,
+        event.type,
+        event.task_id,
+        event.source,
+        now_ms,
+        event.body,
+        event.publisher,
+    )
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a log written by an older taskcast to the current schema, in one transaction."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name='events'").fetchone()
+    if not exists or version >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(_EVENTS.format(name="events_v2"))
+        conn.execute(
+            f"INSERT INTO events_v2({_V1_COLUMNS}) SELECT {_V1_COLUMNS} FROM events ORDER BY seq"
+        )
+        conn.execute("DROP TABLE events")
+        conn.execute("ALTER TABLE events_v2 RENAME TO events")
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

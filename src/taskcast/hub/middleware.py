@@ -1,0 +1,85 @@
+"""The aiohttp side of the door policy: authenticate every request, apply the browser
+rules, and leave the ``Principal`` on the request for the handlers.
+
+The dashboard's static files and ``/healthz`` are public (they hold no events; strangers
+get only "ok" from ``/healthz``), but they too must be asked for by this hub's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from taskcast.auth import ANONYMOUS_ADMIN, AuthError, Principal, bearer_token
+from taskcast.frames import FrameError
+from taskcast.hub.access import HTTP_STATUS, browser_refusal
+from taskcast.hub.config import HubConfig
+
+PRINCIPAL_KEY = "taskcast.principal"
+PUBLIC_PREFIXES = ("/dashboard/",)
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/favicon.ico"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def http_refusal(error: FrameError) -> web.HTTPException:
+    """The HTTP answer for a refusal: its status, and the error frame as the body."""
+    status = HTTP_STATUS.get(error.code, 400)
+    headers = {"WWW-Authenticate": 'Bearer realm="taskcast"'} if status == 401 else None
+    exception = web.HTTPException(headers=headers, body=error.to_frame())
+    exception.set_status(status)
+    exception.content_type = "application/json"
+    return exception
+
+
+def authenticate(request: web.Request, config: HubConfig) -> Principal:
+    """The request's principal; raises 401 without a valid token (the token is never echoed)."""
+    if config.verifier is None:
+        return ANONYMOUS_ADMIN
+    token = bearer_token(request.headers.get("Authorization"), request.query.get("token"))
+    if token is None:
+        raise http_refusal(FrameError("unauthorized", "a bearer token is required"))
+    try:
+        return config.verifier.verify(token)
+    except AuthError as exc:
+        raise http_refusal(FrameError("unauthorized", str(exc))) from None
+
+
+def make_access_middleware(config: HubConfig, refused: Callable[[str], None]) -> Middleware:
+    @web.middleware
+    async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
+        refusal = browser_refusal(
+            config,
+            method=request.method,
+            host=request.headers.get("Host"),
+            origin=request.headers.get("Origin"),
+            content_type=request.headers.get("Content-Type"),
+            scheme=request.scheme,
+        )
+        if refusal is not None:
+            refused(refusal.code)
+            raise http_refusal(refusal)
+        path = request.path
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            try:
+                request[PRINCIPAL_KEY] = authenticate(request, config)
+            except web.HTTPException:
+                request[PRINCIPAL_KEY] = None
+            return await handler(request)
+        try:
+            request[PRINCIPAL_KEY] = authenticate(request, config)
+        except web.HTTPException:
+            refused("unauthorized")
+            raise
+        return await handler(request)
+
+    return access
+
+
+def principal_of(request: web.Request) -> Principal:
+    principal: Principal | None = request.get(PRINCIPAL_KEY)
+    if principal is None:
+        raise http_refusal(FrameError("unauthorized", "a bearer token is required"))
+    return principal
