@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from tests.helpers import collect_events, publish_acked, recv, seed, send, subscribe
 
-
 JSON = {"Content-Type": "application/json"}
 
 

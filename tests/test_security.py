@@ -573,6 +573,7 @@ async def test_secrets_are_redacted_from_emitted_events(
         history_dir=tmp_path / ".h",
         approval="auto",
         redact_patterns=[r"code-\d{4}"],
+        command_env=["DEPLOY_TOKEN"],  # commands see only what is allowed by name
     )
     assert (await task.run("find the key")).status == "completed"
     assert await service.aflush(10)

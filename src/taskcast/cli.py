@@ -16,10 +16,10 @@ import click
 from rich.console import Console
 
 from taskcast import __version__
-from taskcast.auth import AuthError, TokenVerifier, create_token
+from taskcast.auth import DEFAULT_MAX_TOKEN_TTL, AuthError, TokenVerifier, create_token
 from taskcast.channels import InvalidChannel, validate_pattern
 from taskcast.client import CommunicationService, subscribe
-from taskcast.console import event_line
+from taskcast.console import event_line, printable
 from taskcast.demo_run import DEMO_SCRIPT
 from taskcast.frames import encode
 from taskcast.hub.config import DEFAULT_HOST, DEFAULT_PORT, MIB, HubConfig
@@ -29,6 +29,8 @@ from taskcast.task.approval import MODES
 from taskcast.task.events import summarize_arguments
 from taskcast.task.providers import Provider
 from taskcast.task.task import DEFAULT_HISTORY_DIR
+
+DEFAULTS = HubConfig()  # the one home of the hub's defaults
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -56,14 +58,17 @@ def _hs256_secret(secret_file: Path | None) -> str | None:
 
 
 def _verifier(
-    secret_file: Path | None, public_key_file: Path | None, algorithm: str | None
+    secret_file: Path | None,
+    public_key_file: Path | None,
+    algorithm: str | None,
+    max_ttl: int | None = DEFAULT_MAX_TOKEN_TTL,
 ) -> TokenVerifier | None:
     """HS256 with TASKCAST_SECRET or --secret-file; RS256/ES256 with --public-key-file."""
     if public_key_file is not None:
-        return TokenVerifier(public_key_file.read_bytes(), algorithm or "RS256")
+        return TokenVerifier(public_key_file.read_bytes(), algorithm or "RS256", None, max_ttl)
     secret = _hs256_secret(secret_file)
     if secret:
-        return TokenVerifier(secret, algorithm or "HS256")
+        return TokenVerifier(secret, algorithm or "HS256", None, max_ttl)
     return None
 
 
@@ -115,7 +120,19 @@ def _verifier(
     "--allowed-origin",
     "allowed_origins",
     multiple=True,
-    help="Browser Origin allowed to connect (repeat; default: any).",
+    help="Browser Origin allowed besides the hub's own (repeat).",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="Host name the hub answers to besides IP literals and localhost (repeat).",
+)
+@click.option(
+    "--max-token-ttl",
+    default="30d",
+    show_default=True,
+    help="Refuse tokens that live longer (30m, 12h, 7d, seconds; 0: no maximum).",
 )
 @click.option(
     "--publish-rate",
@@ -126,6 +143,20 @@ def _verifier(
 )
 @click.option("--publish-burst", type=float, default=20_000.0, show_default=True)
 @click.option("--max-connections", type=int, default=10_000, show_default=True)
+@click.option(
+    "--max-connections-per-ip",
+    type=int,
+    default=DEFAULTS.max_connections_per_ip,
+    show_default=True,
+    help="Websocket and SSE connections from one address (0: no limit).",
+)
+@click.option(
+    "--max-concurrent-replays",
+    type=click.IntRange(min=1),
+    default=DEFAULTS.max_concurrent_replays,
+    show_default=True,
+    help="Replay page reads in flight hub-wide.",
+)
 @click.option("--max-subscriptions", type=int, default=100, show_default=True)
 @click.option("--idle-timeout", type=float, default=300.0, show_default=True)
 @click.option("--handshake-timeout", type=float, default=10.0, show_default=True)
@@ -147,9 +178,13 @@ def hub(
     tls_cert: str | None,
     tls_key: str | None,
     allowed_origins: tuple[str, ...],
+    allowed_hosts: tuple[str, ...],
+    max_token_ttl: str,
     publish_rate: float,
     publish_burst: float,
     max_connections: int,
+    max_connections_per_ip: int,
+    max_concurrent_replays: int,
     max_subscriptions: int,
     idle_timeout: float,
     handshake_timeout: float,
@@ -159,8 +194,9 @@ def hub(
     from taskcast.hub.server import UnsafeBind, announce, serve
 
     _setup_logging(verbose)
+    ttl_limit = _parse_ttl(max_token_ttl)
     try:
-        verifier = _verifier(secret_file, public_key_file, algorithm)
+        verifier = _verifier(secret_file, public_key_file, algorithm, ttl_limit or None)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     config = HubConfig(
@@ -177,9 +213,12 @@ def hub(
         tls_cert=tls_cert,
         tls_key=tls_key,
         allowed_origins=allowed_origins,
+        allowed_hosts=tuple(host.lower() for host in allowed_hosts),
         publish_rate=publish_rate,
         publish_burst=publish_burst,
         max_connections=max_connections,
+        max_connections_per_ip=max_connections_per_ip,
+        max_concurrent_replays=max_concurrent_replays,
         max_subscriptions=max_subscriptions,
         idle_timeout_seconds=idle_timeout,
         handshake_timeout_seconds=handshake_timeout,
@@ -210,6 +249,7 @@ def _parse_ttl(ttl: str) -> int:
 @click.option("--subscribe", multiple=True, help="Channel pattern it may subscribe to (repeat).")
 @click.option("--ttl", default="1h", show_default=True, help="Lifetime: 30m, 12h, 7d, seconds.")
 @click.option("--admin", is_flag=True, help="May do everything.")
+@click.option("--metrics", is_flag=True, help="May read /metrics and the detailed /healthz.")
 @click.option("--sub", "subject", default="taskcast-client", show_default=True, help="Who.")
 @click.option("--secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -223,6 +263,7 @@ def token_create(
     subscribe: tuple[str, ...],
     ttl: str,
     admin: bool,
+    metrics: bool,
     subject: str,
     secret_file: Path | None,
     private_key_file: Path | None,
@@ -248,6 +289,7 @@ def token_create(
                 subscribe=list(subscribe),
                 ttl_seconds=_parse_ttl(ttl),
                 admin=admin,
+                metrics=metrics,
                 algorithm=algorithm,
             )
         )
@@ -330,7 +372,7 @@ def terminal_confirm(console: Console) -> Callable[[ToolCall], Awaitable[bool]]:
     async def confirm(call: ToolCall) -> bool:
         if not sys.stdin.isatty():
             return False
-        question = f"Allow {call.name}({summarize_arguments(call.arguments)})?"
+        question = printable(f"Allow {call.name}({summarize_arguments(call.arguments)})?")
         return await asyncio.to_thread(click.confirm, question, default=False)
 
     return confirm
@@ -340,7 +382,7 @@ def terminal_ask() -> Callable[[str], Awaitable[str | None]]:
     async def ask(question: str) -> str | None:
         if not sys.stdin.isatty():
             return None
-        answer: str = await asyncio.to_thread(click.prompt, question)
+        answer: str = await asyncio.to_thread(click.prompt, printable(question))
         return answer
 
     return ask
@@ -420,7 +462,7 @@ def run(
         f"{result.usage.input_tokens} tokens in / {result.usage.output_tokens} out"
     )
     if result.result or result.error:
-        console.print(result.result or result.error)
+        console.print(printable(result.result or result.error), markup=False)
     if service is not None:
         if service.close(timeout=10):
             console.print(f"[dim]all events acknowledged by {hub}[/]")

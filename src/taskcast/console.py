@@ -1,11 +1,33 @@
-"""Readable one-line renderings of events for the terminal (listen, run, demo)."""
+"""Readable one-line renderings of events for the terminal (listen, run, demo).
+
+Everything an event carries is someone else's text: control characters (escape
+sequences that clear the screen, set the title or write the clipboard with OSC 52)
+are shown as visible ``\\xNN`` escapes, never sent to the terminal, and rich markup
+in it is never interpreted.
+"""
 
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any
 
+from rich.markup import escape
 from rich.text import Text
+
+# C0 controls but newline, DEL, and C1 controls (U+0080..U+009F; U+009B is a CSI).
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(value: object) -> str:
+    """``value`` as text that is safe to print: controls become visible escapes."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+
+
+def markup_safe(value: object) -> str:
+    """``printable`` and with rich markup escaped, for use inside markup strings."""
+    return escape(printable(value))
+
 
 COLOURS = {
     "api_action": "bold cyan",
@@ -30,11 +52,11 @@ def event_line(frame: dict[str, Any], width: int = 160) -> Text:
     if isinstance(stamp, int):
         clock = datetime.datetime.fromtimestamp(stamp / 1000).strftime("%H:%M:%S.%f")[:-3]
         line.append(f"{clock} ", style="dim")
-    line.append(f"{kind:<15}", style=COLOURS.get(kind, "white"))
+    line.append(f"{printable(kind):<15}", style=COLOURS.get(kind, "white"))
     task_id = payload.get("taskId")
     if isinstance(task_id, str):
-        line.append(f" {task_id[:12]:<12}", style="dim")
-    line.append(" " + summary(kind, payload)[:width])
+        line.append(f" {printable(task_id[:12]):<12}", style="dim")
+    line.append(" " + printable(summary(kind, payload))[:width])
     return line
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from taskcast.client import CommunicationService, subscribe
-from taskcast.console import event_line
+from taskcast.console import event_line, markup_safe
 from taskcast.hub.config import HubConfig
 from taskcast.hub.server import serve
 from taskcast.store import StoreLocked
@@ -87,7 +87,8 @@ async def run_demo(store_url: str, port: int, *, keep: bool, open_browser: bool)
 
     console.print()
     style = "green" if result.status == "completed" else "red"
-    console.print(f"[bold {style}]task {result.status}[/]: {result.result or result.error}")
+    outcome = markup_safe(result.result or result.error)
+    console.print(f"[bold {style}]task {result.status}[/]: {outcome}")
     if received:
         console.print(
             f"{len(received)} events delivered live (seq {received[0]}..{received[-1]}), "

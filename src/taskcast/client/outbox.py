@@ -15,6 +15,8 @@ from typing import IO
 
 import msgspec
 
+from taskcast.files import FILE_MODE, ensure_private_dir
+
 log = logging.getLogger("taskcast.client")
 
 _decode = msgspec.json.Decoder().decode
@@ -74,9 +76,11 @@ class Outbox:
         assert self.path is not None
         if self._journal is not None:
             self._journal.close()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.path.parent)
         temporary = self.path.with_name(self.path.name + ".tmp")
-        with open(temporary, "wb") as out:
+        fd = os.open(temporary, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, FILE_MODE)
+        os.fchmod(fd, FILE_MODE)  # unacknowledged events: as private as the log
+        with open(fd, "wb") as out:
             out.write(b"".join(b"+" + frame + b"\n" for frame in self._events.values()))
             out.flush()
             os.fsync(out.fileno())

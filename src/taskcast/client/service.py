@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 import threading
@@ -24,7 +23,7 @@ from aiohttp import WSMsgType
 
 from taskcast.channels import matches
 from taskcast.client.outbox import Outbox
-from taskcast.client.subscriber import auth_headers, backoff_delay, subscribe
+from taskcast.client.subscriber import TokenSource, auth_headers, backoff_delay, subscribe
 from taskcast.frames import decode, encode
 
 log = logging.getLogger("taskcast.client")
@@ -55,7 +54,7 @@ class CommunicationService:
         self,
         url: str = "ws://127.0.0.1:8765/ws",
         *,
-        token: str | None = None,
+        token: TokenSource = None,
         source: str | None = None,
         outbox_path: str | os.PathLike[str] | None = None,
         max_outbox: int = 100_000,
@@ -72,8 +71,6 @@ class CommunicationService:
         self._closing = False
         self._handlers: dict[str, list[Handler]] = {}
         self._follows: dict[str, int | None] = {}
-        self._id_prefix = os.urandom(6).hex()
-        self._ids = itertools.count(1)
         self._loop = asyncio.new_event_loop()
         self._wake: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -104,7 +101,7 @@ class CommunicationService:
             frame = {"type": message, "payload": payload if payload is not None else {}}
         event_id = frame.get("id")
         if not isinstance(event_id, str) or not event_id:
-            event_id = f"{self._id_prefix}-{next(self._ids)}"
+            event_id = os.urandom(16).hex()  # random 128-bit: nobody can take it first
             frame["id"] = event_id
         if channel is not None:
             frame["channel"] = channel

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import aiohttp
@@ -20,8 +20,15 @@ def backoff_delay(attempt: int, base: float = 0.1, cap: float = 5.0) -> float:
     return random.uniform(base / 2, min(cap, base * 2**attempt))
 
 
-def auth_headers(token: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
+# A bearer token, or a callable that returns the current one: it is called before every
+# (re)connection, so a hub that closes a connection at the token's exp (4401) is met
+# with a fresh token.
+TokenSource = str | Callable[[], str | None] | None
+
+
+def auth_headers(token: TokenSource) -> dict[str, str]:
+    value = token() if callable(token) else token
+    return {"Authorization": f"Bearer {value}"} if value else {}
 
 
 async def subscribe(
@@ -29,7 +36,7 @@ async def subscribe(
     pattern: str,
     since: int | None = None,
     *,
-    token: str | None = None,
+    token: TokenSource = None,
     session: aiohttp.ClientSession | None = None,
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Yield every event matching ``pattern`` after ``since`` (or from now), forever.

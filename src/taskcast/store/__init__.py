@@ -1,4 +1,4 @@
-"""Event stores: ``memory``, ``sqlite:PATH`` (the embedded default), ``redis://…``."""
+"""Event stores: ``memory`` and ``sqlite:PATH`` (the embedded default)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,8 @@ from taskcast.task.tools import is_read_only
 
 Confirm = Callable[[ToolCall], Awaitable[bool]]
 MODES = ("auto", "read-only", "ask")
+# One safe default for the Python API and the CLI: reads run, writes and commands ask.
+DEFAULT_APPROVAL = "read-only"
 # Tools that only talk to the user never need approval, whatever the mode.
 _CONVERSATIONAL = frozenset({"ask_followup_question", "attempt_completion"})
 
@@ -20,7 +22,7 @@ class ApprovalPolicy:
     ``ask``: every tool that acts asks. With no one to ask (``confirm`` None) the
     answer is no, and the model is told the call was denied."""
 
-    mode: str = "auto"
+    mode: str = DEFAULT_APPROVAL
     confirm: Confirm | None = None
 
     def __post_init__(self) -> None:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskcast.task.approval import ApprovalPolicy
+from taskcast.files import ensure_private_dir, write_private
+from taskcast.task.approval import DEFAULT_APPROVAL, ApprovalPolicy
 from taskcast.task.conversation import AssistantTurn, Message, ToolCall, Usage
 from taskcast.task.emitter import Emitter, MessageSink
 from taskcast.task.events import (
@@ -34,7 +35,15 @@ from taskcast.task.events import (
 )
 from taskcast.task.providers.base import NO_API_KEY, Provider, ProviderError
 from taskcast.task.redaction import Redactor, secret_environment_values
-from taskcast.task.tools import DEFAULT_TOOLS, TOOLS, Ask, ToolContext, ToolResult, run_tool
+from taskcast.task.tools import (
+    DEFAULT_TOOLS,
+    TOOLS,
+    Ask,
+    ToolContext,
+    ToolResult,
+    command_environment,
+    run_tool,
+)
 
 log = logging.getLogger("taskcast.task")
 
@@ -75,7 +84,7 @@ class Task:
         task_id: str | None = None,
         cwd: str | os.PathLike[str] = ".",
         tools: Iterable[str] = DEFAULT_TOOLS,
-        approval: ApprovalPolicy | str = "auto",
+        approval: ApprovalPolicy | str = DEFAULT_APPROVAL,
         history_dir: str | os.PathLike[str] = DEFAULT_HISTORY_DIR,
         payload_builder: PayloadBuilder | None = None,
         system_prompt: str | None = None,
@@ -84,12 +93,17 @@ class Task:
         max_retries: int = 4,
         retry_base_delay: float = 1.0,
         command_timeout: float = 60.0,
+        command_env: Iterable[str] = (),
         redact_patterns: Iterable[str] = (),
     ) -> None:
         self.api = api
         self.task_id = task_id or uuid.uuid4().hex
         self.cwd = Path(cwd).resolve()
-        self.tools = [TOOLS[name][0] for name in tools]
+        tool_names = list(tools)
+        unknown = [name for name in tool_names if name not in TOOLS]
+        if unknown:
+            raise ValueError(f"unknown tools {unknown}; known: {sorted(TOOLS)}")
+        self.tools = [TOOLS[name][0] for name in tool_names]
         self.approval = (
             approval if isinstance(approval, ApprovalPolicy) else ApprovalPolicy(approval)
         )
@@ -99,7 +113,13 @@ class Task:
         self.max_turns = max_turns
         self.max_retries = max_retries
         self.retry_base_delay = retry_base_delay
-        self.context = ToolContext(self.cwd, command_timeout=command_timeout, ask=ask)
+        self.context = ToolContext(
+            self.cwd,
+            command_timeout=command_timeout,
+            ask=ask,
+            env=command_environment(command_env),
+            allowed=frozenset(tool_names),
+        )
         self.api_conversation_history: list[Message] = []
         self.status = "idle"
         self.usage = Usage()
@@ -318,11 +338,10 @@ class Task:
         )
 
     def _write_json(self, name: str, value: Any) -> None:
-        self.history_dir.mkdir(parents=True, exist_ok=True)
-        target = self.history_dir / name
-        temporary = target.with_name(name + ".tmp")
-        temporary.write_text(json.dumps(value, ensure_ascii=False, indent=1))
-        os.replace(temporary, target)
+        # Private (0600 in a 0700 directory): the history holds unredacted tool output.
+        ensure_private_dir(self.history_dir)
+        data = json.dumps(value, ensure_ascii=False, indent=1).encode()
+        write_private(self.history_dir / name, data)
 
     def _emit(self, event_type: str, payload: dict[str, Any]) -> None:
         payload = self.redactor.payload({"taskId": self.task_id, **payload, "timestamp": now_ms()})

@@ -2,7 +2,10 @@
 
 Every path argument is resolved (symlinks followed) and must stay inside the
 working directory: absolute paths, ``..`` escapes and symlinks that point out are
-refused before anything is read or written.
+refused before anything is read or written. Only the tools a Task was given run,
+whatever tool the model names. Searches use RE2 (linear time: no pattern can freeze
+the agent), commands get a minimal environment and are killed with everything they
+started (docs/security.md says what that does and does not contain).
 """
 
 from __future__ import annotations
@@ -10,19 +13,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import math
 import os
-import re
 import signal
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import re2
 
 from taskcast.task.conversation import ToolSpec
 
 MAX_READ_BYTES = 256 * 1024
 MAX_LIST_ENTRIES = 1000
 MAX_SEARCH_RESULTS = 300
+SEARCH_DEADLINE_SECONDS = 20.0
+# What a command inherits by default: enough to run tools, no secrets. More with
+# ``Task(command_env=[...])`` / ``taskcast run --command-env NAME``.
+BASE_COMMAND_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TERM",
+    "TMPDIR",
+    "TZ",
+)
+# Set in every command's environment, so its descendants can be found and killed
+# even when they left its process group (setsid, double fork).
+COMMAND_MARK = "TASKCAST_COMMAND_ID"
 SKIPPED_DIRS = frozenset({".git", "node_modules", "__pycache__", ".venv", ".taskcast"})
 
 Ask = Callable[[str], Awaitable[str | None]]
@@ -40,13 +65,22 @@ class ToolResult:
     truncated: bool = False
 
 
+def command_environment(
+    extra: Iterable[str] = (), environ: Mapping[str, str] = os.environ
+) -> dict[str, str]:
+    """The minimal environment commands run with: the base names plus ``extra``."""
+    names = (*BASE_COMMAND_ENV, *extra)
+    return {name: environ[name] for name in names if name in environ}
+
+
 @dataclass
 class ToolContext:
     cwd: Path
     command_timeout: float = 60.0
     max_output_bytes: int = 64 * 1024
     ask: Ask | None = None
-    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    env: dict[str, str] = field(default_factory=command_environment)
+    allowed: frozenset[str] | None = None  # the Task's tools; None: all of them
 
 
 def confine(cwd: Path, path: Any) -> Path:
@@ -139,51 +173,81 @@ def _list(cwd: Path, root: Path, recursive: bool) -> list[str]:
     return entries
 
 
+def compile_search(pattern: str) -> Any:
+    """RE2, matching line by line (``^``/``$`` at line ends, never across a newline)."""
+    options = re2.Options()
+    options.log_errors = False
+    options.never_nl = True
+    try:
+        return re2.compile("(?m)" + pattern, options)
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ToolError(
+            f"invalid regex ({detail}); RE2 syntax: no backreferences or lookaround"
+        ) from None
+
+
 async def search_files(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     root = confine(ctx.cwd, args.get("path") or ".")
     pattern = args.get("regex")
     if not isinstance(pattern, str) or not pattern:
         raise ToolError("'regex' is required")
-    try:
-        regex = re.compile(pattern)
-    except re.error as exc:
-        raise ToolError(f"invalid regex: {exc}") from None
+    regex = compile_search(pattern)
     file_pattern = args.get("file_pattern") or "*"
-    hits = await asyncio.to_thread(_search, ctx.cwd, root, regex, str(file_pattern))
-    truncated = len(hits) > MAX_SEARCH_RESULTS
+    deadline = time.monotonic() + SEARCH_DEADLINE_SECONDS
+    hits, complete = await asyncio.to_thread(
+        _search, ctx.cwd, root, regex, str(file_pattern), deadline
+    )
+    truncated = len(hits) > MAX_SEARCH_RESULTS or not complete
     lines = hits[:MAX_SEARCH_RESULTS]
-    if truncated:
+    if len(hits) > MAX_SEARCH_RESULTS:
         lines.append(f"[... more than {MAX_SEARCH_RESULTS} matches]")
+    if not complete:
+        lines.append(f"[... search stopped after {SEARCH_DEADLINE_SECONDS:g}s; narrow the path]")
     return ToolResult("\n".join(lines) if lines else "no matches", truncated=truncated)
 
 
-def _search(cwd: Path, root: Path, regex: re.Pattern[str], file_pattern: str) -> list[str]:
+def _search(
+    cwd: Path, root: Path, regex: Any, file_pattern: str, deadline: float
+) -> tuple[list[str], bool]:
+    """Matches as ``path:line: text``, and whether the whole tree was searched."""
     hits: list[str] = []
     for directory, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
         for name in sorted(files):
+            if time.monotonic() > deadline:
+                return hits, False
             if not fnmatch.fnmatch(name, file_pattern):
                 continue
             path = Path(directory) / name
             if path.is_symlink() and cwd not in path.resolve().parents:
                 continue
             try:
-                with open(path, encoding="utf-8", errors="strict") as handle:
-                    for number, line in enumerate(handle, 1):
-                        if regex.search(line):
-                            hits.append(f"{_relative(cwd, path)}:{number}: {line.rstrip()[:200]}")
-                            if len(hits) > MAX_SEARCH_RESULTS:
-                                return hits
+                text = path.read_text(encoding="utf-8", errors="strict")
             except (UnicodeDecodeError, OSError):
                 continue
-    return hits
+            line, position, last_line = 1, 0, 0
+            for match in regex.finditer(text):
+                line += text.count("\n", position, match.start())
+                position = match.start()
+                if line == last_line:
+                    continue  # one hit per line
+                last_line = line
+                start = text.rfind("\n", 0, position) + 1
+                end = text.find("\n", position)
+                shown = text[start : end if end >= 0 else len(text)].rstrip()[:200]
+                hits.append(f"{_relative(cwd, path)}:{line}: {shown}")
+                if len(hits) > MAX_SEARCH_RESULTS:
+                    return hits, True
+    return hits, True
 
 
 async def execute_command(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     command = args.get("command")
     if not isinstance(command, str) or not command.strip():
         raise ToolError("'command' is required")
-    timeout = min(float(args.get("timeout") or ctx.command_timeout), ctx.command_timeout)
+    timeout = command_timeout(args.get("timeout"), ctx.command_timeout)
+    mark = os.urandom(16).hex()
     process = await asyncio.create_subprocess_shell(
         command,
         cwd=ctx.cwd,
@@ -191,7 +255,7 @@ async def execute_command(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         stderr=asyncio.subprocess.STDOUT,
         stdin=asyncio.subprocess.DEVNULL,
         start_new_session=True,
-        env=ctx.env,
+        env={**ctx.env, COMMAND_MARK: mark},
     )
     assert process.stdout is not None
     output = bytearray()
@@ -214,13 +278,13 @@ async def execute_command(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             await process.wait()
     except TimeoutError:
         timed_out = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        kill_command(process.pid, mark)
         await process.wait()
     except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        kill_command(process.pid, mark)
         raise
+    finally:
+        kill_command(process.pid, mark)  # nothing it started outlives the tool call
     text = output.decode("utf-8", errors="replace")
     if truncated:
         text += f"\n[... output truncated at {ctx.max_output_bytes} bytes]"
@@ -228,6 +292,39 @@ async def execute_command(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         return ToolResult(f"{text}\n[timed out after {timeout:g}s; killed]", True, False, truncated)
     code = process.returncode
     return ToolResult(f"exit code {code}\n{text}", code != 0, False, truncated)
+
+
+def command_timeout(value: Any, limit: float) -> float:
+    """The model's ``timeout`` (seconds), checked: a finite positive number, at most ``limit``."""
+    if value is None:
+        return limit
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ToolError("'timeout' must be a number of seconds")
+    if not math.isfinite(value) or value <= 0:
+        raise ToolError("'timeout' must be a finite number of seconds above 0")
+    return min(float(value), limit)
+
+
+def kill_command(pid: int, mark: str) -> None:
+    """SIGKILL the command's process group and every process that carries its mark
+    (what ``setsid`` or a double fork took out of the group). A process that also
+    cleared its environment escapes this: contain such code with a container."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    needle = f"{COMMAND_MARK}={mark}".encode()
+    own = os.getpid()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == own:
+                continue
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as environ:
+                    found = needle in environ.read().split(b"\0")
+            except OSError:
+                continue
+            if found:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry.name), signal.SIGKILL)
 
 
 async def ask_followup_question(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
@@ -356,6 +453,9 @@ async def run_tool(ctx: ToolContext, name: str, args: dict[str, Any]) -> ToolRes
     entry = TOOLS.get(name)
     if entry is None:
         return ToolResult(f"unknown tool {name!r}", is_error=True)
+    if ctx.allowed is not None and name not in ctx.allowed:
+        # The model was never offered it; naming it anyway runs nothing.
+        return ToolResult(f"tool {name!r} is not enabled for this task", is_error=True)
     try:
         return await entry[1](ctx, args)
     except ToolError as exc:
