@@ -1,19 +1,25 @@
-"""Shared fixtures: a real hub process on a free loopback port."""
+"""Shared fixtures: a real hub process on a free loopback port, Debian's Chromium."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from playwright.async_api import Browser, async_playwright
+
+from tests.helpers import SECRET
 
 REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
 
 
 class HubProcess:
@@ -99,3 +105,30 @@ def start_hub(tmp_path: Path) -> Iterator[object]:
         if hub.proc is not None and hub.proc.poll() is None:
             hub.proc.kill()
             hub.proc.wait(10)
+
+
+@pytest.fixture
+def secure_hub(start_hub: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Start hubs that require tokens signed with ``helpers.SECRET``."""
+    monkeypatch.setenv("TASKCAST_SECRET", SECRET)
+
+    def start(*extra: str) -> HubProcess:
+        hub: HubProcess = start_hub(*extra)
+        return hub
+
+    return start
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not shutil.which("chromium"):
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (scripts/test-deps installs it)")
+        pytest.skip("chromium is not installed")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield launched
+        await launched.close()

@@ -9,6 +9,8 @@ from typing import Any
 
 import aiohttp
 
+from taskcast.auth import create_token
+
 
 def seed(task_id: str = "t1", message: str = "hello", **extra: Any) -> dict[str, Any]:
     frame: dict[str, Any] = {
@@ -67,3 +69,27 @@ async def publish_acked(
         if reply["type"] in ("ack", "error"):
             replies.append(reply)
     return replies
+
+
+SECRET = "s3cret-for-tests-only-0123456789abcdef"
+
+
+def token(
+    publish: list[str] | None = None,
+    subscribe: list[str] | None = None,
+    ttl: int = 600,
+    subject: str = "tester",
+    **extra: Any,
+) -> str:
+    return create_token(
+        SECRET,
+        subject=subject,
+        publish=publish or [],
+        subscribe=subscribe or [],
+        ttl_seconds=ttl,
+        **extra,
+    )
+
+
+def bearer(value: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {value}"}

@@ -3,39 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from taskcast.client import CommunicationService
 from taskcast.task import ScriptedProvider, Task
 from tests.conftest import REPO
 from tests.test_hub_crash import read_whole_log
 
-CHROMIUM = "/usr/bin/chromium"
 OUTPUT = REPO / "test-output" / "dashboard"
+OUTPUT.mkdir(parents=True, exist_ok=True)
 DEMO_SCRIPT = REPO / "src" / "taskcast" / "demo" / "script.json"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not shutil.which("chromium"):
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (scripts/test-deps installs it)")
-        pytest.skip("chromium is not installed")
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield launched
-        await launched.close()
 
 
 async def open_dashboard(browser: Browser, address: str, **context: Any) -> Page:

@@ -29,40 +29,7 @@ from taskcast.client import CommunicationService
 from taskcast.task import ScriptedProvider, Task
 from taskcast.task.redaction import Redactor
 from tests.conftest import REPO, HubProcess
-from tests.helpers import publish_acked, recv, seed, send
-
-SECRET = "s3cret-for-tests-only-0123456789abcdef"
-
-
-def token(
-    publish: list[str] | None = None,
-    subscribe: list[str] | None = None,
-    ttl: int = 600,
-    **extra: Any,
-) -> str:
-    return create_token(
-        SECRET,
-        subject="tester",
-        publish=publish or [],
-        subscribe=subscribe or [],
-        ttl_seconds=ttl,
-        **extra,
-    )
-
-
-@pytest.fixture
-def secure_hub(start_hub: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("TASKCAST_SECRET", SECRET)
-
-    def start(*extra: str) -> HubProcess:
-        hub: HubProcess = start_hub(*extra)
-        return hub
-
-    return start
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
+from tests.helpers import SECRET, bearer, publish_acked, recv, seed, send, token
 
 
 async def upgrade_status(url: str, headers: dict[str, str] | None = None) -> int:

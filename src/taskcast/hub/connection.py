@@ -46,9 +46,12 @@ class WebSocketSink:
     """Writes a whole batch of websocket frames with one transport write (see wsframe);
     aiohttp still owns the handshake, reading, pings and the close handshake."""
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport, close_timeout: float = 2.0
+    ) -> None:
         self.ws = ws
         self.transport = transport
+        self.close_timeout = close_timeout
 
     @property
     def closed(self) -> bool:
@@ -64,7 +67,14 @@ class WebSocketSink:
             delay = min(delay * 2, 0.05)
 
     async def close(self, code: int, reason: bytes) -> None:
-        await self.ws.close(code=code, message=reason)
+        """Close with ``code``; a peer that reads nothing cannot even take the close
+        frame, so after ``close_timeout`` the socket is dropped with what it holds."""
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                await self.ws.close(code=code, message=reason)
+        finally:
+            if not self.transport.is_closing() or self.transport.get_write_buffer_size():
+                self.transport.abort()
 
 
 class SSESink:
@@ -90,7 +100,16 @@ class SSESink:
         await self.response.write(b"".join(parts))
 
     async def close(self, code: int, reason: bytes) -> None:
-        self.transport.close()
+        """End the stream cleanly if the reader takes it within two seconds, else drop
+        the socket (a stalled reader must not pin the hub's memory)."""
+        try:
+            async with asyncio.timeout(2.0):
+                await self.response.write_eof()
+        except Exception:
+            pass
+        finally:
+            if not self.transport.is_closing() or self.transport.get_write_buffer_size():
+                self.transport.abort()
 
 
 class ClientConnection:

@@ -49,7 +49,7 @@ async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
         return ws
     bucket = TokenBucket(config.publish_rate, config.publish_burst) if config.publish_rate else None
     connection = ClientConnection(
-        WebSocketSink(ws, transport),
+        WebSocketSink(ws, transport, config.close_timeout_seconds),
         config.max_subscriber_buffer,
         peer,
         principal_of(request),

@@ -84,7 +84,9 @@ _RULES: list[re.Pattern[str]] | None = None
 def _shared_rules() -> list[re.Pattern[str]]:
     global _RULES
     if _RULES is None:
-        _RULES = [*detect_secrets_rules(), *(re.compile(p) for p in DEFAULT_PATTERNS)]
+        # Taskcast's whole-token rules first: some detect-secrets rules end lazily and
+        # would leave the tail of a token (a JWT's signature) behind.
+        _RULES = [*(re.compile(p) for p in DEFAULT_PATTERNS), *detect_secrets_rules()]
     return _RULES
 
 
