@@ -280,6 +280,13 @@ def token_create(
                 "set TASKCAST_SECRET, or pass --secret-file or --private-key-file"
             )
         key, algorithm = secret, algorithm or "HS256"
+    lifetime = _parse_ttl(ttl)
+    if lifetime > DEFAULT_MAX_TOKEN_TTL:
+        click.echo(
+            f"warning: hubs refuse tokens that live longer than --max-token-ttl "
+            f"(default {DEFAULT_MAX_TOKEN_TTL // 86400}d) unless started with a higher one",
+            err=True,
+        )
     try:
         click.echo(
             create_token(
@@ -287,7 +294,7 @@ def token_create(
                 subject=subject,
                 publish=list(publish),
                 subscribe=list(subscribe),
-                ttl_seconds=_parse_ttl(ttl),
+                ttl_seconds=lifetime,
                 admin=admin,
                 metrics=metrics,
                 algorithm=algorithm,
@@ -417,6 +424,12 @@ def terminal_ask() -> Callable[[str], Awaitable[str | None]]:
     multiple=True,
     help="Extra regex whose matches are hidden in emitted events (repeat).",
 )
+@click.option(
+    "--command-env",
+    "command_env",
+    multiple=True,
+    help="Environment variable that execute_command may see besides the minimal set (repeat).",
+)
 def run(
     prompt: str,
     provider: str,
@@ -434,6 +447,7 @@ def run(
     outbox: Path | None,
     max_turns: int,
     redact_patterns: tuple[str, ...],
+    command_env: tuple[str, ...],
 ) -> None:
     """Run an agent task; with --hub, publish its events live."""
     console = Console(stderr=False)
@@ -448,6 +462,7 @@ def run(
         "ask": terminal_ask(),
         "max_turns": max_turns,
         "redact_patterns": redact_patterns,
+        "command_env": command_env,
     }
     if resume:
         if not task_id:

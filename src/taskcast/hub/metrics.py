@@ -72,6 +72,11 @@ class HubCollector(Collector):
             value=stats.idle_disconnects,
         )
         yield CounterMetricFamily(
+            "taskcast_token_expiry_closes",
+            "Connections closed (4401) because their token expired",
+            value=stats.expired_tokens,
+        )
+        yield CounterMetricFamily(
             "taskcast_oversized_frames",
             "Connections closed with 1009 for a frame over --max-frame-bytes",
             value=stats.oversized_frames,
