@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS {name} (
     ts INTEGER NOT NULL,
     body BLOB NOT NULL,
     publisher TEXT NOT NULL DEFAULT 'anonymous',
-    UNIQUE (publisher, id)
+    UNIQUE (id, publisher)  -- id first: the resend lookup is by id (WHERE id IN …)
 );
 """
 _SCHEMA = (
