@@ -101,8 +101,8 @@ async def test_hub_ids_are_unguessable_and_ids_are_scoped_to_the_publisher(
         evil_ws = await session.ws_connect(hub.url, headers=evil)
         first, second = await publish_acked(victim_ws, [seed("v", "1"), seed("v", "2")])
         for ack in (first, second):
-            assert len(ack["id"]) == 32 and int(ack["id"], 16) >= 0  # random 128-bit
-        assert first["id"][:8] != second["id"][:8]  # no shared prefix to count up from
+            assert len(ack["id"]) == 44 and int(ack["id"], 16) >= 0  # ms + random 128-bit
+        assert first["id"][12:] != second["id"][12:]  # nothing to count up from
         # The attacker takes the ids the victim is about to use...
         squatted = await publish_acked(
             evil_ws,

@@ -141,6 +141,9 @@ async def test_dashboard_works_when_the_hub_requires_a_token(
     await anonymous.goto(f"{hub.http}/")
     await anonymous.wait_for_selector("#status.down", timeout=10_000)  # refused without a token
     page = await open_dashboard(browser, f"{hub.http}/?token={viewer}#")
+    # A viewer token (no metrics claim) gets no hub details, yet the page goes live.
+    await page.wait_for_selector("#status.live", timeout=10_000)
+    assert await page.locator("#stat-publishers").text_content() == "\u2013"  # en dash
     service = CommunicationService(hub.url, token=agent)
     task = Task(
         ScriptedProvider.from_file(DEMO_SCRIPT),

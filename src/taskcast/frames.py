@@ -6,7 +6,6 @@ tested (and fuzzed) without a socket. See docs/protocol.md for the contract.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from taskcast.channels import (
     validate_channel,
     validate_pattern,
 )
+from taskcast.ids import random_id
 
 CONTROL_TYPES = frozenset(
     {"subscribe", "unsubscribe", "subscribed", "ack", "error", "ping", "pong", "auth"}
@@ -96,7 +96,7 @@ ClientFrame = Publish | Subscribe | Unsubscribe | Ping
 def new_event_id() -> str:
     """A random 128-bit id for events published without one: nobody can guess (and so
     squat) the ids the hub will hand out next."""
-    return os.urandom(16).hex()
+    return random_id()
 
 
 def decode_object(data: str | bytes) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from taskcast.channels import matches
 from taskcast.client.outbox import Outbox
 from taskcast.client.subscriber import TokenSource, auth_headers, backoff_delay, subscribe
 from taskcast.frames import decode, encode
+from taskcast.ids import random_id
 
 log = logging.getLogger("taskcast.client")
 
@@ -101,7 +102,7 @@ class CommunicationService:
             frame = {"type": message, "payload": payload if payload is not None else {}}
         event_id = frame.get("id")
         if not isinstance(event_id, str) or not event_id:
-            event_id = os.urandom(16).hex()  # random 128-bit: nobody can take it first
+            event_id = random_id()  # random 128-bit: nobody can take it first
             frame["id"] = event_id
         if channel is not None:
             frame["channel"] = channel

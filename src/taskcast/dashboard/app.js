@@ -49,17 +49,20 @@ function setStatus(kind, text) {
 
 async function start() {
   try {
-    const health = await (await fetch("/healthz", { headers })).json();
-    if (health.head === undefined) {  // the hub requires a token and we have none (or a bad one)
+    const reply = await fetch("/api/tasks", { headers });
+    if (reply.status === 401) {  // the hub requires a token and we have none (or a bad one)
       setStatus("down", "token required: open /?token=…");
       state.needsToken = true;
+    } else if (reply.ok) {
+      for (const task of await reply.json()) state.tasks.set(task.taskId, task);
+      renderTasks();
     }
-    state.lastSeq = Math.max(0, (health.head || 0) - INITIAL_BACKLOG);
-    const tasks = await (await fetch("/api/tasks", { headers })).json();
-    for (const task of tasks) state.tasks.set(task.taskId, task);
-    renderTasks();
+    // The head is in /healthz only for admin or metrics tokens; otherwise the first
+    // `subscribed` reply tells it (see connect).
+    const health = await (await fetch("/healthz", { headers })).json();
+    if (health.head !== undefined) state.lastSeq = Math.max(0, health.head - INITIAL_BACKLOG);
   } catch (err) {
-    state.lastSeq = 0;
+    state.lastSeq = null;
   }
   connect();
   pollStats();
@@ -70,17 +73,27 @@ async function start() {
 function connect() {
   const scheme = location.protocol === "https:" ? "wss://" : "ws://";
   const ws = new WebSocket(withToken(scheme + location.host + "/ws"));
+  let probing = false;  // asking for the head first, to replay only the recent backlog
   ws.onopen = () => {
-    ws.send(JSON.stringify({ type: "subscribe", channel: "tasks.>", since: state.lastSeq ?? 0 }));
+    probing = state.lastSeq === null;
+    const request = { type: "subscribe", channel: "tasks.>" };
+    if (!probing) request.since = state.lastSeq;
+    ws.send(JSON.stringify(request));
   };
   ws.onmessage = (message) => {
     const frame = JSON.parse(message.data);
     if (frame.type === "subscribed") {
+      if (probing) {  // now replay the backlog; the replay also covers what arrives meanwhile
+        probing = false;
+        state.lastSeq = Math.max(0, frame.head - INITIAL_BACKLOG);
+        ws.send(JSON.stringify({ type: "subscribe", channel: "tasks.>", since: state.lastSeq }));
+        return;
+      }
       state.reconnects = 0;
       setStatus("live", "live");
       return;
     }
-    if (typeof frame.seq !== "number" || frame.type === "error") return;
+    if (probing || typeof frame.seq !== "number" || frame.type === "error") return;
     if (state.lastSeq !== null && frame.seq <= state.lastSeq) return; // already shown
     state.lastSeq = frame.seq;
     receive(frame);
@@ -95,10 +108,11 @@ function connect() {
 async function pollStats() {
   try {
     const health = await (await fetch("/healthz", { headers })).json();
-    $("stat-publishers").textContent = fmtNum(health.publishers);
-    $("stat-subscribers").textContent = fmtNum(health.subscribers);
-    $("stat-tasks").textContent = fmtNum(Math.max(health.tasks, state.tasks.size));
-    $("stat-head").textContent = fmtNum(Math.max(health.head, state.lastSeq || 0));
+    const known = health.head !== undefined;  // details need an admin or metrics token
+    $("stat-publishers").textContent = known ? fmtNum(health.publishers) : "–";
+    $("stat-subscribers").textContent = known ? fmtNum(health.subscribers) : "–";
+    $("stat-tasks").textContent = fmtNum(Math.max(health.tasks || 0, state.tasks.size));
+    $("stat-head").textContent = fmtNum(Math.max(health.head || 0, state.lastSeq || 0));
   } catch (err) { /* the websocket shows the connection state */ }
 }
 
