@@ -200,3 +200,44 @@ def test_with_seq_adds_exactly_seq(payload: dict[str, Any], seq: int) -> None:
     delivered = decode(with_seq(frame.body, seq))
     assert delivered.pop("seq") == seq
     assert delivered == decode(frame.body)
+
+
+identities = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_.", min_size=1, max_size=12)
+task_tokens = st.text(alphabet="abcdefghij0123456789_-", min_size=1, max_size=6)
+
+
+@given(
+    frame_like.map(lambda o: {**o, "publisher": o.get("source")}),
+    identities,
+    task_tokens,
+)
+def test_publisher_and_source_can_never_be_forged(
+    obj: dict[str, Any], subject: str, task: str
+) -> None:
+    """Whatever a client writes, the stored event names the authenticated sub as its
+    publisher, its source starts with that sub, and a task event's payload taskId is
+    its channel's."""
+    obj = {**obj, "type": "note", "channel": f"tasks.{task}"}
+    try:
+        frame = parse_client_frame(json.dumps(obj), subject)
+    except FrameError as exc:
+        assert exc.code in ("invalid_payload", "invalid_event")
+        return
+    assert isinstance(frame, Publish)
+    stored = decode(frame.body)
+    assert stored["publisher"] == frame.publisher == subject
+    assert stored["source"] == subject or stored["source"].startswith(subject + "/")
+    assert frame.task_id == task
+    payload_task = stored["payload"].get("taskId")
+    assert not isinstance(payload_task, str) or payload_task in ("", task)
+
+
+@given(st.integers(min_value=1, max_value=20_000))
+def test_deep_nesting_is_a_clean_error(depth: int) -> None:
+    raw = '{"type":"note","payload":{"a":' + "[" * depth + "]" * depth + "}}"
+    try:
+        frame = parse_client_frame(raw)
+    except FrameError as exc:
+        assert exc.code in ("bad_json", "invalid_payload")
+    else:
+        assert isinstance(frame, Publish)
