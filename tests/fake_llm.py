@@ -4,6 +4,7 @@ talk to it over a real connection."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ class Reply:
     input_tokens: int = 11
     output_tokens: int = 7
     cached_tokens: int = 3
+    delay: float = 0.0  # seconds before answering (a slow model)
 
 
 class FakeLLM:
@@ -32,7 +34,7 @@ class FakeLLM:
         self.base = ""
 
     async def start(self) -> FakeLLM:
-        self.runner = web.AppRunner(self.app)
+        self.runner = web.AppRunner(self.app, shutdown_timeout=1.0)  # slow replies end
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
@@ -53,6 +55,8 @@ class FakeLLM:
     async def openai(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         reply = self._next(body)
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
         if reply.status != 200:
             return web.json_response(
                 {"error": {"message": "scripted failure", "type": "server_error"}},

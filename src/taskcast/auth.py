@@ -2,7 +2,8 @@
 
 Claims: ``sub`` (who), ``exp``, ``publish`` and ``subscribe`` (lists of channel
 patterns), ``metrics`` (may read /metrics and the detailed /healthz), ``admin``
-(everything). Verification accepts exactly one algorithm — the one the hub was
+(everything), ``control`` (channel patterns it may send task commands to).
+Verification accepts exactly one algorithm — the one the hub was
 configured with — so ``alg: none`` and algorithm-confusion tokens are refused before
 any claim is read — and no token that lives longer than the hub's maximum lifetime.
 """
@@ -35,6 +36,7 @@ class Principal:
     admin: bool = False
     expires_at: int | None = None
     metrics: bool = False
+    control: tuple[str, ...] = ()  # channel patterns it may send task commands to
     # False only for the hub without auth, where everyone is "anonymous".
     authenticated: bool = True
 
@@ -45,6 +47,10 @@ class Principal:
 
     def can_read_metrics(self) -> bool:
         return self.admin or self.metrics
+
+    def can_control(self, channel: str) -> bool:
+        """Whether it may publish ``task_command`` to ``channel`` (the ``control`` claim)."""
+        return self.admin or any(matches(pattern, channel) for pattern in self.control)
 
     def can_publish(self, channel: str) -> bool:
         return self.admin or any(matches(pattern, channel) for pattern in self.publish)
@@ -144,6 +150,7 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         claims.get("admin") is True,
         int(exp) if isinstance(exp, int | float) else None,
         metrics=claims.get("metrics") is True,
+        control=patterns("control"),
     )
 
 
@@ -156,10 +163,11 @@ def create_token(
     ttl_seconds: int,
     admin: bool = False,
     metrics: bool = False,
+    control: list[str] | None = None,
     algorithm: str = "HS256",
 ) -> str:
     """Sign a token (``key`` is the HS256 secret, or the RS256/ES256 private key)."""
-    for pattern in [*publish, *subscribe]:
+    for pattern in [*publish, *subscribe, *(control or [])]:
         validate_pattern(pattern)
     now = int(time.time())
     claims: dict[str, Any] = {
@@ -173,6 +181,8 @@ def create_token(
         claims["admin"] = True
     if metrics:
         claims["metrics"] = True
+    if control:
+        claims["control"] = control
     return jwt.encode(claims, key, algorithm=algorithm)
 
 

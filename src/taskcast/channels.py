@@ -88,6 +88,11 @@ def task_channel(task_id: str) -> str:
     return f"tasks.{task_id}"
 
 
+def control_channel(task_id: str) -> str:
+    """The channel a task follows for commands (approve, deny, reply, abort, message)."""
+    return f"control.{task_id}"
+
+
 TASK_NAMESPACES = ("tasks", "control")
 
 

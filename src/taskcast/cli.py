@@ -250,6 +250,11 @@ def _parse_ttl(ttl: str) -> int:
 @click.option("--ttl", default="1h", show_default=True, help="Lifetime: 30m, 12h, 7d, seconds.")
 @click.option("--admin", is_flag=True, help="May do everything.")
 @click.option("--metrics", is_flag=True, help="May read /metrics and the detailed /healthz.")
+@click.option(
+    "--control",
+    multiple=True,
+    help="Channel pattern it may send task commands to, e.g. 'control.>' (repeat).",
+)
 @click.option("--sub", "subject", default="taskcast-client", show_default=True, help="Who.")
 @click.option("--secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -264,6 +269,7 @@ def token_create(
     ttl: str,
     admin: bool,
     metrics: bool,
+    control: tuple[str, ...],
     subject: str,
     secret_file: Path | None,
     private_key_file: Path | None,
@@ -297,6 +303,7 @@ def token_create(
                 ttl_seconds=lifetime,
                 admin=admin,
                 metrics=metrics,
+                control=list(control),
                 algorithm=algorithm,
             )
         )
@@ -374,6 +381,12 @@ class ConsoleTee:
         if self.forward is not None:
             self.forward.send_message(message)
 
+    def __getattr__(self, name: str) -> Any:
+        """Following the control channel (on, off, follow, unfollow) goes to the hub."""
+        if self.forward is None or name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.forward, name)
+
 
 def terminal_confirm(console: Console) -> Callable[[ToolCall], Awaitable[bool]]:
     async def confirm(call: ToolCall) -> bool:
@@ -412,7 +425,20 @@ def terminal_ask() -> Callable[[str], Awaitable[str | None]]:
 )
 @click.option("--token", envvar="TASKCAST_TOKEN", help="Bearer token for the hub.")
 @click.option("--cwd", type=click.Path(file_okay=False, path_type=Path), default=Path("."))
-@click.option("--approve", type=click.Choice(list(MODES)), default="read-only", show_default=True)
+@click.option(
+    "--approve",
+    type=click.Choice(list(MODES)),
+    default="read-only",
+    show_default=True,
+    help="remote: ask through the hub (taskcast approve/deny, the dashboard); needs --hub.",
+)
+@click.option(
+    "--approval-timeout",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Seconds to wait for a remote decision, then deny (0: wait forever).",
+)
 @click.option("--task-id", help="Task id; with --resume, the task to continue.")
 @click.option("--resume", is_flag=True, help="Continue the saved task --task-id.")
 @click.option("--history-dir", type=click.Path(path_type=Path), default=DEFAULT_HISTORY_DIR)
@@ -441,6 +467,7 @@ def run(
     token: str | None,
     cwd: Path,
     approve: str,
+    approval_timeout: float,
     task_id: str | None,
     resume: bool,
     history_dir: Path,
@@ -451,13 +478,21 @@ def run(
 ) -> None:
     """Run an agent task; with --hub, publish its events live."""
     console = Console(stderr=False)
+    if approve == "remote" and not hub:
+        raise click.UsageError("--approve remote needs --hub (the hub approvers answer through)")
     api = make_provider(provider, model, base_url, api_key, script)
     service = CommunicationService(hub, token=token, outbox_path=outbox) if hub else None
     cwd.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
         "communication_service": ConsoleTee(console, service),
         "cwd": cwd,
-        "approval": ApprovalPolicy(approve, terminal_confirm(console)),
+        # In remote mode a terminal answer counts too, but only when there is a terminal
+        # (without one, "no terminal" must not pass for a denial).
+        "approval": ApprovalPolicy(
+            approve,
+            terminal_confirm(console) if approve != "remote" or sys.stdin.isatty() else None,
+        ),
+        "approval_timeout": approval_timeout,
         "history_dir": history_dir,
         "ask": terminal_ask(),
         "max_turns": max_turns,
@@ -530,3 +565,148 @@ def demo(keep: bool, open_browser: bool, store_url: str, port: int) -> None:
     from taskcast.demo_run import run_demo
 
     sys.exit(asyncio.run(run_demo(store_url, port, keep=keep, open_browser=open_browser)))
+
+
+# --- remote orchestration (docs/orchestration.md) ------------------------------------
+
+
+def _http_base(hub: str) -> str:
+    """``ws://host:port/ws`` → ``http://host:port`` (``wss`` → ``https``)."""
+    base = hub.removesuffix("/ws").rstrip("/")
+    if base.startswith("ws"):
+        base = "http" + base[2:]
+    return base
+
+
+def _call_hub(
+    hub: str, token: str | None, method: str, path: str, body: dict[str, Any] | None = None
+) -> Any:
+    """One HTTP request to the hub's API; a clear error for anything but 2xx."""
+    import aiohttp
+
+    async def call() -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, _http_base(hub) + path, json=body, headers=headers) as reply,
+        ):
+            return reply.status, await reply.json(content_type=None)
+
+    try:
+        status, answer = asyncio.run(call())
+    except (aiohttp.ClientError, OSError) as exc:
+        raise click.ClickException(f"cannot reach the hub at {_http_base(hub)}: {exc}") from exc
+    if status >= 300:
+        detail = answer.get("message") if isinstance(answer, dict) else answer
+        raise click.ClickException(f"hub answered {status}: {detail}")
+    return answer
+
+
+def _the_pending(hub: str, token: str | None, task_id: str, kind: str) -> str:
+    """The one open request of ``kind`` for a task (an error if none or several)."""
+    pending = _call_hub(hub, token, "GET", f"/api/pending?taskId={task_id}")
+    ids = [request["requestId"] for request in pending if request.get("kind") == kind]
+    if len(ids) != 1:
+        what = "approval request" if kind == "approval" else "question"
+        found = ", ".join(ids) if ids else "none"
+        raise click.ClickException(
+            f"task {task_id} has {len(ids)} open {what}s ({found}); name the REQUEST_ID"
+        )
+    return str(ids[0])
+
+
+def _send_command(hub: str, token: str | None, task_id: str, body: dict[str, Any]) -> None:
+    ack = _call_hub(hub, token, "POST", f"/api/tasks/{task_id}/commands", body)
+    click.echo(f"{body['action']} sent to task {task_id} (seq {ack.get('seq')})")
+
+
+_hub_option = click.option(
+    "--hub", envvar="TASKCAST_HUB", default=DEFAULT_HUB_URL, show_default=True
+)
+_token_option = click.option("--token", envvar="TASKCAST_TOKEN", help="Needs the control claim.")
+
+
+@main.command()
+@click.argument("task_id")
+@click.argument("request_id", required=False)
+@_hub_option
+@_token_option
+def approve(task_id: str, request_id: str | None, hub: str, token: str | None) -> None:
+    """Approve a task's pending tool call (the only one, when REQUEST_ID is not given)."""
+    request_id = request_id or _the_pending(hub, token, task_id, "approval")
+    _send_command(hub, token, task_id, {"action": "approve", "requestId": request_id})
+
+
+@main.command()
+@click.argument("task_id")
+@click.argument("request_id", required=False)
+@click.option("--reason", help="Told to the model and recorded in the log.")
+@_hub_option
+@_token_option
+def deny(
+    task_id: str, request_id: str | None, reason: str | None, hub: str, token: str | None
+) -> None:
+    """Deny a task's pending tool call (the only one, when REQUEST_ID is not given)."""
+    request_id = request_id or _the_pending(hub, token, task_id, "approval")
+    body: dict[str, Any] = {"action": "deny", "requestId": request_id}
+    if reason:
+        body["reason"] = reason
+    _send_command(hub, token, task_id, body)
+
+
+@main.command()
+@click.argument("task_id")
+@click.argument("text")
+@click.option("--request-id", help="The question to answer (default: the only open one).")
+@_hub_option
+@_token_option
+def reply(task_id: str, text: str, request_id: str | None, hub: str, token: str | None) -> None:
+    """Answer a task's pending question."""
+    request_id = request_id or _the_pending(hub, token, task_id, "question")
+    _send_command(hub, token, task_id, {"action": "reply", "requestId": request_id, "text": text})
+
+
+@main.command()
+@click.argument("task_id")
+@click.option("--reason", help="Recorded with task_aborted.")
+@_hub_option
+@_token_option
+def abort(task_id: str, reason: str | None, hub: str, token: str | None) -> None:
+    """Abort a running task (within a second, also mid-request or mid-command)."""
+    body: dict[str, Any] = {"action": "abort"}
+    if reason:
+        body["reason"] = reason
+    _send_command(hub, token, task_id, body)
+
+
+@main.command()
+@click.argument("task_id")
+@click.argument("text")
+@_hub_option
+@_token_option
+def say(task_id: str, text: str, hub: str, token: str | None) -> None:
+    """Steer a running task: TEXT joins its conversation before its next LLM request."""
+    _send_command(hub, token, task_id, {"action": "message", "text": text})
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the requests as JSON.")
+@_hub_option
+@click.option("--token", envvar="TASKCAST_TOKEN")
+def pending(as_json: bool, hub: str, token: str | None) -> None:
+    """List open approval requests and questions across all tasks."""
+    found = _call_hub(hub, token, "GET", "/api/pending")
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        click.echo("nothing is waiting for you")
+        return
+    console = Console(highlight=False)
+    for request in found:
+        what = request.get("summary") or request.get("question") or ""
+        head = request.get("tool") or "question"
+        console.print(
+            printable(f"{request['taskId']}  {request['requestId']}  {head}: {what}"),
+            markup=False,
+        )

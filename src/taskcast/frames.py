@@ -14,11 +14,13 @@ import msgspec
 
 from taskcast.channels import (
     InvalidChannel,
+    control_channel,
     task_channel,
     task_of_channel,
     validate_channel,
     validate_pattern,
 )
+from taskcast.commands import COMMAND_TYPE, command_payload_error
 from taskcast.ids import random_id
 
 CONTROL_TYPES = frozenset(
@@ -160,6 +162,10 @@ def parse_event(obj: dict[str, Any], publisher: str | None = None) -> Publish:
             raise FrameError(
                 "invalid_event", f"invalid api_action payload: {exc}", frame_id
             ) from None
+    elif frame_type == COMMAND_TYPE:
+        problem = command_payload_error(payload)
+        if problem is not None:
+            raise FrameError("invalid_event", f"invalid task_command: {problem}", frame_id)
     raw_source = obj.get("source", obj.get("senderId"))
     if raw_source is not None and (
         not isinstance(raw_source, str) or len(raw_source) > MAX_ID_LENGTH
@@ -172,7 +178,9 @@ def parse_event(obj: dict[str, Any], publisher: str | None = None) -> Publish:
         payload_task = None
     channel = obj.get("channel")
     try:
-        if channel is None:
+        if channel is None and frame_type == COMMAND_TYPE and payload_task:
+            channel = validate_channel(control_channel(payload_task))
+        elif channel is None:
             channel = (
                 validate_channel(task_channel(payload_task)) if payload_task else DEFAULT_CHANNEL
             )
@@ -188,6 +196,10 @@ def parse_event(obj: dict[str, Any], publisher: str | None = None) -> Publish:
             "invalid_event",
             f"payload taskId {payload_task!r} does not match channel {channel!r}",
             frame_id,
+        )
+    if frame_type == COMMAND_TYPE and channel != control_channel(str(payload_task)):
+        raise FrameError(
+            "invalid_event", "a task_command goes to control.<taskId> of its taskId", frame_id
         )
     source = raw_source
     if publisher is not None and not (

@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 _decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
 
 FINAL_STATUSES = {"task_completed": "completed", "task_failed": "failed", "task_aborted": "aborted"}
 
@@ -49,6 +50,8 @@ class TaskSummary:
     prompt: str | None = None
     result: str | None = None
     error: str | None = None
+    # Open approval requests and questions, by requestId (remote orchestration).
+    pending: dict[str, dict[str, Any]] | None = None
 
     def to_json(self, now_ms: int) -> dict[str, Any]:
         end = self.ended_at if self.ended_at is not None else now_ms
@@ -75,6 +78,7 @@ class TaskSummary:
             "prompt": self.prompt,
             "result": self.result,
             "error": self.error,
+            "pending": len(self.pending or ()),
         }
 
 
@@ -137,11 +141,62 @@ class TaskSummaries:
             summary.tool_calls += 1
             if payload.get("success") is False:
                 summary.tool_failures += 1
+        elif event_type in _OPENS:
+            self._open_request(summary, seq, ts, event_type, payload)
+        elif event_type in _SETTLES:
+            if summary.pending:
+                summary.pending.pop(str(payload.get("requestId")), None)
         else:
             summary.status = FINAL_STATUSES[event_type]
             summary.ended_at = ts
+            summary.pending = None  # an ended task waits for nothing
             summary.result = self._text(payload.get("result"))
             summary.error = self._text(payload.get("error"))
+
+    def _open_request(
+        self, summary: TaskSummary, seq: int, ts: int, event_type: str, payload: dict[str, Any]
+    ) -> None:
+        request_id = _str(payload.get("requestId"))
+        if request_id is None:
+            return
+        pending = summary.pending if summary.pending is not None else {}
+        if len(pending) >= MAX_PENDING_PER_TASK:
+            pending.pop(next(iter(pending)))
+        request: dict[str, Any] = {
+            "taskId": summary.task_id,
+            "requestId": request_id,
+            "kind": "approval" if event_type == "approval_requested" else "question",
+            "seq": seq,
+            "requestedAt": ts,
+        }
+        for key in ("tool", "summary", "question"):
+            if (text := self._text(payload.get(key))) is not None:
+                request[key] = text
+        for key in ("arguments", "options"):
+            value = payload.get(key)
+            if value is not None:
+                # Kept whole up to the text limit; beyond it, read the event by its seq.
+                if len(_encode(value)) <= self.text_chars * 4:
+                    request[key] = value
+                else:
+                    request[key + "Truncated"] = True
+        pending[request_id] = request
+        summary.pending = pending
+
+    def pending_requests(
+        self, visible: Callable[[TaskSummary], bool] | None = None, task_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Open approval requests and questions across tasks, oldest first."""
+        found = [
+            request
+            for summary in self.tasks.values()
+            if summary.pending
+            and (task_id is None or summary.task_id == task_id)
+            and (visible is None or visible(summary))
+            for request in summary.pending.values()
+        ]
+        found.sort(key=lambda request: int(request["seq"]))
+        return found
 
     def _text(self, value: Any) -> str | None:
         text = _str(value)
@@ -185,7 +240,12 @@ class TaskSummaries:
         return chosen
 
 
-_DECODED = frozenset({"task_started", "llm_usage", "tool_executed", *FINAL_STATUSES})
+_OPENS = frozenset({"approval_requested", "question_asked"})
+_SETTLES = frozenset({"approval_resolved", "question_answered"})
+_DECODED = frozenset(
+    {"task_started", "llm_usage", "tool_executed", *FINAL_STATUSES, *_OPENS, *_SETTLES}
+)
+MAX_PENDING_PER_TASK = 100
 
 
 def _on_task_channel(channel: str, task_id: str) -> bool:

@@ -21,9 +21,10 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType
 
-from taskcast.channels import matches
+from taskcast.channels import control_channel, matches
 from taskcast.client.outbox import Outbox
 from taskcast.client.subscriber import TokenSource, auth_headers, backoff_delay, subscribe
+from taskcast.commands import COMMAND_TYPE, CommandAction
 from taskcast.frames import decode, encode
 from taskcast.ids import random_id
 
@@ -72,6 +73,7 @@ class CommunicationService:
         self._closing = False
         self._handlers: dict[str, list[Handler]] = {}
         self._follows: dict[str, int | None] = {}
+        self._unfollows: list[str] = []
         self._loop = asyncio.new_event_loop()
         self._wake: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -185,12 +187,47 @@ class CommunicationService:
         with self._lock:
             self._handlers.setdefault(frame_type, []).append(handler)
 
+    def off(self, frame_type: str, handler: Handler) -> None:
+        """Stop calling ``handler`` for ``frame_type``."""
+        with self._lock:
+            handlers = self._handlers.get(frame_type, [])
+            if handler in handlers:
+                handlers.remove(handler)
+
     def follow(self, pattern: str, since: int | None = None) -> None:
         """Subscribe this connection to ``pattern``; events go to the ``on`` handlers,
         resumed without gaps or repeats across reconnects."""
         with self._lock:
             self._follows[pattern] = since
         self._wake_now()
+
+    def unfollow(self, pattern: str) -> None:
+        """Stop following ``pattern`` (from the next connection on; events of it that are
+        already on their way may still arrive)."""
+        with self._lock:
+            self._follows.pop(pattern, None)
+            self._unfollows.append(pattern)
+        self._wake_now()
+
+    def command(
+        self,
+        task_id: str,
+        action: str,
+        request_id: str | None = None,
+        *,
+        text: str | None = None,
+        reason: str | None = None,
+    ) -> str:
+        """Send a command to a running task (approve, deny, reply, abort, message) as a
+        ``task_command`` on ``control.<taskId>``; returns its event id. Needs a token
+        with the ``control`` claim on a hub with auth."""
+        payload: dict[str, Any] = {"taskId": task_id, "action": CommandAction(action).value}
+        for key, value in (("requestId", request_id), ("text", text), ("reason", reason)):
+            if value is not None:
+                payload[key] = value
+        return self.send_message(
+            {"type": COMMAND_TYPE, "payload": payload}, channel=control_channel(task_id)
+        )
 
     def subscribe(
         self, pattern: str, since: int | None = None
@@ -250,6 +287,7 @@ class CommunicationService:
             resend = self._outbox.frames()  # everything unacknowledged, in order
             self._new.clear()
             follows = dict(self._follows)
+            self._unfollows.clear()  # a new connection follows only what is followed now
         for pattern, since in follows.items():
             await self._send_follow(ws, pattern, since)
         for data in resend:
@@ -265,9 +303,16 @@ class CommunicationService:
                         self._io_idle = True
                         self._wake.clear()
                     new_follows = {p: s for p, s in self._follows.items() if p not in followed}
+                    unfollows, self._unfollows = self._unfollows, []
                 for pattern, since in new_follows.items():
                     await self._send_follow(ws, pattern, since)
                     followed.add(pattern)
+                for pattern in unfollows:
+                    if pattern in followed and pattern not in self._follows:
+                        followed.discard(pattern)
+                        await ws.send_frame(
+                            encode({"type": "unsubscribe", "channel": pattern}), WSMsgType.TEXT
+                        )
                 if batch:
                     for data in batch:
                         await ws.send_frame(data, WSMsgType.TEXT)

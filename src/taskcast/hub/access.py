@@ -13,6 +13,7 @@ import ipaddress
 from urllib.parse import urlsplit
 
 from taskcast.auth import Principal
+from taskcast.commands import COMMAND_TYPE
 from taskcast.frames import FrameError
 from taskcast.hub.config import HubConfig
 from taskcast.ratelimit import TokenBucket
@@ -52,11 +53,16 @@ def publish_refusal(
     bucket: TokenBucket | None,
     now: float,
     event_id: str | None = None,
+    event_type: str = "",
 ) -> FrameError | None:
-    """One event, over the websocket or ``POST /api/events``."""
+    """One event, over the websocket, ``POST /api/events`` or the commands route.
+    A ``task_command`` needs the ``control`` claim; any other event ``publish``."""
     if not accepting:
         return FrameError("shutting_down", "hub is shutting down", event_id)
-    if not principal.can_publish(channel):
+    if event_type == COMMAND_TYPE:
+        if not principal.can_control(channel):
+            return FrameError("forbidden", f"not allowed to control {channel}", event_id)
+    elif not principal.can_publish(channel):
         return FrameError("forbidden", f"not allowed to publish to {channel}", event_id)
     if bucket is not None and not bucket.allow(now):
         return FrameError("rate_limited", "publish rate limit exceeded; resend later", event_id)

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from taskcast.broker import ReplayCursor, Subscription, SubscriptionIndex
+from taskcast.channels import task_of_channel
+from taskcast.commands import COMMAND_TYPE, Rejection, RemoteEvent
 from taskcast.frames import (
     FrameError,
     Ping,
@@ -26,8 +28,10 @@ from taskcast.frames import (
     Subscribe,
     Unsubscribe,
     ack_frame,
+    decode,
     error_frame,
     parse_client_frame,
+    parse_event,
     pong_frame,
     subscribed_frame,
     with_seq,
@@ -47,7 +51,7 @@ from taskcast.hub.connection import (
 )
 from taskcast.ratelimit import BucketTable
 from taskcast.store import AppendResult, EventQuery, EventStore
-from taskcast.summaries import TaskSummaries
+from taskcast.summaries import FINAL_STATUSES, TaskSummaries
 
 log = logging.getLogger("taskcast.hub")
 
@@ -58,6 +62,7 @@ Reply = Callable[[Outcome], None]
 # The ``reason`` label of taskcast_connections_refused_total for a refusal's code.
 REFUSAL_REASONS = {"too_many_connections": "max_connections", "forbidden": "origin"}
 MAX_TYPE_LABELS = 100
+HUB_PUBLISHER = "taskcast-hub"  # the publisher of events the hub itself writes
 OTHER_LABEL = "other"
 
 # Upper bounds (seconds) of the store commit latency histogram.
@@ -226,9 +231,36 @@ class Hub:
                     publish.channel,
                 )
                 self.published_head = seq
+                if publish.type == COMMAND_TYPE:
+                    self._answer_command_for_ended_task(publish)
             reply(result)
         for connection in slow:
             self._drop_slow_consumer(connection)
+
+    def _answer_command_for_ended_task(self, command: Publish) -> None:
+        """A command for a task the log shows as ended has no runner to answer it: the
+        hub answers ``command_rejected`` (``task_ended``) on the task's channel."""
+        owner = task_of_channel(command.channel)
+        summary = self.summaries.get(owner[1]) if owner is not None else None
+        if summary is None or summary.status not in FINAL_STATUSES.values():
+            return
+        payload = decode(command.body).get("payload", {})
+        rejection = parse_event(
+            {
+                "type": RemoteEvent.COMMAND_REJECTED.value,
+                "payload": {
+                    "taskId": summary.task_id,
+                    "action": payload.get("action"),
+                    "requestId": payload.get("requestId"),
+                    "commandId": command.id,
+                    "by": command.publisher,
+                    "reason": Rejection.TASK_ENDED.value,
+                    "timestamp": now_ms(),
+                },
+            },
+            HUB_PUBLISHER,
+        )
+        self.submit(rejection, lambda outcome: None)
 
     async def drain(self) -> None:
         """Wait until every event submitted so far is committed and fanned out."""
@@ -305,6 +337,7 @@ class Hub:
                 bucket=connection.bucket,
                 now=time.monotonic(),
                 event_id=frame.id,
+                event_type=frame.type,
             )
             if refusal is not None:
                 self.reject(connection, refusal)

@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from taskcast.channels import InvalidChannel, validate_pattern
+from taskcast.commands import COMMAND_TYPE
 from taskcast.frames import (
     MAX_SEQ,
     FrameError,
@@ -79,15 +80,34 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def post_event(request: web.Request) -> web.Response:
+    """``POST /api/events``: publish one event (the body is the event frame)."""
+    obj = await read_object(request)
+    if isinstance(obj, web.Response):
+        return obj
+    return await publish_object(request, obj)
+
+
+async def read_object(request: web.Request) -> dict[str, Any] | web.Response:
+    """The request body as one JSON object, or the error response to send."""
     hub = request.app[HUB_KEY]
     if not hub.accepting:
         return json_error(503, "shutting_down", "hub is shutting down")
     raw = await request.read()
     if len(raw) > hub.config.max_frame_bytes:
-        return json_error(413, "too_large", f"event over {hub.config.max_frame_bytes} bytes")
+        return json_error(413, "too_large", f"body over {hub.config.max_frame_bytes} bytes")
+    try:
+        return decode_object(raw)
+    except FrameError as exc:
+        hub.count_rejected(exc.code)
+        return web.Response(status=400, body=exc.to_frame(), content_type="application/json")
+
+
+async def publish_object(request: web.Request, obj: dict[str, Any]) -> web.Response:
+    """Validate, authorise and publish one event; answer the ack once it is durable."""
+    hub = request.app[HUB_KEY]
     principal = principal_of(request)
     try:
-        publish: Publish = parse_event(decode_object(raw), principal.publisher)
+        publish: Publish = parse_event(obj, principal.publisher)
     except FrameError as exc:
         hub.count_rejected(exc.code)
         return web.Response(status=400, body=exc.to_frame(), content_type="application/json")
@@ -98,6 +118,7 @@ async def post_event(request: web.Request) -> web.Response:
         bucket=hub.http_buckets.get(principal.publisher or f"ip:{request.remote}"),
         now=time.monotonic(),
         event_id=publish.id,
+        event_type=publish.type,
     )
     if refusal is not None:
         return refused(hub, refusal)
@@ -264,6 +285,32 @@ async def get_task(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+async def get_pending(request: web.Request) -> web.Response:
+    """Open approval requests and questions across the tasks this token may read."""
+    hub = request.app[HUB_KEY]
+    principal = principal_of(request)
+    found = hub.summaries.pending_requests(
+        visible=lambda summary: principal.can_read(summary.channel),
+        task_id=request.query.get("taskId") or None,
+    )
+    return web.Response(body=encode(found), content_type="application/json")
+
+
+async def post_command(request: web.Request) -> web.Response:
+    """``POST /api/tasks/{taskId}/commands``: the command payload without ``taskId`` (an
+    optional ``id`` is the idempotency key); publishes a ``task_command`` on
+    ``control.<taskId>`` with the same checks as any publish, and answers the ack."""
+    body = await read_object(request)
+    if isinstance(body, web.Response):
+        return body
+    frame: dict[str, Any] = {"type": COMMAND_TYPE}
+    event_id = body.pop("id", None)
+    if event_id is not None:
+        frame["id"] = event_id
+    frame["payload"] = {**body, "taskId": request.match_info["task_id"]}
+    return await publish_object(request, frame)
+
+
 async def get_metrics(request: web.Request) -> web.Response:
     refusal = metrics_refusal(principal_of(request))
     if refusal is not None:
@@ -342,3 +389,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/events/stream", stream_events)
     app.router.add_get("/api/tasks", get_tasks)
     app.router.add_get("/api/tasks/{task_id}", get_task)
+    app.router.add_post("/api/tasks/{task_id}/commands", post_command)
+    app.router.add_get("/api/pending", get_pending)

@@ -9,7 +9,7 @@ from taskcast.task.conversation import ToolCall
 from taskcast.task.tools import is_read_only
 
 Confirm = Callable[[ToolCall], Awaitable[bool]]
-MODES = ("auto", "read-only", "ask")
+MODES = ("auto", "read-only", "ask", "remote")
 # One safe default for the Python API and the CLI: reads run, writes and commands ask.
 DEFAULT_APPROVAL = "read-only"
 # Tools that only talk to the user never need approval, whatever the mode.
@@ -19,8 +19,10 @@ _CONVERSATIONAL = frozenset({"ask_followup_question", "attempt_completion"})
 @dataclass(frozen=True)
 class ApprovalPolicy:
     """``auto``: everything runs. ``read-only``: reads run, writes and commands ask.
-    ``ask``: every tool that acts asks. With no one to ask (``confirm`` None) the
-    answer is no, and the model is told the call was denied."""
+    ``ask``: every tool that acts asks. ``remote``: like ``read-only``, and the asking
+    goes to the hub (``approval_requested``; any approver with the ``control`` claim
+    answers; ``confirm``, when given, races it at the terminal). With no one to ask
+    (``confirm`` None, not remote) the answer is no, and the model is told so."""
 
     mode: str = DEFAULT_APPROVAL
     confirm: Confirm | None = None
@@ -32,7 +34,7 @@ class ApprovalPolicy:
     def needs_confirmation(self, call: ToolCall) -> bool:
         if self.mode == "auto" or call.name in _CONVERSATIONAL:
             return False
-        if self.mode == "read-only":
+        if self.mode in ("read-only", "remote"):
             return not is_read_only(call.name)
         return True
 

@@ -9,6 +9,7 @@ a Task with a communication service sends
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from taskcast.task.events import (
 )
 from taskcast.task.providers.base import NO_API_KEY, Provider, ProviderError
 from taskcast.task.redaction import Redactor, secret_environment_values
+from taskcast.task.remote_link import LOCAL_USER, RemoteLink
 from taskcast.task.tools import (
     DEFAULT_TOOLS,
     TOOLS,
@@ -95,6 +97,8 @@ class Task:
         command_timeout: float = 60.0,
         command_env: Iterable[str] = (),
         redact_patterns: Iterable[str] = (),
+        approval_timeout: float = 600.0,
+        remote_control: bool = True,
     ) -> None:
         self.api = api
         self.task_id = task_id or uuid.uuid4().hex
@@ -129,12 +133,37 @@ class Task:
             redact_patterns,
             [
                 *secret_environment_values(),
-                *([api_key] if isinstance(api_key, str) and api_key != NO_API_KEY else []),
+                *([api_key] if isinstance(api_key, str) and _worth_hiding(api_key) else []),
             ],
         )
         self._abort = threading.Event()
+        self._aborted_by: str | None = None
+        self._abort_reason: str | None = None
         self._runner: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._control_seq = 0
+        # Remote orchestration: a service that can follow channels (CommunicationService)
+        # links the Task to control.<taskId> — abort and message always, approvals and
+        # questions with approval="remote" (docs/orchestration.md).
+        self.remote: RemoteLink | None = None
+        if (
+            remote_control
+            and communication_service is not None
+            and _can_follow(communication_service)
+        ):
+            self.remote = RemoteLink(
+                self.task_id,
+                communication_service,  # type: ignore[arg-type]
+                self._emit,
+                timeout=approval_timeout,
+                on_abort=self._abort_from_remote,
+                on_applied=self._remember_control_seq,
+            )
+            self.context.ask_options = self._ask_remotely
+        elif self.approval.mode == "remote":
+            raise ValueError(
+                "approval='remote' needs a CommunicationService (a hub to ask through)"
+            )
 
     # --- resuming ---------------------------------------------------------
 
@@ -151,6 +180,12 @@ class Task:
         task = cls(api, task_id=task_id, history_dir=history_dir, **options)
         path = task.history_dir / "api_conversation_history.json"
         task.api_conversation_history = json.loads(path.read_text())
+        meta = task.history_dir / "task.json"
+        if meta.exists():
+            control_seq = json.loads(meta.read_text()).get("controlSeq", 0)
+            task._control_seq = control_seq if isinstance(control_seq, int) else 0
+            if task.remote is not None:  # commands already applied are not applied again
+                task.remote.control.last_seq = task._control_seq
         return task
 
     # --- running ------------------------------------------------------------
@@ -159,11 +194,26 @@ class Task:
         """Run to the end from synchronous code."""
         return asyncio.run(self.run(prompt))
 
-    def abort(self) -> None:
-        """Stop the task at the next safe point (cancels an in-flight API request). Thread-safe."""
+    def abort(self, reason: str | None = None, *, by: str | None = None) -> None:
+        """Stop the task now: cancels an in-flight API request or a running command (its
+        process group is killed). Thread-safe."""
+        if not self._abort.is_set():
+            self._aborted_by, self._abort_reason = by, reason
         self._abort.set()
         if self._runner is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._runner.cancel)
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to stop
+                self._loop.call_soon_threadsafe(self._runner.cancel)
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Approval requests and questions waiting for an answer (remote orchestration)."""
+        return self.remote.pending() if self.remote is not None else []
+
+    def _abort_from_remote(self, by: str, reason: str | None) -> None:
+        self.abort(reason, by=by)
+
+    def _remember_control_seq(self, seq: int) -> None:
+        self._control_seq = seq
+        self._save_meta()
 
     async def run(self, prompt: str | None = None) -> TaskResult:
         self._loop = asyncio.get_running_loop()
@@ -176,6 +226,8 @@ class Task:
             raise ValueError("a new task needs a prompt")
         self.status = "running"
         self._save_meta()
+        if self.remote is not None:
+            self.remote.start()
         self._emit(
             "task_started",
             {
@@ -191,6 +243,7 @@ class Task:
                 if turns >= self.max_turns:
                     raise TaskFailed(f"turn limit reached ({self.max_turns})")
                 self._check_abort()
+                self._take_user_messages()
                 turn = await self._request()
                 turns += 1
                 completion = await self._handle_turn(turn)
@@ -203,7 +256,18 @@ class Task:
             outcome = self._finish("aborted", turns, started, error="aborted")
         finally:
             self._runner = None
+            if self.remote is not None:
+                self.remote.stop()
         return outcome
+
+    def _take_user_messages(self) -> None:
+        """Steering: messages sent to the running task join the conversation before the
+        next request."""
+        if self.remote is None:
+            return
+        while self.remote.messages:
+            text, _ = self.remote.messages.pop(0)
+            self._append({"role": "user", "content": text})
 
     async def _handle_turn(self, turn: AssistantTurn) -> str | None:
         """Record and announce one response, run its tools; the result text when done."""
@@ -267,11 +331,11 @@ class Task:
 
     async def _run_tool(self, call: ToolCall) -> ToolResult:
         started = time.monotonic()
-        approved = await self.approval.approve(call)
+        approved, denial = await self._approve(call)
         if approved:
             result = await run_tool(self.context, call.name, call.arguments)
         else:
-            result = ToolResult(f"the user denied {call.name}", is_error=True)
+            result = ToolResult(f"the user denied {call.name}{denial}", is_error=True)
         self._emit(
             "tool_executed",
             {
@@ -285,6 +349,33 @@ class Task:
             },
         )
         return result
+
+    async def _approve(self, call: ToolCall) -> tuple[bool, str]:
+        """Whether the call may run, and (when denied) what to tell the model about why."""
+        if self.approval.mode != "remote" or not self.approval.needs_confirmation(call):
+            return await self.approval.approve(call), ""
+        assert self.remote is not None
+        local = self.approval.confirm(call) if self.approval.confirm is not None else None
+        outcome = await self.remote.request_approval(
+            {
+                "tool": call.name,
+                "arguments": call.arguments,
+                "summary": summarize_arguments(call.arguments),
+            },
+            local,
+        )
+        if outcome.approved:
+            return True, ""
+        why = f" ({outcome.reason})" if outcome.reason else ""
+        return False, f": denied by {outcome.by}{why}"
+
+    async def _ask_remotely(self, question: str, options: list[str] | None) -> str | None:
+        assert self.remote is not None
+        if self.approval.mode != "remote":
+            return await self.context.ask(question) if self.context.ask is not None else None
+        local = self.context.ask(question) if self.context.ask is not None else None
+        outcome = await self.remote.ask_question(question, options, local)
+        return outcome.answer
 
     def _check_abort(self) -> None:
         if self._abort.is_set():
@@ -313,6 +404,9 @@ class Task:
             payload["result"] = truncate(result, MAX_OUTPUT)
         elif status == "failed":
             payload["error"] = truncate(error, MAX_OUTPUT)
+        elif status == "aborted":
+            payload["by"] = self._aborted_by or LOCAL_USER
+            payload["reason"] = self._abort_reason
         self._emit(f"task_{status}", payload)
         self._save_meta(result=result, error=error)
         return outcome
@@ -332,6 +426,7 @@ class Task:
                 "cwd": str(self.cwd),
                 "provider": self.api.name,
                 "model": self.api.model,
+                "controlSeq": self._control_seq,
                 "updatedAt": now_ms(),
                 **extra,
             },
@@ -346,3 +441,15 @@ class Task:
     def _emit(self, event_type: str, payload: dict[str, Any]) -> None:
         payload = self.redactor.payload({"taskId": self.task_id, **payload, "timestamp": now_ms()})
         self._emitter.emit({"type": event_type, "payload": payload})
+
+
+def _can_follow(service: object) -> bool:
+    return all(
+        callable(getattr(service, name, None)) for name in ("on", "off", "follow", "unfollow")
+    )
+
+
+def _worth_hiding(api_key: object) -> bool:
+    """A real key: not the placeholder, and long enough that hiding it cannot mangle
+    ordinary text (a local server's key "k" would turn every k into [REDACTED])."""
+    return isinstance(api_key, str) and api_key != NO_API_KEY and len(api_key) >= 8

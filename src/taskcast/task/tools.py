@@ -81,6 +81,8 @@ class ToolContext:
     ask: Ask | None = None
     env: dict[str, str] = field(default_factory=command_environment)
     allowed: frozenset[str] | None = None  # the Task's tools; None: all of them
+    # Asks with the question's options (remote orchestration); else ``ask`` is used.
+    ask_options: Callable[[str, list[str] | None], Awaitable[str | None]] | None = None
 
 
 def confine(cwd: Path, path: Any) -> Path:
@@ -331,7 +333,14 @@ async def ask_followup_question(ctx: ToolContext, args: dict[str, Any]) -> ToolR
     question = args.get("question")
     if not isinstance(question, str) or not question:
         raise ToolError("'question' is required")
-    answer = await ctx.ask(question) if ctx.ask is not None else None
+    raw_options = args.get("options")
+    options = (
+        [str(option) for option in raw_options][:20] if isinstance(raw_options, list) else None
+    )
+    if ctx.ask_options is not None:
+        answer = await ctx.ask_options(question, options)
+    else:
+        answer = await ctx.ask(question) if ctx.ask is not None else None
     if answer is None:
         return ToolResult("no user is available to answer; proceed with your best judgement")
     return ToolResult(f"the user answered: {answer}")
@@ -423,7 +432,10 @@ TOOLS: dict[str, tuple[ToolSpec, Run, bool]] = {
         _spec(
             "ask_followup_question",
             "Ask the user a question.",
-            {"question": {"type": "string"}},
+            {
+                "question": {"type": "string"},
+                "options": {"type": "array", "items": {"type": "string"}},
+            },
             ["question"],
         ),
         ask_followup_question,
