@@ -162,3 +162,87 @@ async def test_dashboard_works_when_the_hub_requires_a_token(
     await page.locator("#tasks tbody tr[data-task='secured-task']").click()
     await page.wait_for_function("document.querySelectorAll('#timeline li').length === 14")
     assert await anonymous.locator("#feed .row").count() == 0
+
+
+async def test_needs_you_panel_approves_denies_answers_and_aborts(
+    browser: Browser, start_hub: Any, tmp_path: Path
+) -> None:
+    from taskcast.task import OpenAIChatProvider
+    from tests.fake_llm import FakeLLM, Reply
+
+    hub = start_hub()
+    llm = await FakeLLM([]).start()
+    page = await open_dashboard(browser, hub.http, viewport={"width": 1400, "height": 900})
+    service = CommunicationService(hub.url)
+
+    def remote_task(task_id: str, workdir: Path) -> Task:
+        workdir.mkdir()
+        return Task(
+            OpenAIChatProvider("gpt-test", base_url=f"{llm.base}/v1", api_key="k", stream=False),
+            communication_service=service,
+            task_id=task_id,
+            cwd=workdir,
+            history_dir=tmp_path / ".h",
+            approval="remote",
+        )
+
+    write = {"id": "w", "name": "write_to_file", "arguments": {"path": "out.txt", "content": "hi"}}
+    done = {"id": "d", "name": "attempt_completion", "arguments": {"result": "done"}}
+    try:
+        # Approve: the card shows the whole new file as added lines; the file appears.
+        llm.replies = [Reply(tool_calls=[write]), Reply(tool_calls=[done])]
+        running = asyncio.create_task(remote_task("ok-task", tmp_path / "a").run("write"))
+        card = page.locator("#needs .request[data-task='ok-task']")
+        await card.wait_for(timeout=10_000)
+        assert await card.locator(".tool").inner_text() == "write_to_file"
+        assert "+ hi" in await card.locator("pre").inner_text()
+        await page.screenshot(path=OUTPUT / "needs-you.png", full_page=True)
+        await card.locator("button.approve").click()
+        assert (await asyncio.wait_for(running, 20)).status == "completed"
+        assert (tmp_path / "a" / "out.txt").read_text() == "hi"
+        await card.wait_for(state="detached", timeout=10_000)
+        # Deny, with a reason the model is told.
+        llm.replies = [Reply(tool_calls=[write]), Reply(tool_calls=[done])]
+        running = asyncio.create_task(remote_task("no-task", tmp_path / "b").run("write"))
+        card = page.locator("#needs .request[data-task='no-task']")
+        await card.wait_for(timeout=10_000)
+        await card.locator("input").fill("not today")
+        await card.locator("button.deny").click()
+        assert (await asyncio.wait_for(running, 20)).status == "completed"
+        assert not (tmp_path / "b" / "out.txt").exists()
+        told = [m for m in llm.requests[-1]["messages"] if m["role"] == "tool"][-1]["content"]
+        assert "denied by anonymous (not today)" in told
+        # A question, answered with one of its options.
+        ask = {
+            "id": "q",
+            "name": "ask_followup_question",
+            "arguments": {"question": "Which colour?", "options": ["red", "blue"]},
+        }
+        llm.replies = [Reply(tool_calls=[ask]), Reply(tool_calls=[done])]
+        running = asyncio.create_task(remote_task("ask-task", tmp_path / "c").run("paint"))
+        card = page.locator("#needs .request[data-task='ask-task']")
+        await card.wait_for(timeout=10_000)
+        await card.get_by_role("button", name="blue").click()
+        assert (await asyncio.wait_for(running, 20)).status == "completed"
+        told = [m for m in llm.requests[-1]["messages"] if m["role"] == "tool"][-1]["content"]
+        assert told == "the user answered: blue"
+        # Abort a task that waits on a slow model, from its timeline.
+        llm.replies = [Reply(text="slow", delay=120)]
+        running = asyncio.create_task(remote_task("slow-task", tmp_path / "d").run("think"))
+        row = page.locator("#tasks tbody tr[data-task='slow-task']")
+        await row.wait_for(timeout=10_000)
+        await row.click()
+        await page.locator("#abort").wait_for(state="visible", timeout=10_000)
+        await page.locator("#abort").click()
+        assert (await asyncio.wait_for(running, 10)).status == "aborted"
+        await page.wait_for_function(
+            "[...document.querySelectorAll('#timeline li .body')]"
+            ".some((b) => b.textContent.startsWith('aborted by anonymous'))",
+            timeout=10_000,
+        )
+        assert await page.locator("#timeline li.t-approval_resolved").count() == 0
+        await page.screenshot(path=OUTPUT / "aborted.png", full_page=True)
+        assert page.errors == []  # type: ignore[attr-defined]
+    finally:
+        await service.aclose()
+        await llm.stop()

@@ -23,6 +23,8 @@ const state = {
   timelineSeq: 0,         // last seq shown in the open task's timeline
   perMinute: new Map(),   // minute (ms) -> count
   reconnects: 0,
+  requests: new Map(),    // requestId -> an open approval request or question ("Needs you")
+  C: null,                // the closed sets, from /dashboard/constants.json (one definition)
 };
 window.taskcastDashboard = state;
 
@@ -49,6 +51,10 @@ function setStatus(kind, text) {
 
 async function start() {
   try {
+    state.C = await (await fetch("/dashboard/constants.json")).json();
+  } catch (err) { /* the needs panel stays hidden without them */ }
+  setupNotifications();
+  try {
     const reply = await fetch("/api/tasks", { headers });
     if (reply.status === 401) {  // the hub requires a token and we have none (or a bad one)
       setStatus("down", "token required: open /?token=…");
@@ -61,6 +67,9 @@ async function start() {
     // `subscribed` reply tells it (see connect).
     const health = await (await fetch("/healthz", { headers })).json();
     if (health.head !== undefined) state.lastSeq = Math.max(0, health.head - INITIAL_BACKLOG);
+    const waiting = await fetch("/api/pending", { headers });
+    if (waiting.ok) for (const request of await waiting.json()) state.requests.set(request.requestId, request);
+    renderNeeds();
   } catch (err) {
     state.lastSeq = null;
   }
@@ -83,6 +92,7 @@ function connect() {
   ws.onmessage = (message) => {
     const frame = JSON.parse(message.data);
     if (frame.type === "subscribed") {
+      if (state.loadedAt === undefined) state.loadedAt = frame.head;
       if (probing) {  // now replay the backlog; the replay also covers what arrives meanwhile
         probing = false;
         state.lastSeq = Math.max(0, frame.head - INITIAL_BACKLOG);
@@ -123,6 +133,7 @@ function receive(event) {
   state.events.push(event);
   if (state.events.length > MAX_ROWS) state.events.shift();
   foldIntoTask(event);
+  trackRequests(event);
   $("stat-head").textContent = fmtNum(event.seq);
   $("stat-tasks").textContent = fmtNum(state.tasks.size);
   const ts = event.payload && event.payload.timestamp;
@@ -173,8 +184,16 @@ function describe(event) {
       return `${p.provider}/${p.model} · ${p.inputTokens} in · ${p.outputTokens} out · ${p.latencyMs} ms`;
     case "task_started": return `${p.provider}/${p.model}: ${p.prompt || ""}`;
     case "task_completed": return p.result || "";
-    case "task_failed": case "task_aborted": return p.error || "";
+    case "task_failed": return p.error || "";
+    case "task_aborted": return `aborted by ${p.by || "?"}${p.reason ? ": " + p.reason : ""}`;
     case "api_retry": return `retry ${p.attempt}: ${p.error}`;
+    case "approval_requested": return `wants to run ${p.tool}(${p.summary || ""})`;
+    case "approval_resolved":
+      return `${p.decision === "approve" ? "approved" : "denied"} by ${p.by}${p.reason ? " (" + p.reason + ")" : ""}`;
+    case "question_asked": return p.question + (p.options ? "  [" + p.options.join(" / ") + "]" : "");
+    case "question_answered": return `answered by ${p.by}: ${p.answer ?? "(no answer)"}`;
+    case "user_message": return `${p.by}: ${p.text}`;
+    case "command_rejected": return `${p.action} from ${p.by} rejected: ${p.reason}`;
     default: return JSON.stringify(p);
   }
 }
@@ -279,6 +298,8 @@ async function openTask(taskId) {
     since = reply.nextSince;
   }
   const t = state.tasks.get(taskId) || task || {};
+  $("detail-actions").hidden = t.status !== "running";
+  $("action-error").textContent = "";
   const summary = $("detail-summary");
   summary.replaceChildren();
   for (const [label, value] of [["status", t.status], ["API actions", fmtNum(t.apiActions)],
@@ -300,6 +321,148 @@ function timelineItem(event) {
   li.append(el("div", "body", describe(event)));
   return li;
 }
+
+// --- needs you: approvals and questions, answered from here ------------------------
+
+function trackRequests(event) {
+  const C = state.C;
+  if (!C) return;
+  const p = event.payload || {};
+  const E = C.remoteEvents;
+  if (event.type === E.APPROVAL_REQUESTED || event.type === E.QUESTION_ASKED) {
+    if (state.requests.has(p.requestId)) return;
+    const kind = event.type === E.APPROVAL_REQUESTED ? C.requestKinds.APPROVAL : C.requestKinds.QUESTION;
+    const request = { ...p, kind, seq: event.seq, requestedAt: p.timestamp };
+    state.requests.set(p.requestId, request);
+    notify(request);
+  } else if (event.type === E.APPROVAL_RESOLVED || event.type === E.QUESTION_ANSWERED) {
+    state.requests.delete(p.requestId);
+  } else if (["task_completed", "task_failed", "task_aborted"].includes(event.type)) {
+    for (const [id, request] of state.requests) if (request.taskId === p.taskId) state.requests.delete(id);
+    if (state.selected === p.taskId) $("detail-actions").hidden = true;
+  } else {
+    return;
+  }
+  renderNeeds();
+}
+
+function renderNeeds() {
+  const requests = [...state.requests.values()].sort((a, b) => a.seq - b.seq);
+  $("needs-panel").hidden = requests.length === 0;
+  $("needs-count").textContent = requests.length ? `(${requests.length})` : "";
+  const list = $("needs");
+  const shown = new Set();
+  for (const request of requests) {
+    shown.add(request.requestId);
+    if (!list.querySelector(`[data-request="${CSS.escape(request.requestId)}"]`)) list.append(requestCard(request));
+  }
+  for (const card of [...list.children]) if (!shown.has(card.dataset.request)) card.remove();
+}
+
+function requestCard(request) {
+  const C = state.C;
+  const card = el("div", "request");
+  card.dataset.request = request.requestId;
+  card.dataset.task = request.taskId;
+  const head = el("div", "head");
+  const task = el("span", "task", request.taskId);
+  task.onclick = () => openTask(request.taskId);
+  head.append(task, el("span", "tool", request.kind === C.requestKinds.APPROVAL ? request.tool : "question"));
+  card.append(head);
+  const error = el("span", "error");
+  if (request.kind === C.requestKinds.APPROVAL) {
+    card.append(argumentsView(request));
+    const reason = el("input");
+    reason.placeholder = "reason (optional)";
+    const approve = el("button", "approve", "Approve");
+    const deny = el("button", "deny", "Deny");
+    approve.onclick = () => sendCommand(request.taskId, { action: C.commandActions.APPROVE, requestId: request.requestId }, error);
+    deny.onclick = () => sendCommand(request.taskId, { action: C.commandActions.DENY, requestId: request.requestId,
+                                                       ...(reason.value ? { reason: reason.value } : {}) }, error);
+    const buttons = el("div", "buttons");
+    buttons.append(approve, deny, reason);
+    card.append(buttons);
+  } else {
+    card.append(el("div", "question", request.question || ""));
+    const buttons = el("div", "buttons");
+    const answer = el("input");
+    answer.placeholder = "your answer";
+    const send = el("button", "approve", "Reply");
+    const reply = (text) => sendCommand(request.taskId, { action: C.commandActions.REPLY, requestId: request.requestId, text }, error);
+    for (const option of request.options || []) {
+      const choice = el("button", "", option);
+      choice.onclick = () => reply(option);
+      buttons.append(choice);
+    }
+    send.onclick = () => { if (answer.value.trim()) reply(answer.value); };
+    buttons.append(answer, send);
+    card.append(buttons);
+  }
+  card.append(error);
+  return card;
+}
+
+function argumentsView(request) {
+  const a = request.arguments || {};
+  const pre = el("pre");
+  const lines = (text, cls, mark) => String(text ?? "").split("\n").forEach((line) => pre.append(el("span", cls, mark + line + "\n")));
+  if (request.argumentsTruncated) {
+    pre.append(el("span", "", `${request.summary || ""}\n(arguments too large to list: see event #${request.seq})`));
+  } else if (request.tool === "write_to_file") {
+    pre.append(el("span", "", `${a.path} (whole new content)\n`));
+    lines(a.content, "add", "+ ");
+  } else if (request.tool === "replace_in_file") {
+    pre.append(el("span", "", `${a.path}${a.all ? " (every occurrence)" : ""}\n`));
+    lines(a.search, "del", "- ");
+    lines(a.replace, "add", "+ ");
+  } else if (request.tool === "execute_command") {
+    pre.append(el("span", "", "$ " + (a.command || "")));
+  } else {
+    pre.textContent = JSON.stringify(a, null, 2);
+  }
+  return pre;
+}
+
+async function sendCommand(taskId, body, error) {
+  error.textContent = "";
+  try {
+    const reply = await fetch(`/api/tasks/${encodeURIComponent(taskId)}/commands`, {
+      method: "POST", headers: { ...headers, "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    if (!reply.ok) {
+      const answer = await reply.json().catch(() => ({}));
+      error.textContent = `${reply.status}: ${answer.message || "refused"}`;
+      return false;
+    }
+    return true;
+  } catch (err) {
+    error.textContent = "the hub cannot be reached";
+    return false;
+  }
+}
+
+function setupNotifications() {
+  if (!("Notification" in window) || Notification.permission !== "default") return;
+  const button = $("notify");
+  button.hidden = false;
+  button.onclick = async () => { await Notification.requestPermission(); button.hidden = true; };
+}
+
+function notify(request) {
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
+  if (request.seq <= (state.loadedAt || 0)) return; // only what arrives while the page is open
+  const what = request.kind === state.C.requestKinds.APPROVAL ? `${request.tool}: ${request.summary || ""}` : request.question;
+  new Notification(`taskcast: ${request.taskId} needs you`, { body: what, tag: request.requestId });
+}
+
+$("say").onclick = async () => {
+  const text = $("say-text").value.trim();
+  if (!text || !state.selected) return;
+  if (await sendCommand(state.selected, { action: state.C.commandActions.MESSAGE, text }, $("action-error"))) $("say-text").value = "";
+};
+$("abort").onclick = () => {
+  if (state.selected) sendCommand(state.selected, { action: state.C.commandActions.ABORT, reason: "aborted from the dashboard" }, $("action-error"));
+};
 
 // --- charts -----------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from taskcast.commands import CommandAction, Rejection, RemoteEvent, RequestKind
 from taskcast.frames import error_frame
 from taskcast.hub.config import HubConfig
 from taskcast.hub.connection import ClientConnection, WebSocketSink
@@ -83,6 +84,19 @@ async def dashboard_page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(DASHBOARD / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+async def dashboard_constants(request: web.Request) -> web.Response:
+    """The closed sets the dashboard shares with Python, from their one definition."""
+    return web.json_response(
+        {
+            "commandActions": {a.name: a.value for a in CommandAction},
+            "remoteEvents": {e.name: e.value for e in RemoteEvent},
+            "requestKinds": {k.name: k.value for k in RequestKind},
+            "rejections": {r.name: r.value for r in Rejection},
+        },
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
 def build_app(hub: Hub) -> web.Application:
     app = web.Application(
         client_max_size=hub.config.max_frame_bytes,
@@ -92,6 +106,7 @@ def build_app(hub: Hub) -> web.Application:
     app.router.add_get("/ws", websocket_endpoint)
     add_routes(app)
     app.router.add_get("/", dashboard_page)
+    app.router.add_get("/dashboard/constants.json", dashboard_constants)
     app.router.add_static("/dashboard/", DASHBOARD)
     return app
 
