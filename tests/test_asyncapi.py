@@ -88,3 +88,63 @@ def test_every_error_code_in_the_source_is_documented() -> None:
     assert used and used <= documented, used - documented
     protocol_md = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
     assert all(f"`{code}`" in protocol_md for code in used)
+
+
+def test_orchestration_messages_match_what_the_task_and_hub_send() -> None:
+    """The command a client sends and every answer event, as the real code builds them."""
+    from taskcast.commands import CommandAction, RemoteEvent, RequestKind
+    from taskcast.task.remote import Command, RemoteControl
+
+    command = {
+        "type": "task_command",
+        "payload": {"taskId": "t", "action": "deny", "requestId": "r1", "reason": "no"},
+    }
+    validate("taskCommand", command)
+    parse_client_frame(json.dumps(command))  # the hub accepts it as well
+    for bad in ({"taskId": "t", "action": "approve"}, {"taskId": "t", "action": "message"}):
+        with pytest.raises(jsonschema.ValidationError):
+            validate("taskCommand", {"type": "task_command", "payload": bad})
+    control = RemoteControl()
+    control.open("r1", RequestKind.APPROVAL, {"tool": "write_to_file"})
+    control.open("q1", RequestKind.QUESTION, {"question": "?"})
+    stamp = {"taskId": "t", "timestamp": 1}
+    decisions = {
+        "approvalResolved": control.apply(Command("e1", 1, CommandAction.DENY, "bob", "r1")),
+        "commandRejected": control.apply(Command("e2", 2, CommandAction.APPROVE, "eve", "r1")),
+        "questionAnswered": control.apply(Command("e3", 3, CommandAction.REPLY, "bob", "q1", "x")),
+        "userMessage": control.apply(Command("e4", 4, CommandAction.MESSAGE, "bob", None, "go")),
+    }
+    names = {
+        "approvalResolved": RemoteEvent.APPROVAL_RESOLVED,
+        "commandRejected": RemoteEvent.COMMAND_REJECTED,
+        "questionAnswered": RemoteEvent.QUESTION_ANSWERED,
+        "userMessage": RemoteEvent.USER_MESSAGE,
+    }
+    for message, decision in decisions.items():
+        assert decision is not None and decision.event_type is names[message]
+        validate(
+            message, {"type": decision.event_type.value, "payload": {**stamp, **decision.payload}}
+        )
+    validate(
+        "approvalRequested",
+        {
+            "type": "approval_requested",
+            "payload": {
+                **stamp,
+                "requestId": "r",
+                "tool": "write_to_file",
+                "arguments": {"path": "a"},
+                "summary": 'path="a"',
+            },
+        },
+    )
+    validate(
+        "questionAsked",
+        {
+            "type": "question_asked",
+            "payload": {**stamp, "requestId": "q", "question": "?", "options": ["a"]},
+        },
+    )
+    validate(
+        "taskAborted", {"type": "task_aborted", "payload": {**stamp, "by": "bob", "reason": None}}
+    )

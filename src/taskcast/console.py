@@ -38,6 +38,12 @@ COLOURS = {
     "task_failed": "bold red",
     "task_aborted": "bold red",
     "api_retry": "red",
+    "approval_requested": "bold yellow",
+    "question_asked": "bold yellow",
+    "approval_resolved": "green",
+    "question_answered": "green",
+    "user_message": "green",
+    "command_rejected": "red",
 }
 
 
@@ -79,6 +85,18 @@ def summary(kind: str, payload: dict[str, Any]) -> str:
         return f"{payload.get('provider')}/{payload.get('model')}: {payload.get('prompt', '')}"
     if kind == "task_completed":
         return f"{payload.get('result', '')} ({payload.get('turns')} turns)"
-    if kind in ("task_failed", "task_aborted"):
+    if kind == "task_failed":
         return str(payload.get("error", ""))
+    if kind == "task_aborted":
+        return f"by {payload.get('by')}: {payload.get('reason') or payload.get('error') or ''}"
+    if kind == "approval_requested":
+        return f"{payload.get('tool')}({payload.get('summary', '')}) waits for approval"
+    if kind == "approval_resolved":
+        return f"{payload.get('decision')} by {payload.get('by')} {payload.get('reason') or ''}"
+    if kind == "question_asked":
+        return str(payload.get("question", ""))
+    if kind == "question_answered":
+        return f"{payload.get('by')}: {payload.get('answer')}"
+    if kind == "user_message":
+        return f"{payload.get('by')}: {payload.get('text')}"
     return " ".join(f"{k}={v}" for k, v in payload.items() if k not in ("taskId", "timestamp"))
