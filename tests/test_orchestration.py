@@ -382,3 +382,69 @@ def test_first_decision_wins_and_each_command_applies_once() -> None:
     control.ended = True
     ended = control.apply(cmd("e6", CommandAction.MESSAGE, text="hello"))
     assert ended is not None and ended.payload["reason"] == Rejection.TASK_ENDED
+
+
+def cli(
+    hub: HubProcess, *args: str, token_value: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TASKCAST_HUB": hub.url}
+    if token_value:
+        env["TASKCAST_TOKEN"] = token_value
+    return subprocess.run(
+        [sys.executable, "-m", "taskcast", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+
+
+async def test_cli_and_python_commands_deny_reply_say_abort(
+    start_hub: Any, llm: FakeLLM, tmp_path: Path
+) -> None:
+    hub = start_hub()
+    ask = {"id": "q", "name": "ask_followup_question", "arguments": {"question": "Name?"}}
+    llm.replies = [
+        Reply(tool_calls=[WRITE]),
+        Reply(tool_calls=[ask]),
+        Reply(text="", tool_calls=[{"id": "l", "name": "list_files", "arguments": {}}], delay=2),
+        Reply(text="still working", delay=120),
+    ]
+    service = CommunicationService(hub.url)
+    task = make_task(llm, service, tmp_path, task_id="t-cli")
+    running = asyncio.create_task(task.run("do things"))
+    none_yet = await asyncio.to_thread(cli, hub, "approve", "nobody")
+    assert none_yet.returncode != 0 and "0 open approval requests" in none_yet.stderr
+    await wait_pending(hub, "t-cli")
+    denied = await asyncio.to_thread(cli, hub, "deny", "t-cli", "--reason", "no writes")
+    assert denied.returncode == 0, denied.stderr
+    (question,) = await wait_pending(hub, "t-cli")
+    assert question["kind"] == "question"
+    assert task.pending()[0]["requestId"] == question["requestId"]
+    replied = await asyncio.to_thread(cli, hub, "reply", "t-cli", "Ada")
+    assert replied.returncode == 0, replied.stderr
+    async with asyncio.timeout(10):
+        while len(llm.requests) < 3:
+            await asyncio.sleep(0.02)
+    said = await asyncio.to_thread(cli, hub, "say", "t-cli", "be brief")
+    assert said.returncode == 0, said.stderr
+    async with asyncio.timeout(10):
+        while len(llm.requests) < 4:
+            await asyncio.sleep(0.02)
+    # The Python API sends commands too (here through another connection).
+    operator = CommunicationService(hub.url)
+    operator.command("t-cli", "abort", reason="enough")
+    result = await asyncio.wait_for(running, 10)
+    assert result.status == "aborted"
+    assert await operator.aflush(10)
+    await operator.aclose()
+    assert "denied by anonymous (no writes)" in tool_messages(llm, 1)[0]["content"]
+    assert tool_messages(llm, 2)[-1]["content"] == "the user answered: Ada"
+    assert llm.requests[3]["messages"][-1] == {"role": "user", "content": "be brief"}
+    assert await service.aflush(10)
+    await service.aclose()
+    after = await asyncio.to_thread(cli, hub, "pending")
+    assert after.stdout.strip() == "nothing is waiting for you"
+    (aborted,) = [e for e in await task_events(hub, "t-cli") if e["type"] == "task_aborted"]
+    assert aborted["payload"]["reason"] == "enough"
