@@ -19,6 +19,7 @@ from taskcast import __version__
 from taskcast.auth import DEFAULT_MAX_TOKEN_TTL, AuthError, TokenVerifier, create_token
 from taskcast.channels import InvalidChannel, validate_pattern
 from taskcast.client import CommunicationService, subscribe
+from taskcast.commands import command_fields
 from taskcast.console import event_line, printable
 from taskcast.demo_run import DEMO_SCRIPT
 from taskcast.frames import encode
@@ -615,9 +616,19 @@ def _the_pending(hub: str, token: str | None, task_id: str, kind: str) -> str:
     return str(ids[0])
 
 
-def _send_command(hub: str, token: str | None, task_id: str, body: dict[str, Any]) -> None:
+def _send_command(
+    hub: str,
+    token: str | None,
+    task_id: str,
+    action: str,
+    *,
+    request_id: str | None = None,
+    text: str | None = None,
+    reason: str | None = None,
+) -> None:
+    body = command_fields(action, request_id, text, reason)
     ack = _call_hub(hub, token, "POST", f"/api/tasks/{task_id}/commands", body)
-    click.echo(f"{body['action']} sent to task {task_id} (seq {ack.get('seq')})")
+    click.echo(f"{action} sent to task {task_id} (seq {ack.get('seq')})")
 
 
 _hub_option = click.option(
@@ -634,7 +645,7 @@ _token_option = click.option("--token", envvar="TASKCAST_TOKEN", help="Needs the
 def approve(task_id: str, request_id: str | None, hub: str, token: str | None) -> None:
     """Approve a task's pending tool call (the only one, when REQUEST_ID is not given)."""
     request_id = request_id or _the_pending(hub, token, task_id, "approval")
-    _send_command(hub, token, task_id, {"action": "approve", "requestId": request_id})
+    _send_command(hub, token, task_id, "approve", request_id=request_id)
 
 
 @main.command()
@@ -648,10 +659,7 @@ def deny(
 ) -> None:
     """Deny a task's pending tool call (the only one, when REQUEST_ID is not given)."""
     request_id = request_id or _the_pending(hub, token, task_id, "approval")
-    body: dict[str, Any] = {"action": "deny", "requestId": request_id}
-    if reason:
-        body["reason"] = reason
-    _send_command(hub, token, task_id, body)
+    _send_command(hub, token, task_id, "deny", request_id=request_id, reason=reason)
 
 
 @main.command()
@@ -663,7 +671,7 @@ def deny(
 def reply(task_id: str, text: str, request_id: str | None, hub: str, token: str | None) -> None:
     """Answer a task's pending question."""
     request_id = request_id or _the_pending(hub, token, task_id, "question")
-    _send_command(hub, token, task_id, {"action": "reply", "requestId": request_id, "text": text})
+    _send_command(hub, token, task_id, "reply", request_id=request_id, text=text)
 
 
 @main.command()
@@ -673,10 +681,7 @@ def reply(task_id: str, text: str, request_id: str | None, hub: str, token: str 
 @_token_option
 def abort(task_id: str, reason: str | None, hub: str, token: str | None) -> None:
     """Abort a running task (within a second, also mid-request or mid-command)."""
-    body: dict[str, Any] = {"action": "abort"}
-    if reason:
-        body["reason"] = reason
-    _send_command(hub, token, task_id, body)
+    _send_command(hub, token, task_id, "abort", reason=reason)
 
 
 @main.command()
@@ -686,7 +691,7 @@ def abort(task_id: str, reason: str | None, hub: str, token: str | None) -> None
 @_token_option
 def say(task_id: str, text: str, hub: str, token: str | None) -> None:
     """Steer a running task: TEXT joins its conversation before its next LLM request."""
-    _send_command(hub, token, task_id, {"action": "message", "text": text})
+    _send_command(hub, token, task_id, "message", text=text)
 
 
 @main.command()

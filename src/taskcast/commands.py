@@ -73,3 +73,17 @@ def command_payload_error(payload: dict[str, Any]) -> str | None:
     if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
         return "'reason' must be a string of at most 2000 characters"
     return None
+
+
+def command_fields(
+    action: str,
+    request_id: str | None = None,
+    text: str | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """A command payload without ``taskId``: the action and whichever fields are given."""
+    fields: dict[str, Any] = {"action": CommandAction(action).value}
+    for key, value in (("requestId", request_id), ("text", text), ("reason", reason)):
+        if value:
+            fields[key] = value
+    return fields

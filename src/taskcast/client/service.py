@@ -24,7 +24,7 @@ from aiohttp import WSMsgType
 from taskcast.channels import control_channel, matches
 from taskcast.client.outbox import Outbox
 from taskcast.client.subscriber import TokenSource, auth_headers, backoff_delay, subscribe
-from taskcast.commands import COMMAND_TYPE, CommandAction
+from taskcast.commands import COMMAND_TYPE, command_fields
 from taskcast.frames import decode, encode
 from taskcast.ids import random_id
 
@@ -221,10 +221,7 @@ class CommunicationService:
         """Send a command to a running task (approve, deny, reply, abort, message) as a
         ``task_command`` on ``control.<taskId>``; returns its event id. Needs a token
         with the ``control`` claim on a hub with auth."""
-        payload: dict[str, Any] = {"taskId": task_id, "action": CommandAction(action).value}
-        for key, value in (("requestId", request_id), ("text", text), ("reason", reason)):
-            if value is not None:
-                payload[key] = value
+        payload = {"taskId": task_id, **command_fields(action, request_id, text, reason)}
         return self.send_message(
             {"type": COMMAND_TYPE, "payload": payload}, channel=control_channel(task_id)
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from taskcast.channels import matches
 from taskcast.frames import ANONYMOUS, Publish
@@ -20,6 +20,21 @@ class StoredEvent:
     ts: int  # hub receive time, ms since the epoch
     body: bytes  # the delivery frame without "seq" (see frames.with_seq)
     publisher: str = ANONYMOUS  # the authenticated sub that published it
+
+
+def stored_row(seq: int, event: Publish, now_ms: int) -> tuple[Any, ...]:
+    """An event as the log keeps it, in ``StoredEvent`` field order (the SQLite columns)."""
+    return (
+        seq,
+        event.id,
+        event.channel,
+        event.type,
+        event.task_id,
+        event.source,
+        now_ms,
+        event.body,
+        event.publisher,
+    )
 
 
 @dataclass(slots=True)

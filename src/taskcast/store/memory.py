@@ -5,7 +5,14 @@ from __future__ import annotations
 import bisect
 
 from taskcast.frames import Publish
-from taskcast.store.base import AppendResult, EventQuery, QueryPage, Retention, StoredEvent
+from taskcast.store.base import (
+    AppendResult,
+    EventQuery,
+    QueryPage,
+    Retention,
+    StoredEvent,
+    stored_row,
+)
 
 
 class MemoryStore:
@@ -46,19 +53,7 @@ class MemoryStore:
             seq = self._head
             self._ids[key] = seq
             self._seqs.append(seq)
-            self._events.append(
-                StoredEvent(
-                    seq,
-                    event.id,
-                    event.channel,
-                    event.type,
-                    event.task_id,
-                    event.source,
-                    now_ms,
-                    event.body,
-                    event.publisher,
-                )
-            )
+            self._events.append(StoredEvent(*stored_row(seq, event, now_ms)))
             results.append(AppendResult(seq, False))
         return results
 

@@ -22,7 +22,14 @@ from typing import IO, Any
 from taskcast.channels import is_literal, literal_prefix
 from taskcast.files import ensure_private_dir, ensure_private_file
 from taskcast.frames import Publish
-from taskcast.store.base import AppendResult, EventQuery, QueryPage, Retention, StoredEvent
+from taskcast.store.base import (
+    AppendResult,
+    EventQuery,
+    QueryPage,
+    Retention,
+    StoredEvent,
+    stored_row,
+)
 
 SCHEMA_VERSION = 2
 # v2: ids are unique per publisher (the authenticated sub), not across the whole log,
@@ -166,7 +173,7 @@ class SqliteStore:
                     continue
                 known[key] = head + 1
             head += 1
-            rows.append(_row(head, event, now_ms))
+            rows.append(stored_row(head, event, now_ms))
             results.append(AppendResult(head, False))
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -198,7 +205,7 @@ class SqliteStore:
                     results.append(AppendResult(0, False, "id already used by this publisher"))
                     continue
                 head += 1
-                conn.execute(_INSERT, _row(head, event, now_ms))
+                conn.execute(_INSERT, stored_row(head, event, now_ms))
                 results.append(AppendResult(head, False))
         except BaseException:
             conn.execute("ROLLBACK")
@@ -301,20 +308,6 @@ class SqliteStore:
             with self._reader_conns_lock:
                 self._reader_conns.append(conn)
         return conn
-
-
-def _row(seq: int, event: Publish, now_ms: int) -> tuple[Any, ...]:
-    return (
-        seq,
-        event.id,
-        event.channel,
-        event.type,
-        event.task_id,
-        event.source,
-        now_ms,
-        event.body,
-        event.publisher,
-    )
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
