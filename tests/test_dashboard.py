@@ -243,6 +243,32 @@ async def test_needs_you_panel_approves_denies_answers_and_aborts(
         assert await page.locator("#timeline li.t-approval_resolved").count() == 0
         await page.screenshot(path=OUTPUT / "aborted.png", full_page=True)
         assert page.errors == []  # type: ignore[attr-defined]
+        # A page opened later lists what already waits; large arguments are fetched whole.
+        big = {**write, "arguments": {"path": "big.txt", "content": "line\n" * 8000}}
+        llm.replies = [Reply(tool_calls=[big]), Reply(tool_calls=[done])]
+        running = asyncio.create_task(remote_task("big-task", tmp_path / "e").run("write"))
+        async with asyncio.timeout(10):
+            while not any(t.get("pending") for t in await read_tasks(hub.http)):
+                await asyncio.sleep(0.05)
+        late = await open_dashboard(browser, hub.http)
+        card = late.locator("#needs .request[data-task='big-task']")
+        await card.wait_for(timeout=10_000)
+        await late.wait_for_function(
+            "document.querySelectorAll(\"#needs .request[data-task='big-task'] pre .add\")"
+            ".length === 8001",
+            timeout=10_000,
+        )
+        await card.locator("button.approve").click()
+        assert (await asyncio.wait_for(running, 20)).status == "completed"
+        assert (tmp_path / "e" / "big.txt").read_text() == "line\n" * 8000
     finally:
         await service.aclose()
         await llm.stop()
+
+
+async def read_tasks(http: str) -> list[dict[str, Any]]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(f"{http}/api/tasks") as r:
+        tasks: list[dict[str, Any]] = await r.json()
+        return tasks

@@ -180,6 +180,8 @@ class TaskSummaries:
                     request[key] = value
                 else:
                     request[key + "Truncated"] = True
+        if payload.get("argumentsTruncated") is True:
+            request["argumentsTruncated"] = True
         pending[request_id] = request
         summary.pending = pending
 

@@ -371,7 +371,19 @@ function requestCard(request) {
   card.append(head);
   const error = el("span", "error");
   if (request.kind === C.requestKinds.APPROVAL) {
-    card.append(argumentsView(request));
+    const view = argumentsView(request);
+    card.append(view);
+    if (request.arguments === undefined && request.seq) {  // large: the listing left them out
+      fetch(withToken(`/api/events?since=${request.seq - 1}&until=${request.seq}`), { headers })
+        .then((r) => r.json())
+        .then(([event]) => {
+          if (!event || !event.payload) return;
+          request.arguments = event.payload.arguments;
+          request.argumentsTruncated = event.payload.argumentsTruncated;
+          view.replaceWith(argumentsView(request));
+        })
+        .catch(() => {});
+    }
     const reason = el("input");
     reason.placeholder = "reason (optional)";
     const approve = el("button", "approve", "Approve");
@@ -407,7 +419,10 @@ function argumentsView(request) {
   const pre = el("pre");
   const lines = (text, cls, mark) => String(text ?? "").split("\n").forEach((line) => pre.append(el("span", cls, mark + line + "\n")));
   if (request.argumentsTruncated) {
-    pre.append(el("span", "", `${request.summary || ""}\n(arguments too large to list: see event #${request.seq})`));
+    pre.append(el("span", "del", `(arguments too large to show whole: see event #${request.seq} and the task's files)\n`));
+  }
+  if (request.arguments === undefined) {
+    pre.append(el("span", "", request.summary || ""));
   } else if (request.tool === "write_to_file") {
     pre.append(el("span", "", `${a.path} (whole new content)\n`));
     lines(a.content, "add", "+ ");
