@@ -344,12 +344,16 @@ async def test_a_command_sent_while_the_task_is_disconnected_is_applied_once(
     running = asyncio.create_task(task.run("write"))
     (request,) = await wait_pending(hub, "t-offline")
     hub.kill9()
-    hub.restart()
-    # Right after the restart, before the task's client is back: the command waits in the log.
+    # The same log served on another port, which the task's client does not know: the
+    # command is sent while the task cannot possibly be connected.
+    elsewhere = HubProcess(hub.store).start(tmp_path / "elsewhere.log")
     status, _ = await command(
-        hub, "t-offline", {"action": "approve", "requestId": request["requestId"]}
+        elsewhere, "t-offline", {"action": "approve", "requestId": request["requestId"]}
     )
     assert status == 200
+    elsewhere.terminate()
+    assert task.pending()  # still waiting: it has not seen the command yet
+    hub.restart()
     result = await asyncio.wait_for(running, 30)
     assert result.status == "completed" and (tmp_path / "out.txt").exists()
     assert await service.aflush(10)
