@@ -452,3 +452,49 @@ async def test_cli_and_python_commands_deny_reply_say_abort(
     assert after.stdout.strip() == "nothing is waiting for you"
     (aborted,) = [e for e in await task_events(hub, "t-cli") if e["type"] == "task_aborted"]
     assert aborted["payload"]["reason"] == "enough"
+
+
+async def test_cli_run_with_remote_approval(start_hub: Any, llm: FakeLLM, tmp_path: Path) -> None:
+    hub = start_hub()
+    llm.replies = [Reply(tool_calls=[WRITE]), Reply(tool_calls=[DONE])]
+    work = tmp_path / "work"
+    work.mkdir()
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "taskcast",
+        "run",
+        "write out.txt",
+        "--provider",
+        "openai",
+        "--model",
+        "gpt-test",
+        "--base-url",
+        f"{llm.base}/v1",
+        "--api-key",
+        "k",
+        "--hub",
+        hub.url,
+        "--task-id",
+        "t-run",
+        "--cwd",
+        str(work),
+        "--history-dir",
+        str(tmp_path / ".h"),
+        "--approve",
+        "remote",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    (request,) = await wait_pending(hub, "t-run")
+    assert request["tool"] == "write_to_file"
+    status, _ = await command(
+        hub, "t-run", {"action": "approve", "requestId": request["requestId"]}
+    )
+    assert status == 200
+    out, err = await asyncio.wait_for(agent.communicate(), 60)
+    assert agent.returncode == 0, err.decode()
+    assert (work / "out.txt").read_text() == "hi"
+    assert b"approval_requested" in out and b"approval_resolved" in out
