@@ -19,6 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from playwright.async_api import Browser
 
 from taskcast.client import CommunicationService
@@ -941,3 +943,19 @@ async def test_tokens_that_live_too_long_are_refused(secure_hub: Any) -> None:
                 assert r.status == expected, (ttl, await r.text())
                 if expected == 401:
                     assert "lifetime" in (await r.json())["message"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="aAkKeEyYsSpPwWtT01:/@=._-\"' xXoOjJIzZ", max_size=40))
+def test_the_redaction_prefilter_never_skips_a_rule_that_would_match(text: str) -> None:
+    """Text the prefilter lets through unscanned matches none of the rules."""
+    from taskcast.task.redaction import (
+        _ASSIGNMENT,
+        _AUTHORIZATION,
+        _MIGHT_HOLD_A_SECRET,
+        _shared_rules,
+    )
+
+    if _MIGHT_HOLD_A_SECRET.search(text) is None:
+        for rule in [*_shared_rules(), _ASSIGNMENT, _AUTHORIZATION]:
+            assert rule.search(text) is None, (rule.pattern, text)
