@@ -161,6 +161,17 @@ def _verifier(
 @click.option("--max-subscriptions", type=int, default=100, show_default=True)
 @click.option("--idle-timeout", type=float, default=300.0, show_default=True)
 @click.option("--handshake-timeout", type=float, default=10.0, show_default=True)
+@click.option(
+    "--allow-private-webhooks",
+    is_flag=True,
+    help="With auth on, allow webhooks to loopback and private addresses.",
+)
+@click.option(
+    "--webhook-give-up",
+    default="24h",
+    show_default=True,
+    help="Mark a webhook failed after failing this long (30m, 12h, 1d, seconds).",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def hub(
     host: str,
@@ -189,6 +200,8 @@ def hub(
     max_subscriptions: int,
     idle_timeout: float,
     handshake_timeout: float,
+    allow_private_webhooks: bool,
+    webhook_give_up: str,
     verbose: bool,
 ) -> None:
     """Run the hub: websocket /ws, the HTTP API and the dashboard on one port."""
@@ -223,6 +236,8 @@ def hub(
         max_subscriptions=max_subscriptions,
         idle_timeout_seconds=idle_timeout,
         handshake_timeout_seconds=handshake_timeout,
+        allow_private_webhooks=allow_private_webhooks,
+        webhook_give_up_seconds=float(_parse_ttl(webhook_give_up)),
     )
     try:
         asyncio.run(serve(config, ready=announce))
@@ -589,7 +604,12 @@ def _call_hub(
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with (
             aiohttp.ClientSession() as session,
-            session.request(method, _http_base(hub) + path, json=body, headers=headers) as reply,
+            session.request(
+                method,
+                _http_base(hub) + path,
+                json=body if body is not None or method != "POST" else {},
+                headers=headers,
+            ) as reply,
         ):
             return reply.status, await reply.json(content_type=None)
 
@@ -715,3 +735,69 @@ def pending(as_json: bool, hub: str, token: str | None) -> None:
             printable(f"{request['taskId']}  {request['requestId']}  {head}: {what}"),
             markup=False,
         )
+
+
+@main.group()
+def webhook() -> None:
+    """Register, list and remove webhooks (admin token when the hub has auth)."""
+
+
+@webhook.command("add")
+@click.argument("url")
+@click.option("--channel", default="tasks.>", show_default=True, help="Channel pattern.")
+@click.option("--type", "types", multiple=True, help="Only these event types (repeat).")
+@click.option("--since", type=int, help="Deliver events after this seq (default: from now).")
+@_hub_option
+@click.option("--token", envvar="TASKCAST_TOKEN", help="An admin token.")
+def webhook_add(
+    url: str, channel: str, types: tuple[str, ...], since: int | None, hub: str, token: str | None
+) -> None:
+    """Register URL; prints its id and signing secret (whsec_…, shown once)."""
+    body: dict[str, Any] = {"url": url, "channel": channel, "types": list(types)}
+    if since is not None:
+        body["since"] = since
+    created = _call_hub(hub, token, "POST", "/api/webhooks", body)
+    click.echo(f"webhook {created['id']} → {created['url']} ({created['channel']})")
+    click.echo(f"signing secret: {created['secret']}")
+
+
+@webhook.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@_hub_option
+@click.option("--token", envvar="TASKCAST_TOKEN", help="An admin token.")
+def webhook_list(as_json: bool, hub: str, token: str | None) -> None:
+    """Each webhook with its state, cursor (last delivered seq), lag and last error."""
+    found = _call_hub(hub, token, "GET", "/api/webhooks")
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    for hook in found:
+        error = f"  last error: {hook['lastError']}" if hook.get("lastError") else ""
+        click.echo(
+            printable(
+                f"{hook['id']}  {hook['state']:<7} cursor {hook['cursor']} lag {hook['lag']}  "
+                f"{hook['url']} ({hook['channel']}){error}"
+            )
+        )
+    if not found:
+        click.echo("no webhooks")
+
+
+@webhook.command("remove")
+@click.argument("webhook_id")
+@_hub_option
+@click.option("--token", envvar="TASKCAST_TOKEN", help="An admin token.")
+def webhook_remove(webhook_id: str, hub: str, token: str | None) -> None:
+    """Stop and forget a webhook (its events stay in the log)."""
+    _call_hub(hub, token, "DELETE", f"/api/webhooks/{webhook_id}")
+    click.echo(f"removed {webhook_id}")
+
+
+@webhook.command("enable")
+@click.argument("webhook_id")
+@_hub_option
+@click.option("--token", envvar="TASKCAST_TOKEN", help="An admin token.")
+def webhook_enable(webhook_id: str, hub: str, token: str | None) -> None:
+    """Re-enable a failed webhook: delivery resumes from its cursor."""
+    hook = _call_hub(hub, token, "POST", f"/api/webhooks/{webhook_id}/enable")
+    click.echo(f"{hook['id']} is {hook['state']} from seq {hook['cursor']}")

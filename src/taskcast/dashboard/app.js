@@ -76,6 +76,8 @@ async function start() {
   connect();
   pollStats();
   setInterval(pollStats, 2000);
+  pollWebhooks();
+  setInterval(pollWebhooks, 5000);
   setInterval(() => { renderTasks(); renderCharts(); }, 2000);
 }
 
@@ -124,6 +126,25 @@ async function pollStats() {
     $("stat-tasks").textContent = fmtNum(Math.max(health.tasks || 0, state.tasks.size));
     $("stat-head").textContent = fmtNum(Math.max(health.head || 0, state.lastSeq || 0));
   } catch (err) { /* the websocket shows the connection state */ }
+}
+
+async function pollWebhooks() {
+  try {
+    const reply = await fetch("/api/webhooks", { headers });
+    if (!reply.ok) return;  // needs an admin token: the panel stays hidden
+    const hooks = await reply.json();
+    $("webhooks-panel").hidden = hooks.length === 0;
+    $("webhooks").tBodies[0].replaceChildren(...hooks.map((h) => {
+      const tr = el("tr");
+      tr.dataset.webhook = h.id;
+      const url = el("td", "", h.url);
+      url.title = `${h.channel}${h.types.length ? " · " + h.types.join(", ") : ""}`;
+      const state = el("td", "status s-" + (h.state === "active" ? (h.lastError && h.failingSince ? "failed" : "completed") : "failed"), h.state);
+      state.title = h.lastError || "";
+      tr.append(url, state, el("td", "num", "lag " + fmtNum(h.lag)), el("td", "num", fmtNum(h.delivered) + " sent"));
+      return tr;
+    }));
+  } catch (err) { /* shown again at the next poll */ }
 }
 
 // --- events -------------------------------------------------------------------

@@ -85,6 +85,13 @@ def subscription_refusal(config: HubConfig, *, current: int, replacing: bool) ->
     return None
 
 
+def admin_refusal(principal: Principal) -> FrameError | None:
+    """Managing the hub (webhooks): an admin token (anyone on a hub without auth)."""
+    if not principal.admin:
+        return FrameError("forbidden", "this needs an admin token")
+    return None
+
+
 def metrics_refusal(principal: Principal) -> FrameError | None:
     """``/metrics`` and the detailed ``/healthz``: admin or the ``metrics`` claim."""
     if not principal.can_read_metrics():

@@ -51,5 +51,9 @@ class HubConfig:
     max_concurrent_replays: int = 4
     # Task summaries kept in memory (least recently active dropped first), and the
     # characters of a prompt, result or error each keeps.
+    # Webhooks: with auth, loopback/private targets only with this; and how long a
+    # failing webhook is retried before it is marked failed.
+    allow_private_webhooks: bool = False
+    webhook_give_up_seconds: float = 24 * 3600.0
     max_task_summaries: int = 100_000
     summary_text_chars: int = 4_000

@@ -52,6 +52,7 @@ from taskcast.hub.connection import (
 from taskcast.ratelimit import BucketTable
 from taskcast.store import AppendResult, EventQuery, EventStore
 from taskcast.summaries import FINAL_STATUSES, TaskSummaries
+from taskcast.webhooks.worker import WebhookDispatcher
 
 log = logging.getLogger("taskcast.hub")
 
@@ -115,6 +116,13 @@ class Hub:
         self.stats = HubStats()
         self.summaries = TaskSummaries(config.max_task_summaries, config.summary_text_chars)
         self._replay_slots = asyncio.Semaphore(config.max_concurrent_replays)
+        self.webhooks = WebhookDispatcher(
+            store,
+            lambda: self.published_head,
+            allow_private=config.allow_private_webhooks or config.verifier is None,
+            give_up_seconds=config.webhook_give_up_seconds,
+            now_ms=now_ms,
+        )
         # POST /api/events has no connection to hang a bucket on: one per publisher.
         self.http_buckets = BucketTable(config.publish_rate, config.publish_burst)
         self.published_head = 0
@@ -131,6 +139,7 @@ class Hub:
         await self._load_summaries()
         self._tasks.append(asyncio.create_task(self._commit_loop(), name="taskcast-commit"))
         self._tasks.append(asyncio.create_task(self._trim_loop(), name="taskcast-trim"))
+        await self.webhooks.start()
 
     async def _load_summaries(self) -> None:
         cursor = self.store.oldest - 1
@@ -236,6 +245,7 @@ class Hub:
             reply(result)
         for connection in slow:
             self._drop_slow_consumer(connection)
+        self.webhooks.notify()
 
     def _answer_command_for_ended_task(self, command: Publish) -> None:
         """A command for a task the log shows as ended has no runner to answer it: the
@@ -492,6 +502,7 @@ class Hub:
             async with asyncio.timeout(self.config.shutdown_timeout_seconds / 2):
                 await asyncio.gather(*(c.flush() for c in connections))
         await asyncio.gather(*(c.close(CLOSE_GOING_AWAY) for c in connections))
+        await self.webhooks.stop()
         for task in [*self._tasks, *self._closers]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._closers, return_exceptions=True)

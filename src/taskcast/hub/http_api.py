@@ -26,12 +26,13 @@ from taskcast.frames import (
     parse_event,
     with_seq,
 )
-from taskcast.hub.access import metrics_refusal, publish_refusal, read_refusal
+from taskcast.hub.access import admin_refusal, metrics_refusal, publish_refusal, read_refusal
 from taskcast.hub.connection import ClientConnection, SSESink
 from taskcast.hub.core import Hub, now_ms
 from taskcast.hub.metrics import render_metrics
 from taskcast.hub.middleware import PRINCIPAL_KEY, http_refusal, principal_of
 from taskcast.store import EventQuery, StoredEvent
+from taskcast.webhooks.policy import target_refusal
 
 HUB_KEY: web.AppKey[Hub] = web.AppKey("hub", Hub)
 MAX_QUERY_LIMIT = 10_000
@@ -311,6 +312,68 @@ async def post_command(request: web.Request) -> web.Response:
     return await publish_object(request, frame)
 
 
+def _admin(request: web.Request) -> None:
+    refusal = admin_refusal(principal_of(request))
+    if refusal is not None:
+        raise http_refusal(refusal)
+
+
+async def list_webhooks(request: web.Request) -> web.Response:
+    _admin(request)
+    hub = request.app[HUB_KEY]
+    found = [hub.webhooks.describe(hook) for hook in hub.webhooks.hooks.values()]
+    return web.Response(body=encode(found), content_type="application/json")
+
+
+async def add_webhook(request: web.Request) -> web.Response:
+    """``{"url", "channel", "types"?, "since"?}`` → the webhook with its signing secret
+    (shown this once)."""
+    _admin(request)
+    hub = request.app[HUB_KEY]
+    body = await read_object(request)
+    if isinstance(body, web.Response):
+        return body
+    url, channel, types = body.get("url"), body.get("channel", "tasks.>"), body.get("types")
+    if not isinstance(url, str):
+        raise bad_request("invalid_webhook", "'url' (a string) is required")
+    problem = target_refusal(url, allow_private=hub.webhooks.allow_private)
+    if problem is not None:
+        raise bad_request("invalid_webhook", problem)
+    try:
+        validate_pattern(channel)
+    except (InvalidChannel, TypeError) as exc:
+        raise bad_request("invalid_channel", str(exc)) from None
+    if types is not None and (
+        not isinstance(types, list) or not all(isinstance(t, str) and t for t in types)
+    ):
+        raise bad_request("invalid_webhook", "'types' must be a list of event types")
+    since = body.get("since")
+    if since is not None and (type(since) is not int or not 0 <= since <= MAX_SEQ):
+        raise bad_request("invalid_webhook", "'since' must be a seq")
+    hook = await hub.webhooks.add(url, channel, tuple(types or ()), since)
+    answer = {**hub.webhooks.describe(hook), "secret": hook.secret}
+    return web.Response(status=201, body=encode(answer), content_type="application/json")
+
+
+async def remove_webhook(request: web.Request) -> web.Response:
+    _admin(request)
+    hub = request.app[HUB_KEY]
+    hook_id = request.match_info["webhook_id"]
+    if not await hub.webhooks.remove(hook_id):
+        return json_error(404, "not_found", f"no webhook {hook_id!r}")
+    return web.json_response({"removed": hook_id})
+
+
+async def enable_webhook(request: web.Request) -> web.Response:
+    _admin(request)
+    hub = request.app[HUB_KEY]
+    hook_id = request.match_info["webhook_id"]
+    hook = await hub.webhooks.enable(hook_id)
+    if hook is None:
+        return json_error(404, "not_found", f"no webhook {hook_id!r}")
+    return web.Response(body=encode(hub.webhooks.describe(hook)), content_type="application/json")
+
+
 async def get_metrics(request: web.Request) -> web.Response:
     refusal = metrics_refusal(principal_of(request))
     if refusal is not None:
@@ -391,3 +454,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/tasks/{task_id}", get_task)
     app.router.add_post("/api/tasks/{task_id}/commands", post_command)
     app.router.add_get("/api/pending", get_pending)
+    app.router.add_get("/api/webhooks", list_webhooks)
+    app.router.add_post("/api/webhooks", add_webhook)
+    app.router.add_delete("/api/webhooks/{webhook_id}", remove_webhook)
+    app.router.add_post("/api/webhooks/{webhook_id}/enable", enable_webhook)

@@ -125,6 +125,25 @@ class HubCollector(Collector):
         yield GaugeMetricFamily(
             "taskcast_tasks", "Tasks seen in the log", value=len(hub.summaries.tasks)
         )
+        yield from webhook_metrics(hub)
+
+
+def webhook_metrics(hub: Hub) -> Iterator[Metric]:
+    hooks = list(hub.webhooks.hooks.values())
+    delivered = CounterMetricFamily(
+        "taskcast_webhook_deliveries", "Events a webhook answered with 2xx", labels=["webhook"]
+    )
+    failures = CounterMetricFamily(
+        "taskcast_webhook_failures", "Failed webhook delivery attempts", labels=["webhook"]
+    )
+    lag = GaugeMetricFamily(
+        "taskcast_webhook_lag_seq", "Log head minus the webhook's cursor", labels=["webhook"]
+    )
+    for hook in hooks:
+        delivered.add_metric([hook.id], hook.delivered)
+        failures.add_metric([hook.id], hook.failures)
+        lag.add_metric([hook.id], max(0, hub.published_head - hook.cursor))
+    yield from (delivered, failures, lag)
 
 
 def render_metrics(hub: Hub) -> bytes:

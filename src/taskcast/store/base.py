@@ -111,3 +111,13 @@ class EventStore(Protocol):
     async def trim(self, now_ms: int) -> int:
         """Apply the retention policy; return how many events were removed."""
         ...
+
+    async def load_records(self, kind: str) -> dict[str, dict[str, Any]]:
+        """The hub's own durable records of one kind (webhooks), by id."""
+        ...
+
+    async def save_record(self, kind: str, record_id: str, record: dict[str, Any]) -> None:
+        """Store (or replace) one record durably."""
+        ...
+
+    async def delete_record(self, kind: str, record_id: str) -> None: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+from typing import Any
 
 from taskcast.frames import Publish
 from taskcast.store.base import (
@@ -22,6 +23,7 @@ class MemoryStore:
         self._seqs: list[int] = []
         self._ids: dict[tuple[str, str], int] = {}
         self._head = 0
+        self._records: dict[str, dict[str, dict[str, Any]]] = {}
 
     @property
     def head(self) -> int:
@@ -87,3 +89,12 @@ class MemoryStore:
             del self._events[:drop]
             del self._seqs[:drop]
         return drop
+
+    async def load_records(self, kind: str) -> dict[str, dict[str, Any]]:
+        return dict(self._records.get(kind, {}))
+
+    async def save_record(self, kind: str, record_id: str, record: dict[str, Any]) -> None:
+        self._records.setdefault(kind, {})[record_id] = dict(record)
+
+    async def delete_record(self, kind: str, record_id: str) -> None:
+        self._records.get(kind, {}).pop(record_id, None)

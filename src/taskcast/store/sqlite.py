@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import os
 import sqlite3
 import threading
@@ -54,6 +55,9 @@ _SCHEMA = (
 CREATE INDEX IF NOT EXISTS events_task ON events(task_id, seq) WHERE task_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_channel ON events(channel, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL, id TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (kind, id)
+);
 """
 )
 _V1_COLUMNS = "seq, id, channel, type, task_id, source, ts, body"
@@ -291,6 +295,31 @@ class SqliteStore:
             self._oldest = oldest if oldest is not None else self._head + 1
         return removed
 
+    async def load_records(self, kind: str) -> dict[str, dict[str, Any]]:
+        rows = await self._on_writer(self._load_records, kind)
+        return {record_id: _decode_record(body) for record_id, body in rows}
+
+    def _load_records(self, kind: str) -> list[tuple[str, bytes]]:
+        return (
+            self._conn().execute("SELECT id, body FROM records WHERE kind = ?", (kind,)).fetchall()
+        )
+
+    async def save_record(self, kind: str, record_id: str, record: dict[str, Any]) -> None:
+        await self._on_writer(self._write_record, kind, record_id, _encode_record(record))
+
+    async def delete_record(self, kind: str, record_id: str) -> None:
+        await self._on_writer(self._write_record, kind, record_id, None)
+
+    def _write_record(self, kind: str, record_id: str, body: bytes | None) -> None:
+        conn = self._conn()
+        if body is None:
+            conn.execute("DELETE FROM records WHERE kind = ? AND id = ?", (kind, record_id))
+        else:
+            conn.execute(
+                "INSERT OR REPLACE INTO records(kind, id, body) VALUES (?, ?, ?)",
+                (kind, record_id, body),
+            )
+
     async def _on_writer(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, fn, *args)
@@ -329,3 +358,12 @@ def _migrate(conn: sqlite3.Connection) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _encode_record(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+def _decode_record(body: bytes) -> dict[str, Any]:
+    value = json.loads(body)
+    return value if isinstance(value, dict) else {}
