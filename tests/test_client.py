@@ -220,7 +220,7 @@ async def test_cli_run_and_listen_end_to_end(start_hub: Any, tmp_path: Path) -> 
     hub = start_hub()
     env = {**os.environ, "TASKCAST_HUB": hub.url, "COLUMNS": "200"}
     listener = subprocess.Popen(
-        [sys.executable, "-m", "taskcast", "listen", "tasks.>", "--json", "--count", "14"],
+        [sys.executable, "-m", "taskcast", "listen", "tasks.>", "--json", "--count", "23"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -254,7 +254,7 @@ async def test_cli_run_and_listen_end_to_end(start_hub: Any, tmp_path: Path) -> 
     assert "completed" in run.stdout and "all events acknowledged" in run.stdout
     out, _ = await asyncio.to_thread(listener.communicate, timeout=30)
     frames = [json.loads(line) for line in out.splitlines()]
-    assert [f["seq"] for f in frames] == list(range(1, 15))
+    assert [f["seq"] for f in frames] == list(range(1, 24))  # 14 events + 9 history messages
     assert {f["channel"] for f in frames} == {"tasks.cli-task"}
     assert frames[0]["type"] == "task_started" and frames[-1]["type"] == "task_completed"
     assert [f["type"] for f in frames].count("api_action") == 4
@@ -272,5 +272,5 @@ async def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
         env={**os.environ, "COLUMNS": "200"},
     )
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    assert "task completed" in demo.stdout and "14 events delivered live" in demo.stdout
+    assert "task completed" in demo.stdout and "23 events delivered live" in demo.stdout
     assert (tmp_path / ".taskcast" / "events.db").exists()

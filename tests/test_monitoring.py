@@ -115,7 +115,11 @@ async def test_task_summaries_for_completed_failed_and_aborted(
         ) as response:
             detail = await response.json()
         assert detail["task"]["taskId"] == "completed-1"
-        assert [e["type"] for e in detail["events"]] == ["task_started", "api_action", "llm_usage"]
+        assert [e["type"] for e in detail["events"]] == [
+            "task_started",
+            "history_appended",
+            "api_action",
+        ]
         async with session.get(
             f"{hub.http}/api/tasks/completed-1", params={"since": detail["nextSince"]}
         ) as response:

@@ -97,8 +97,14 @@ async def test_one_api_action_per_response_with_exact_keys(tmp_path: Path) -> No
     types = [m["type"] for m in service.messages]
     assert types[0] == "task_started" and types[-1] == "task_completed"
     assert types.count("tool_executed") == 3 and types.count("llm_usage") == 3
-    # api_action comes right after its response, before the tools run.
-    assert types[1:4] == ["api_action", "llm_usage", "tool_executed"]
+    # api_action comes right after its response, before the tools run; the history
+    # message that lets followers rebuild the conversation comes after it.
+    core = [t for t in types if t != "history_appended"]
+    assert core[1:4] == ["api_action", "llm_usage", "tool_executed"]
+    for index, kind in enumerate(types):
+        if kind == "api_action":
+            assert types[index + 1] == "history_appended"
+    assert types[1] == "history_appended"  # the prompt, after task_started
     usage = next(m for m in service.messages if m["type"] == "llm_usage")["payload"]
     assert usage["inputTokens"] == 10 and usage["outputTokens"] == 3
     assert usage["provider"] == "scripted" and usage["finishReason"] == "tool_calls"

@@ -20,7 +20,7 @@ from taskcast.auth import DEFAULT_MAX_TOKEN_TTL, AuthError, TokenVerifier, creat
 from taskcast.channels import InvalidChannel, validate_pattern
 from taskcast.client import CommunicationService, subscribe
 from taskcast.commands import command_fields
-from taskcast.console import event_line, printable
+from taskcast.console import event_line, printable, worth_showing
 from taskcast.demo_run import DEMO_SCRIPT
 from taskcast.frames import encode
 from taskcast.hub.config import DEFAULT_HOST, DEFAULT_PORT, MIB, HubConfig
@@ -393,7 +393,8 @@ class ConsoleTee:
         self.forward = forward
 
     def send_message(self, message: dict[str, Any]) -> None:
-        self.console.print(event_line(message))
+        if worth_showing(message):
+            self.console.print(event_line(message))
         if self.forward is not None:
             self.forward.send_message(message)
 
@@ -561,7 +562,7 @@ def listen(
             if as_json:
                 sys.stdout.write(encode(frame).decode() + "\n")
                 sys.stdout.flush()
-            else:
+            elif worth_showing(frame):
                 console.print(event_line(frame, console.width))
             seen += 1
             if count is not None and seen >= count:

@@ -15,6 +15,15 @@ from typing import Any
 from rich.markup import escape
 from rich.text import Text
 
+# Bookkeeping events a person does not read line by line (history_appended carries the
+# conversation for followers; `taskcast follow` renders it as a transcript instead).
+QUIET_TYPES = frozenset({"history_appended"})
+
+
+def worth_showing(frame: dict[str, Any]) -> bool:
+    return frame.get("type") not in QUIET_TYPES
+
+
 # C0 controls but newline, DEL, and C1 controls (U+0080..U+009F; U+009B is a CSI).
 _CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from taskcast.client import CommunicationService, subscribe
-from taskcast.console import event_line, markup_safe
+from taskcast.console import event_line, markup_safe, worth_showing
 from taskcast.hub.config import HubConfig
 from taskcast.hub.server import serve
 from taskcast.store import StoreLocked
@@ -70,7 +70,8 @@ async def run_demo(store_url: str, port: int, *, keep: bool, open_browser: bool)
     async def watch() -> None:
         async with contextlib.aclosing(subscribe(url, f"tasks.{task.task_id}", since=0)) as events:
             async for frame in events:
-                console.print(event_line(frame, console.width))
+                if worth_showing(frame):
+                    console.print(event_line(frame, console.width))
                 received.append(frame["seq"])
                 if frame.get("type") in FINAL_TYPES:
                     return

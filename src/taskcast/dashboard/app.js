@@ -149,7 +149,10 @@ async function pollWebhooks() {
 
 // --- events -------------------------------------------------------------------
 
+const QUIET_TYPES = new Set(["history_appended"]);  // for followers, not for reading
+
 function receive(event) {
+  if (QUIET_TYPES.has(event.type)) return;  // lastSeq already moved past it
   state.shownAt[event.seq] = Date.now();
   state.events.push(event);
   if (state.events.length > MAX_ROWS) state.events.shift();
@@ -311,7 +314,7 @@ async function openTask(taskId) {
     if (!reply.task) break;
     task = reply.task;
     for (const event of reply.events) {
-      if (event.seq <= state.timelineSeq) continue;
+      if (event.seq <= state.timelineSeq || QUIET_TYPES.has(event.type)) continue;
       state.timelineSeq = event.seq;
       timeline.append(timelineItem(event));
     }

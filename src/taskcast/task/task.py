@@ -34,6 +34,7 @@ from taskcast.task.events import (
     summarize_arguments,
     truncate,
 )
+from taskcast.task.history import HISTORY_EVENT, RESUMED_EVENT, history_payloads
 from taskcast.task.providers.base import NO_API_KEY, Provider, ProviderError
 from taskcast.task.redaction import Redactor, secret_environment_values
 from taskcast.task.remote_link import LOCAL_USER, RemoteLink
@@ -142,6 +143,8 @@ class Task:
         self._runner: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._control_seq = 0
+        # Set when the task was taken over from the hub: {"from", "lastSeq"}.
+        self.resumed_from: dict[str, Any] | None = None
         # Remote orchestration: a service that can follow channels (CommunicationService)
         # links the Task to control.<taskId> — abort and message always, approvals and
         # questions with approval="remote" (docs/orchestration.md).
@@ -220,8 +223,9 @@ class Task:
         self._runner = asyncio.current_task()
         started = time.monotonic()
         turns = 0
+        known = len(self.api_conversation_history)
         if prompt is not None:
-            self._append({"role": "user", "content": prompt})
+            self._append({"role": "user", "content": prompt}, announce=False)
         elif not self.api_conversation_history:
             raise ValueError("a new task needs a prompt")
         self.status = "running"
@@ -234,8 +238,13 @@ class Task:
                 "prompt": truncate(prompt or "(resumed)", MAX_OUTPUT),
                 "provider": self.api.name,
                 "model": self.api.model,
+                "systemPrompt": self.system_prompt,
             },
         )
+        if self.resumed_from is not None:
+            self._emit(RESUMED_EVENT, self.resumed_from)
+        for index in range(known, len(self.api_conversation_history)):
+            self._announce(index)
         outcome: TaskResult
         try:
             completion: str | None = None
@@ -271,8 +280,9 @@ class Task:
 
     async def _handle_turn(self, turn: AssistantTurn) -> str | None:
         """Record and announce one response, run its tools; the result text when done."""
-        self._append(turn.to_message())
-        self._emit_api_action(turn)
+        self._append(turn.to_message(), announce=False)
+        self._emit_api_action(turn)  # the seed contract: first, right after the append
+        self._announce(len(self.api_conversation_history) - 1)
         self.usage.input_tokens += turn.usage.input_tokens
         self.usage.output_tokens += turn.usage.output_tokens
         self._emit(
@@ -413,9 +423,16 @@ class Task:
 
     # --- history and events -----------------------------------------------
 
-    def _append(self, message: Message) -> None:
+    def _append(self, message: Message, *, announce: bool = True) -> None:
         self.api_conversation_history.append(message)
         self._write_json("api_conversation_history.json", self.api_conversation_history)
+        if announce:
+            self._announce(len(self.api_conversation_history) - 1)
+
+    def _announce(self, index: int) -> None:
+        """Publish a history message so followers can rebuild the conversation."""
+        for payload in history_payloads(index, self.api_conversation_history[index]):
+            self._emit(HISTORY_EVENT, payload)
 
     def _save_meta(self, **extra: Any) -> None:
         self._write_json(
