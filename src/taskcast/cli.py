@@ -19,8 +19,15 @@ from taskcast import __version__
 from taskcast.auth import DEFAULT_MAX_TOKEN_TTL, AuthError, TokenVerifier, create_token
 from taskcast.channels import InvalidChannel, validate_pattern
 from taskcast.client import CommunicationService, subscribe
+from taskcast.client.hub_http import HubError, http_base, hub_request
 from taskcast.commands import command_fields
-from taskcast.console import event_line, printable, worth_showing
+from taskcast.console import (
+    TRANSCRIPT_EVENTS,
+    event_line,
+    printable,
+    transcript_line,
+    worth_showing,
+)
 from taskcast.demo_run import DEMO_SCRIPT
 from taskcast.frames import encode
 from taskcast.hub.config import DEFAULT_HOST, DEFAULT_PORT, MIB, HubConfig
@@ -28,6 +35,8 @@ from taskcast.store import DEFAULT_STORE, Retention, StoreLocked
 from taskcast.task import ApprovalPolicy, ScriptedProvider, Task, ToolCall
 from taskcast.task.approval import MODES
 from taskcast.task.events import summarize_arguments
+from taskcast.task.handoff import TaskLeaseHeld
+from taskcast.task.history import HISTORY_EVENT, HistoryBuilder
 from taskcast.task.providers import Provider
 from taskcast.task.task import DEFAULT_HISTORY_DIR
 
@@ -457,7 +466,23 @@ def terminal_ask() -> Callable[[str], Awaitable[str | None]]:
     help="Seconds to wait for a remote decision, then deny (0: wait forever).",
 )
 @click.option("--task-id", help="Task id; with --resume, the task to continue.")
-@click.option("--resume", is_flag=True, help="Continue the saved task --task-id.")
+@click.option(
+    "--resume",
+    "resume",
+    default=None,
+    is_flag=False,
+    flag_value="",
+    metavar="TASK_ID",
+    help="Continue a task: rebuilt from the hub's log with --hub (another machine may have "
+    "run it), else from the saved history. PROMPT '-' adds no new message.",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=1, max=3600),
+    default=30.0,
+    show_default=True,
+    help="Seconds the hub keeps this run's lease without a heartbeat (one runner per task).",
+)
 @click.option("--history-dir", type=click.Path(path_type=Path), default=DEFAULT_HISTORY_DIR)
 @click.option("--outbox", type=click.Path(path_type=Path), help="File outbox (survives a crash).")
 @click.option("--max-turns", type=int, default=50, show_default=True)
@@ -486,7 +511,8 @@ def run(
     approve: str,
     approval_timeout: float,
     task_id: str | None,
-    resume: bool,
+    resume: str | None,
+    lease_ttl: float,
     history_dir: Path,
     outbox: Path | None,
     max_turns: int,
@@ -516,13 +542,21 @@ def run(
         "redact_patterns": redact_patterns,
         "command_env": command_env,
     }
-    if resume:
+    options["lease_seconds"] = lease_ttl
+    resuming = resume is not None
+    if resuming:
+        task_id = resume or task_id
         if not task_id:
-            raise click.UsageError("--resume needs --task-id")
-        task = Task.resume(task_id, api, **options)
+            raise click.UsageError("--resume needs a TASK_ID (or --task-id)")
+        task = _resumed_task(task_id, api, hub, token, options)
     else:
         task = Task(api, task_id=task_id, **options)
-    result = task.run_sync(None if resume and prompt == "-" else prompt)
+    try:
+        result = task.run_sync(None if resuming and prompt == "-" else prompt)
+    except TaskLeaseHeld as exc:
+        if service is not None:
+            service.close(timeout=0)
+        raise click.ClickException(str(exc)) from exc
     style = {"completed": "green", "failed": "red"}.get(result.status, "yellow")
     console.print(
         f"[bold {style}]{result.status}[/] task {result.task_id} in {result.turns} turns, "
@@ -537,6 +571,55 @@ def run(
             where = f"kept in {outbox}" if outbox else "lost with this process"
             console.print(f"[yellow]{service.pending} events not acknowledged ({where})[/]")
     sys.exit(0 if result.status == "completed" else 1)
+
+
+def _resumed_task(
+    task_id: str, api: Provider, hub: str | None, token: str | None, options: dict[str, Any]
+) -> Task:
+    """The task to continue: from the hub's log when there is a hub, else from disk."""
+    if hub:
+        try:
+            return asyncio.run(
+                Task.from_hub(task_id, hub=hub, provider=api, token=token, **options)
+            )
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except HubError as exc:
+            raise click.ClickException(f"cannot read task {task_id} from the hub: {exc}") from exc
+    saved = Path(options["history_dir"]) / task_id / "api_conversation_history.json"
+    if not saved.exists():
+        raise click.ClickException(
+            f"no saved history for task {task_id} (looked for {saved}); "
+            "pass --hub to rebuild it from the hub's log"
+        )
+    return Task.resume(task_id, api, **options)
+
+
+@main.command()
+@click.argument("task_id")
+@click.option("--hub", envvar="TASKCAST_HUB", default=DEFAULT_HUB_URL, show_default=True)
+@click.option("--token", envvar="TASKCAST_TOKEN")
+@click.option("--json", "as_json", is_flag=True, help="Print the rebuilt history when it ends.")
+def follow(task_id: str, hub: str, token: str | None, as_json: bool) -> None:
+    """Show a task live as a readable transcript (replayed from its start), until it ends."""
+    console = Console(highlight=False)
+    builder = HistoryBuilder()
+
+    async def run() -> None:
+        async for frame in subscribe(hub, f"tasks.{task_id}", 0, token=token):
+            if frame.get("type") == HISTORY_EVENT:
+                message = builder.add(frame.get("payload") or {}, frame["seq"])
+                if message is not None and not as_json:
+                    console.print(transcript_line(message), markup=False)
+            elif not as_json and frame.get("type") in TRANSCRIPT_EVENTS:
+                console.print(event_line(frame, console.width))
+            if frame.get("type") in ("task_completed", "task_failed", "task_aborted"):
+                return
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    if as_json:
+        click.echo(json.dumps(builder.messages, ensure_ascii=False, indent=1))
 
 
 @main.command()
@@ -587,41 +670,18 @@ def demo(keep: bool, open_browser: bool, store_url: str, port: int) -> None:
 # --- remote orchestration (docs/orchestration.md) ------------------------------------
 
 
-def _http_base(hub: str) -> str:
-    """``ws://host:port/ws`` → ``http://host:port`` (``wss`` → ``https``)."""
-    base = hub.removesuffix("/ws").rstrip("/")
-    if base.startswith("ws"):
-        base = "http" + base[2:]
-    return base
-
-
 def _call_hub(
     hub: str, token: str | None, method: str, path: str, body: dict[str, Any] | None = None
 ) -> Any:
     """One HTTP request to the hub's API; a clear error for anything but 2xx."""
     import aiohttp
 
-    async def call() -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(
-                method,
-                _http_base(hub) + path,
-                json=body if body is not None or method != "POST" else {},
-                headers=headers,
-            ) as reply,
-        ):
-            return reply.status, await reply.json(content_type=None)
-
     try:
-        status, answer = asyncio.run(call())
+        return asyncio.run(hub_request(hub, token, method, path, body))
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from exc
     except (aiohttp.ClientError, OSError) as exc:
-        raise click.ClickException(f"cannot reach the hub at {_http_base(hub)}: {exc}") from exc
-    if status >= 300:
-        detail = answer.get("message") if isinstance(answer, dict) else answer
-        raise click.ClickException(f"hub answered {status}: {detail}")
-    return answer
+        raise click.ClickException(f"cannot reach the hub at {http_base(hub)}: {exc}") from exc
 
 
 def _the_pending(hub: str, token: str | None, task_id: str, kind: str) -> str:

@@ -9,6 +9,7 @@ in it is never interpreted.
 from __future__ import annotations
 
 import datetime
+import json
 import re
 from typing import Any
 
@@ -109,3 +110,31 @@ def summary(kind: str, payload: dict[str, Any]) -> str:
     if kind == "user_message":
         return f"{payload.get('by')}: {payload.get('text')}"
     return " ".join(f"{k}={v}" for k, v in payload.items() if k not in ("taskId", "timestamp"))
+
+
+# What ``taskcast follow`` shows besides the conversation itself.
+TRANSCRIPT_EVENTS = frozenset(
+    {
+        "task_started",
+        "task_resumed",
+        "approval_requested",
+        "approval_resolved",
+        "task_completed",
+        "task_failed",
+        "task_aborted",
+    }
+)
+
+
+def transcript_line(message: dict[str, Any], width: int = 2000) -> str:
+    """One history message as a readable line: who said what, which tools it called."""
+    role = str(message.get("role", "?"))
+    content = message.get("content")
+    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+    calls = message.get("tool_calls")
+    if isinstance(calls, list) and calls:
+        names = ", ".join(str((c or {}).get("name", "?")) for c in calls if isinstance(c, dict))
+        text = f"{text} [calls {names}]".strip()
+    if role == "tool":
+        role = f"tool {message.get('name', '')}".strip()
+    return printable(f"{role}: {text}")[:width]

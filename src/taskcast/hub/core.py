@@ -49,6 +49,7 @@ from taskcast.hub.connection import (
     CLOSE_TOKEN_EXPIRED,
     ClientConnection,
 )
+from taskcast.leases import Lease, acquire, may_release
 from taskcast.ratelimit import BucketTable
 from taskcast.store import AppendResult, EventQuery, EventStore
 from taskcast.summaries import FINAL_STATUSES, TaskSummaries
@@ -63,7 +64,8 @@ Reply = Callable[[Outcome], None]
 # The ``reason`` label of taskcast_connections_refused_total for a refusal's code.
 REFUSAL_REASONS = {"too_many_connections": "max_connections", "forbidden": "origin"}
 MAX_TYPE_LABELS = 100
-HUB_PUBLISHER = "taskcast-hub"  # the publisher of events the hub itself writes
+HUB_PUBLISHER = "taskcast-hub"
+LEASE_KIND = "lease"  # the publisher of events the hub itself writes
 OTHER_LABEL = "other"
 
 # Upper bounds (seconds) of the store commit latency histogram.
@@ -116,6 +118,7 @@ class Hub:
         self.stats = HubStats()
         self.summaries = TaskSummaries(config.max_task_summaries, config.summary_text_chars)
         self._replay_slots = asyncio.Semaphore(config.max_concurrent_replays)
+        self.leases: dict[str, Lease] = {}  # by task id; kept in the store (restarts)
         self.webhooks = WebhookDispatcher(
             store,
             lambda: self.published_head,
@@ -140,6 +143,9 @@ class Hub:
         self._tasks.append(asyncio.create_task(self._commit_loop(), name="taskcast-commit"))
         self._tasks.append(asyncio.create_task(self._trim_loop(), name="taskcast-trim"))
         await self.webhooks.start()
+        for record in (await self.store.load_records(LEASE_KIND)).values():
+            lease = Lease.from_record(record)
+            self.leases[lease.task_id] = lease
 
     async def _load_summaries(self) -> None:
         cursor = self.store.oldest - 1
@@ -271,6 +277,20 @@ class Hub:
             HUB_PUBLISHER,
         )
         self.submit(rejection, lambda outcome: None)
+
+    async def take_lease(self, task_id: str, holder: str, ttl_seconds: float) -> tuple[bool, Lease]:
+        granted, lease = acquire(self.leases.get(task_id), task_id, holder, now_ms(), ttl_seconds)
+        if granted:
+            self.leases[task_id] = lease
+            await self.store.save_record(LEASE_KIND, task_id, lease.to_record())
+        return granted, lease
+
+    async def release_lease(self, task_id: str, holder: str) -> bool:
+        if not may_release(self.leases.get(task_id), holder):
+            return False
+        del self.leases[task_id]
+        await self.store.delete_record(LEASE_KIND, task_id)
+        return True
 
     async def drain(self) -> None:
         """Wait until every event submitted so far is committed and fanned out."""

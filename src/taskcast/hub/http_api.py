@@ -31,6 +31,7 @@ from taskcast.hub.connection import ClientConnection, SSESink
 from taskcast.hub.core import Hub, now_ms
 from taskcast.hub.metrics import render_metrics
 from taskcast.hub.middleware import PRINCIPAL_KEY, http_refusal, principal_of
+from taskcast.leases import DEFAULT_TTL_SECONDS
 from taskcast.store import EventQuery, StoredEvent
 from taskcast.webhooks.policy import target_refusal
 
@@ -312,6 +313,52 @@ async def post_command(request: web.Request) -> web.Response:
     return await publish_object(request, frame)
 
 
+def _may_run(request: web.Request, task_id: str) -> None:
+    """Holding a task's lease needs the right to publish its events."""
+    channel = f"tasks.{task_id}"
+    refusal = (
+        None if principal_of(request).can_publish(channel) else f"not allowed to run {task_id}"
+    )
+    if refusal is not None:
+        raise http_refusal(FrameError("forbidden", refusal))
+
+
+async def take_lease(request: web.Request) -> web.Response:
+    """``{"holder", "ttl"?}``: 200 with the lease (granted or renewed), or 409 naming the
+    instance that holds it."""
+    hub = request.app[HUB_KEY]
+    task_id = request.match_info["task_id"]
+    _may_run(request, task_id)
+    body = await read_object(request)
+    if isinstance(body, web.Response):
+        return body
+    holder, ttl = body.get("holder"), body.get("ttl", DEFAULT_TTL_SECONDS)
+    if not isinstance(holder, str) or not holder or len(holder) > 200:
+        raise bad_request("invalid_lease", "'holder' (a string naming the runner) is required")
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= 3600:
+        raise bad_request("invalid_lease", "'ttl' must be seconds from 1 to 3600")
+    granted, lease = await hub.take_lease(task_id, holder, float(ttl))
+    if not granted:
+        body = {
+            "type": "error",
+            "code": "lease_held",
+            "message": f"task {task_id} is running on {lease.holder}",
+            **lease.to_json(),
+        }
+        return web.Response(status=409, body=encode(body), content_type="application/json")
+    return web.Response(body=encode(lease.to_json()), content_type="application/json")
+
+
+async def release_lease(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    task_id = request.match_info["task_id"]
+    _may_run(request, task_id)
+    holder = request.query.get("holder", "")
+    if not await hub.release_lease(task_id, holder):
+        return json_error(404, "not_found", f"{holder!r} holds no lease on {task_id}")
+    return web.json_response({"released": task_id})
+
+
 def _admin(request: web.Request) -> None:
     refusal = admin_refusal(principal_of(request))
     if refusal is not None:
@@ -454,6 +501,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/tasks/{task_id}", get_task)
     app.router.add_post("/api/tasks/{task_id}/commands", post_command)
     app.router.add_get("/api/pending", get_pending)
+    app.router.add_post("/api/tasks/{task_id}/lease", take_lease)
+    app.router.add_delete("/api/tasks/{task_id}/lease", release_lease)
     app.router.add_get("/api/webhooks", list_webhooks)
     app.router.add_post("/api/webhooks", add_webhook)
     app.router.add_delete("/api/webhooks/{webhook_id}", remove_webhook)

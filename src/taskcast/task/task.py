@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from taskcast.files import ensure_private_dir, write_private
+from taskcast.leases import DEFAULT_TTL_SECONDS
 from taskcast.task.approval import DEFAULT_APPROVAL, ApprovalPolicy
 from taskcast.task.conversation import AssistantTurn, Message, ToolCall, Usage
 from taskcast.task.emitter import Emitter, MessageSink
@@ -34,6 +35,7 @@ from taskcast.task.events import (
     summarize_arguments,
     truncate,
 )
+from taskcast.task.handoff import LeaseKeeper, fetch_history
 from taskcast.task.history import HISTORY_EVENT, RESUMED_EVENT, history_payloads
 from taskcast.task.providers.base import NO_API_KEY, Provider, ProviderError
 from taskcast.task.redaction import Redactor, secret_environment_values
@@ -100,6 +102,7 @@ class Task:
         redact_patterns: Iterable[str] = (),
         approval_timeout: float = 600.0,
         remote_control: bool = True,
+        lease_seconds: float | None = DEFAULT_TTL_SECONDS,
     ) -> None:
         self.api = api
         self.task_id = task_id or uuid.uuid4().hex
@@ -145,6 +148,15 @@ class Task:
         self._control_seq = 0
         # Set when the task was taken over from the hub: {"from", "lastSeq"}.
         self.resumed_from: dict[str, Any] | None = None
+        # One runner at a time: a Task publishing to a hub holds its lease on the task id.
+        hub_url = getattr(communication_service, "url", None)
+        self._lease = (
+            LeaseKeeper(
+                hub_url, getattr(communication_service, "token", None), self.task_id, lease_seconds
+            )
+            if isinstance(hub_url, str) and lease_seconds
+            else None
+        )
         # Remote orchestration: a service that can follow channels (CommunicationService)
         # links the Task to control.<taskId> — abort and message always, approvals and
         # questions with approval="remote" (docs/orchestration.md).
@@ -191,6 +203,29 @@ class Task:
                 task.remote.control.last_seq = task._control_seq
         return task
 
+    @classmethod
+    async def from_hub(
+        cls,
+        task_id: str,
+        *,
+        hub: str,
+        provider: Provider,
+        cwd: str | os.PathLike[str] = ".",
+        token: Any = None,
+        **options: Any,
+    ) -> Task:
+        """A Task rebuilt from the hub's log — its exact conversation history and system
+        prompt — ready to ``await task.run()`` on as the same task id (it publishes
+        ``task_resumed``). Its history is saved under ``history_dir`` like any Task's."""
+        fetched = await fetch_history(hub, task_id, token)
+        if fetched.system_prompt is not None:
+            options.setdefault("system_prompt", fetched.system_prompt)
+        task = cls(provider, task_id=task_id, cwd=cwd, **options)
+        task.api_conversation_history = list(fetched.messages)
+        task._write_json("api_conversation_history.json", task.api_conversation_history)
+        task.resumed_from = {"from": fetched.last_runner, "lastSeq": fetched.last_seq}
+        return task
+
     # --- running ------------------------------------------------------------
 
     def run_sync(self, prompt: str | None = None) -> TaskResult:
@@ -219,6 +254,17 @@ class Task:
         self._save_meta()
 
     async def run(self, prompt: str | None = None) -> TaskResult:
+        """Run to the end. Raises ``TaskLeaseHeld`` (and changes nothing) when another
+        instance is running this task."""
+        if self._lease is not None:
+            await self._lease.acquire()
+        try:
+            return await self._run(prompt)
+        finally:
+            if self._lease is not None:
+                await self._lease.release()
+
+    async def _run(self, prompt: str | None) -> TaskResult:
         self._loop = asyncio.get_running_loop()
         self._runner = asyncio.current_task()
         started = time.monotonic()

@@ -1,0 +1,236 @@
+"""Follow and hand off a task (issue 11): rebuild its exact history from the hub's log,
+continue it on another "machine" after kill -9, one runner at a time by a lease."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from taskcast.client import CommunicationService
+from taskcast.task import OpenAIChatProvider, Task
+from taskcast.task.handoff import TaskLeaseHeld, fetch_history
+from tests.conftest import REPO, HubProcess
+from tests.fake_llm import FakeLLM, Reply
+
+JSON = {"Content-Type": "application/json"}
+WRITE = {"id": "w", "name": "write_to_file", "arguments": {"path": "a.txt", "content": "A"}}
+READ = {"id": "r", "name": "read_file", "arguments": {"path": "big.txt"}}
+DONE = {"id": "d", "name": "attempt_completion", "arguments": {"result": "finished"}}
+
+
+@pytest.fixture
+async def llm() -> AsyncIterator[FakeLLM]:
+    server = await FakeLLM([]).start()
+    yield server
+    await server.stop()
+
+
+def provider(llm: FakeLLM) -> OpenAIChatProvider:
+    return OpenAIChatProvider("gpt-test", base_url=f"{llm.base}/v1", api_key="k", stream=False)
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "taskcast", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+
+
+async def test_a_follower_rebuilds_the_exact_history(
+    start_hub: Any, llm: FakeLLM, tmp_path: Path
+) -> None:
+    hub = start_hub()
+    (tmp_path / "big.txt").write_text("0123456789abcdef\n" * 20_000)  # chunked: > 256 KiB
+    llm.replies = [
+        Reply(text="Reading.", tool_calls=[READ]),
+        Reply(tool_calls=[WRITE]),
+        Reply(tool_calls=[DONE]),
+    ]
+    follower = cli("follow", "t-follow", "--json", env={"TASKCAST_HUB": hub.url})
+    service = CommunicationService(hub.url)
+    task = Task(
+        provider(llm),
+        communication_service=service,
+        task_id="t-follow",
+        cwd=tmp_path,
+        history_dir=tmp_path / ".h",
+        approval="auto",
+    )
+    assert (await task.run("read big.txt, then write a.txt")).status == "completed"
+    assert await service.aflush(10)
+    await service.aclose()
+    fetched = await fetch_history(hub.url, "t-follow")
+    assert fetched.messages == task.api_conversation_history
+    assert len(fetched.messages[2]["content"]) > 256 * 1024  # came in chunks, not cut
+    assert fetched.system_prompt == task.system_prompt
+    out, err = await asyncio.to_thread(follower.communicate, timeout=60)
+    assert follower.returncode == 0, err
+    assert json.loads(out) == task.api_conversation_history
+    transcript = cli("follow", "t-follow", env={"TASKCAST_HUB": hub.url})
+    text, _ = await asyncio.to_thread(transcript.communicate, timeout=60)
+    assert "user: read big.txt, then write a.txt" in text
+    assert "assistant: Reading. [calls read_file]" in text
+    assert "task_completed" in text
+
+
+async def test_resume_on_another_machine_after_kill_9_one_runner_at_a_time(
+    start_hub: Any, llm: FakeLLM, tmp_path: Path
+) -> None:
+    hub = start_hub()
+    first_home, second_home = tmp_path / "first", tmp_path / "second"
+    first_home.mkdir()
+    second_home.mkdir()
+    llm.replies = [
+        Reply(text="Writing.", tool_calls=[WRITE]),
+        Reply(text="slow", delay=120),
+        Reply(text="", tool_calls=[DONE]),
+    ]
+    common = [
+        "--provider",
+        "openai",
+        "--model",
+        "gpt-test",
+        "--base-url",
+        f"{llm.base}/v1",
+        "--api-key",
+        "k",
+        "--hub",
+        hub.url,
+        "--approve",
+        "auto",
+        "--lease-ttl",
+        "3",
+    ]
+    runner = cli(
+        "run",
+        "write a.txt",
+        "--task-id",
+        "t-move",
+        "--cwd",
+        str(first_home),
+        "--history-dir",
+        str(first_home / ".h"),
+        *common,
+    )
+    async with asyncio.timeout(30):
+        while len(llm.requests) < 2:  # it wrote a.txt and waits for the slow reply
+            await asyncio.sleep(0.05)
+    runner.send_signal(signal.SIGKILL)
+    runner.wait(10)
+    persisted = (first_home / ".h" / "t-move" / "api_conversation_history.json").read_bytes()
+
+    # The rebuilt history is byte for byte what the first runner had persisted.
+    probe = await Task.from_hub(
+        "t-move",
+        hub=hub.url,
+        provider=provider(llm),
+        cwd=second_home,
+        history_dir=tmp_path / "probe",
+    )
+    assert (
+        tmp_path / "probe" / "t-move" / "api_conversation_history.json"
+    ).read_bytes() == persisted
+    assert probe.resumed_from is not None and probe.resumed_from["lastSeq"] > 0
+
+    # While the dead runner's lease lasts, a resume is refused, naming the holder.
+    resume = [
+        "run",
+        "-",
+        "--resume",
+        "t-move",
+        "--cwd",
+        str(second_home),
+        "--history-dir",
+        str(second_home / ".h"),
+        *common,
+    ]
+    refused = cli(*resume)
+    _, err = await asyncio.to_thread(refused.communicate, timeout=60)
+    assert refused.returncode != 0 and "t-move is running on" in err
+    assert len(llm.requests) == 2  # nothing was sent to the model
+    # Once it lapses (3 s without a heartbeat), the resume goes on with the same task id.
+    async with asyncio.timeout(30):
+        while True:
+            resumed = cli(*resume)
+            out, err = await asyncio.to_thread(resumed.communicate, timeout=60)
+            if resumed.returncode == 0:
+                break
+            assert "is running on" in err, err
+            await asyncio.sleep(0.5)
+    assert "completed" in out
+    third = llm.requests[-1]["messages"]
+    assert [m["role"] for m in third][:4] == ["system", "user", "assistant", "tool"]
+    assert any(m.get("tool_calls") for m in third)  # the whole history reached the model
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{hub.http}/api/events?channel=tasks.t-move&type=task_resumed") as r,
+    ):
+        (event,) = await r.json()
+    assert event["payload"]["lastSeq"] > 0 and event["payload"]["from"]
+
+
+async def test_a_second_live_runner_is_refused_and_leases_survive_a_restart(
+    start_hub: Any, llm: FakeLLM, tmp_path: Path
+) -> None:
+    hub: HubProcess = start_hub()
+    llm.replies = [Reply(text="slow", delay=120)]
+    service = CommunicationService(hub.url)
+    first = Task(
+        provider(llm),
+        communication_service=service,
+        task_id="t-live",
+        cwd=tmp_path,
+        history_dir=tmp_path / ".h1",
+        approval="auto",
+    )
+    running = asyncio.create_task(first.run("think"))
+    async with asyncio.timeout(10):
+        while not llm.requests:
+            await asyncio.sleep(0.02)
+    second = Task(
+        provider(llm),
+        communication_service=service,
+        task_id="t-live",
+        cwd=tmp_path,
+        history_dir=tmp_path / ".h2",
+        approval="auto",
+    )
+    with pytest.raises(TaskLeaseHeld) as held:
+        await second.run("also think")
+    assert held.value.holder and str(os.getpid()) in held.value.holder
+    assert not (tmp_path / ".h2" / "t-live").exists()  # refused before anything happened
+    first.abort()
+    assert (await running).status == "aborted"
+    # Released at the end: a new runner may take it.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{hub.http}/api/tasks/t-live/lease", json={"holder": "machine-b", "ttl": 60}
+        ) as r,
+    ):
+        assert r.status == 200
+    hub.terminate()
+    hub.restart()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{hub.http}/api/tasks/t-live/lease", json={"holder": "machine-c", "ttl": 60}
+        ) as r,
+    ):
+        assert r.status == 409 and (await r.json())["holder"] == "machine-b"
+    await service.aclose()
