@@ -181,7 +181,8 @@ async def test_resume_on_another_machine_after_kill_9_one_runner_at_a_time(
         session.get(f"{hub.http}/api/events?channel=tasks.t-move&type=task_resumed") as r,
     ):
         (event,) = await r.json()
-    assert event["payload"]["lastSeq"] > 0 and event["payload"]["from"]
+    assert event["payload"]["lastSeq"] > 0
+    assert event["payload"]["from"].split(":")[1] == str(runner.pid)  # the dead runner
 
 
 async def test_a_second_live_runner_is_refused_and_leases_survive_a_restart(

@@ -47,7 +47,7 @@ class FetchedTask:
     messages: list[dict[str, Any]]
     system_prompt: str | None
     last_seq: int
-    last_runner: str | None  # the publisher of its last events
+    last_runner: str | None  # the instance that started it last (its lease holder)
 
 
 async def fetch_history(hub: str, task_id: str, token: TokenSource = None) -> FetchedTask:
@@ -64,11 +64,10 @@ async def fetch_history(hub: str, task_id: str, token: TokenSource = None) -> Fe
             payload = event.get("payload") or {}
             if event.get("type") == HISTORY_EVENT:
                 builder.add(payload, event.get("seq", 0))
-                runner = event.get("source") or event.get("publisher") or runner
-            elif event.get("type") == "task_started" and isinstance(
-                payload.get("systemPrompt"), str
-            ):
-                system_prompt = payload["systemPrompt"]
+            elif event.get("type") == "task_started":
+                if isinstance(payload.get("systemPrompt"), str):
+                    system_prompt = payload["systemPrompt"]
+                runner = payload.get("instance") or event.get("publisher") or runner
         if len(page) < PAGE:
             break
         since = page[-1]["seq"]

@@ -285,6 +285,7 @@ class Task:
                 "provider": self.api.name,
                 "model": self.api.model,
                 "systemPrompt": self.system_prompt,
+                "instance": self._lease.holder if self._lease is not None else None,
             },
         )
         if self.resumed_from is not None:
