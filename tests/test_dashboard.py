@@ -64,6 +64,15 @@ async def test_dashboard_shows_a_task_live(
         assert shown_at[str(action["seq"])] - action["payload"]["timestamp"] < 2_000
     messages = await page.locator("#feed .row.t-api_action .msg").all_inner_texts()
     assert messages == [a["payload"]["message"] for a in actions]
+    # The webhooks the hub delivers to are listed with their state.
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{hub.http}/api/webhooks", json={"url": "http://127.0.0.1:9/x"}) as r,
+    ):
+        hook_id = (await r.json())["id"]
+    await page.locator(f"#webhooks tr[data-webhook='{hook_id}']").wait_for(timeout=15_000)
     row = page.locator("#tasks tbody tr[data-task='demo-task-1']")
     await row.locator("td.s-completed").wait_for(timeout=5_000)
     assert (await row.locator("td").nth(2).inner_text()) == "4"

@@ -270,3 +270,28 @@ def test_retry_schedule_and_targets() -> None:
     assert target_refusal("http://localhost/x", allow_private=False) is not None
     assert target_refusal("http://127.0.0.1/x", allow_private=True) is None
     assert target_refusal("file:///etc/passwd", allow_private=True) is not None
+
+
+async def test_redirects_are_not_followed(start_hub: Any, receiver: Receiver) -> None:
+    hub = start_hub()
+
+    async def bounce(request: web.Request) -> web.Response:
+        raise web.HTTPFound(receiver.url)  # to a receiver that would accept it
+
+    app = web.Application()
+    app.router.add_post("/moved", bounce)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    try:
+        _, created = await add_hook(hub, {"url": f"http://127.0.0.1:{port}/moved"})
+        receiver.secret = created["secret"]
+        await publish(hub, [seed("r", "x")])
+        async with asyncio.timeout(20):
+            while not (await hooks(hub))[0]["lastError"]:
+                await asyncio.sleep(0.1)
+        assert (await hooks(hub))[0]["lastError"] == "HTTP 302"
+        assert receiver.attempts == 0  # the redirect target was never called
+    finally:
+        await runner.cleanup()
