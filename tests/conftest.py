@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, async_playwright
 
+from tests.fake_llm import FakeLLM
 from tests.helpers import SECRET
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,3 +133,11 @@ async def browser() -> AsyncIterator[Browser]:
         )
         yield launched
         await launched.close()
+
+
+@pytest.fixture
+async def llm() -> AsyncIterator[FakeLLM]:
+    """A local server speaking the OpenAI and Anthropic protocols, replaying ``replies``."""
+    server = await FakeLLM([]).start()
+    yield server
+    await server.stop()

@@ -9,12 +9,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from taskcast.client import CommunicationService
 from taskcast.commands import CommandAction, Rejection, RequestKind
@@ -27,13 +25,6 @@ from tests.helpers import bearer, publish_acked, token
 JSON = {"Content-Type": "application/json"}
 WRITE = {"id": "c1", "name": "write_to_file", "arguments": {"path": "out.txt", "content": "hi"}}
 DONE = {"id": "c2", "name": "attempt_completion", "arguments": {"result": "finished"}}
-
-
-@pytest.fixture
-async def llm() -> AsyncIterator[FakeLLM]:
-    server = await FakeLLM([]).start()
-    yield server
-    await server.stop()
 
 
 def make_task(llm: FakeLLM, service: CommunicationService, tmp_path: Path, **options: Any) -> Task:

@@ -3,7 +3,6 @@ local server that speaks their protocols (issue 3, test 6)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,6 @@ from tests.fake_llm import FakeLLM, Reply
 
 WRITE = {"id": "call_1", "name": "write_to_file", "arguments": {"path": "n.txt", "content": "42"}}
 DONE = {"id": "call_2", "name": "attempt_completion", "arguments": {"result": "wrote n.txt"}}
-
-
-@pytest.fixture
-async def llm() -> AsyncIterator[FakeLLM]:
-    server = await FakeLLM([]).start()
-    yield server
-    await server.stop()
 
 
 def provider(kind: str, base: str, stream: bool) -> Any:

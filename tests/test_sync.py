@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,6 @@ JSON = {"Content-Type": "application/json"}
 WRITE = {"id": "w", "name": "write_to_file", "arguments": {"path": "a.txt", "content": "A"}}
 READ = {"id": "r", "name": "read_file", "arguments": {"path": "big.txt"}}
 DONE = {"id": "d", "name": "attempt_completion", "arguments": {"result": "finished"}}
-
-
-@pytest.fixture
-async def llm() -> AsyncIterator[FakeLLM]:
-    server = await FakeLLM([]).start()
-    yield server
-    await server.stop()
 
 
 def provider(llm: FakeLLM) -> OpenAIChatProvider:
