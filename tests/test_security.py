@@ -557,3 +557,16 @@ async def test_secrets_are_redacted_from_emitted_events(
     assert set(action["payload"]) == {"taskId", "message", "timestamp"}
     # The model itself still saw the real tool output (redaction is for events only).
     assert "tok-very-secret-value" in task.api_conversation_history[4]["content"]
+
+
+async def test_idle_timeout_zero_means_no_limit(start_hub: Any) -> None:
+    hub = start_hub("--idle-timeout", "0")
+    async with aiohttp.ClientSession() as session:
+        listener = await session.ws_connect(hub.url)
+        await send(listener, {"type": "subscribe", "channel": "tasks.>"})
+        assert (await recv(listener))["type"] == "subscribed"
+        publisher = await session.ws_connect(hub.url)
+        (ack,) = await publish_acked(publisher, [seed("idle", "still open")])
+        assert ack["type"] == "ack"
+        delivered = await recv(listener)  # it was closed right after subscribing before
+        assert delivered["payload"]["message"] == "still open"

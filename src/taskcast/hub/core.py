@@ -228,11 +228,12 @@ class Hub:
                 frame = with_seq(publish.body, seq)
                 count = 0
                 for subscription in self.index.match(publish.channel):
-                    if subscription.live:
-                        if subscription.connection.deliver(frame, seq):
+                    connection = subscription.connection
+                    if subscription.live and not connection.closing:  # closing: not delivered
+                        if connection.deliver(frame, seq):
                             count += 1
                         else:
-                            slow.append(subscription.connection)
+                            slow.append(connection)
                 kind = stats.type_label(publish.type)
                 published[kind] = published.get(kind, 0) + 1
                 delivered[kind] = delivered.get(kind, 0) + count

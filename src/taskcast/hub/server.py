@@ -40,9 +40,9 @@ async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
         autoping=True,
         timeout=config.close_timeout_seconds,  # for the peer's close reply
         # After idle/2 without a frame the hub pings; no pong within idle/4 closes the
-        # connection. (A per-receive timeout would arm a timer per frame: ~12% of the
-        # publish path in a profile.)
-        heartbeat=config.idle_timeout_seconds / 2,
+        # connection; 0 means no limit. (A per-receive timeout would arm a timer per
+        # frame: ~12% of the publish path in a profile.)
+        heartbeat=config.idle_timeout_seconds / 2 if config.idle_timeout_seconds else None,
     )
     await ws.prepare(request)
     transport = request.transport
