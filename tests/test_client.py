@@ -239,6 +239,7 @@ async def test_cli_run_and_listen_end_to_end(start_hub: Any, tmp_path: Path) -> 
             "auto",
             "--cwd",
             str(tmp_path / "work"),
+            "--mkdir",
             "--history-dir",
             str(tmp_path / "h"),
             "--task-id",
@@ -274,3 +275,46 @@ async def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "task completed" in demo.stdout and "23 events delivered live" in demo.stdout
     assert (tmp_path / ".taskcast" / "events.db").exists()
+
+
+def test_run_refuses_a_missing_cwd_and_a_missing_api_key_at_once(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("API_KEY")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "taskcast", "run", "do it", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    typo = run("--cwd", str(tmp_path / "wrok"))
+    assert typo.returncode == 2 and "does not exist (pass --mkdir" in typo.stderr
+    assert not (tmp_path / "wrok").exists()  # nothing was created
+    for provider, variable in (("openai", "OPENAI_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY")):
+        keyless = run("--provider", provider, "--model", "m", "--cwd", str(tmp_path))
+        assert keyless.returncode == 2 and variable in keyless.stderr
+
+
+def test_listen_says_it_cannot_reach_the_hub_and_gives_up() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "taskcast",
+            "listen",
+            "--hub",
+            "ws://127.0.0.1:1/ws",
+            "--connect-timeout",
+            "1.5",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "cannot reach the hub at ws://127.0.0.1:1/ws" in out.stderr  # said while retrying
+    assert "no connection to ws://127.0.0.1:1/ws within 1.5 s" in out.stderr

@@ -383,6 +383,13 @@ def make_provider(
         return scripted
     if not model:
         raise click.UsageError(f"--model is required with --provider {provider}")
+    key_variable = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}[provider]
+    if not api_key and not base_url and not os.environ.get(key_variable):
+        # Fail now, naming what is missing (a local server with --base-url may need none).
+        raise click.UsageError(
+            f"--provider {provider} needs an API key: set {key_variable} (or TASKCAST_API_KEY, "
+            "--api-key), or point --base-url at a local server"
+        )
     if provider == "openai":
         from taskcast.task.providers.openai_chat import OpenAIChatProvider
 
@@ -450,7 +457,13 @@ def terminal_ask() -> Callable[[str], Awaitable[str | None]]:
     "--hub", envvar="TASKCAST_HUB", help="Hub to publish to, e.g. ws://127.0.0.1:8765/ws."
 )
 @click.option("--token", envvar="TASKCAST_TOKEN", help="Bearer token for the hub.")
-@click.option("--cwd", type=click.Path(file_okay=False, path_type=Path), default=Path("."))
+@click.option(
+    "--cwd",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    help="Working directory the tools are confined to (must exist unless --mkdir).",
+)
+@click.option("--mkdir", is_flag=True, help="Create --cwd when it does not exist.")
 @click.option(
     "--approve",
     type=click.Choice(list(MODES)),
@@ -518,6 +531,7 @@ def run(
     max_turns: int,
     redact_patterns: tuple[str, ...],
     command_env: tuple[str, ...],
+    mkdir: bool,
 ) -> None:
     """Run an agent task; with --hub, publish its events live."""
     console = Console(stderr=False)
@@ -525,7 +539,10 @@ def run(
         raise click.UsageError("--approve remote needs --hub (the hub approvers answer through)")
     api = make_provider(provider, model, base_url, api_key, script)
     service = CommunicationService(hub, token=token, outbox_path=outbox) if hub else None
-    cwd.mkdir(parents=True, exist_ok=True)
+    if not cwd.is_dir():
+        if not mkdir:
+            raise click.UsageError(f"--cwd {cwd} does not exist (pass --mkdir to create it)")
+        cwd.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
         "communication_service": ConsoleTee(console, service),
         "cwd": cwd,
@@ -629,8 +646,21 @@ def follow(task_id: str, hub: str, token: str | None, as_json: bool) -> None:
 @click.option("--count", type=int, help="Exit after this many events.")
 @click.option("--hub", envvar="TASKCAST_HUB", default=DEFAULT_HUB_URL, show_default=True)
 @click.option("--token", envvar="TASKCAST_TOKEN")
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Give up (exit 1) if the hub was never reached in this many seconds (0: never).",
+)
 def listen(
-    pattern: str, since: int | None, as_json: bool, count: int | None, hub: str, token: str | None
+    pattern: str,
+    since: int | None,
+    as_json: bool,
+    count: int | None,
+    hub: str,
+    token: str | None,
+    connect_timeout: float,
 ) -> None:
     """Tail events live (resumes by itself after disconnects)."""
     try:
@@ -639,9 +669,34 @@ def listen(
         raise click.BadParameter(str(exc)) from None
     console = Console(highlight=False)
 
+    reached = False
+    last_error: str | None = None
+
+    def status(state: str, error: str | None) -> None:
+        nonlocal reached, last_error
+        if state == "subscribed":
+            reached = True
+            if last_error is not None:
+                click.echo(f"connected to {hub}", err=True)
+            last_error = None
+        elif error != last_error:
+            click.echo(f"cannot reach the hub at {hub}: {error}; retrying", err=True)
+            last_error = error
+
     async def tail() -> None:
+        follower = asyncio.create_task(follow_events())
+        if connect_timeout:
+            done, _ = await asyncio.wait({follower}, timeout=connect_timeout)
+            if not done and not reached:
+                follower.cancel()
+                raise click.ClickException(
+                    f"no connection to {hub} within {connect_timeout:g} s ({last_error})"
+                )
+        await follower
+
+    async def follow_events() -> None:
         seen = 0
-        async for frame in subscribe(hub, pattern, since, token=token):
+        async for frame in subscribe(hub, pattern, since, token=token, on_status=status):
             if as_json:
                 sys.stdout.write(encode(frame).decode() + "\n")
                 sys.stdout.flush()

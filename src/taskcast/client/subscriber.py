@@ -38,12 +38,15 @@ async def subscribe(
     *,
     token: TokenSource = None,
     session: aiohttp.ClientSession | None = None,
+    on_status: Callable[[str, str | None], None] | None = None,
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Yield every event matching ``pattern`` after ``since`` (or from now), forever.
 
     After any disconnect — a network drop, a hub restart, a slow-consumer close —
     it reconnects with backoff and resubscribes from the last seq it yielded, and it
     drops any event it has already yielded, so the caller sees each seq once, in order.
+    ``on_status("subscribed", None)`` / ``on_status("retrying", error)`` tell a caller (the
+    CLI) how the connection is doing.
     """
     own_session = session is None
     http = session or aiohttp.ClientSession()
@@ -64,6 +67,8 @@ async def subscribe(
                         kind = frame.get("type")
                         if kind == "subscribed":
                             attempt = 0
+                            if on_status is not None:
+                                on_status("subscribed", None)
                             if last is None:
                                 last = frame["head"]
                             if frame.get("recovered") is False:
@@ -87,6 +92,8 @@ async def subscribe(
                         log.info("subscription %s closed (%s); resuming", pattern, ws.close_code)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 log.debug("subscription %s: %s; reconnecting", pattern, exc)
+                if on_status is not None:
+                    on_status("retrying", str(exc) or type(exc).__name__)
             await asyncio.sleep(backoff_delay(attempt))
             attempt += 1
     finally:
