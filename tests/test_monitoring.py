@@ -253,3 +253,52 @@ async def test_csv_export(start_hub: Any) -> None:
     assert [r["seq"] for r in rows] == ["1", "2"]
     assert json.loads(rows[0]["payload"])["message"] == 'quote " and, comma'
     assert rows[0]["taskId"] == "c" and rows[0]["type"] == "api_action"
+
+
+def test_a_task_seen_only_through_api_action_is_active_then_idle() -> None:
+    from taskcast.summaries import IDLE_AFTER_MS, TaskSummaries
+
+    summaries = TaskSummaries()
+    seed_body = b'{"type":"api_action","payload":{"taskId":"s","message":"m","timestamp":1}}'
+    summaries.observe(1, 1_000, "api_action", "s", None, seed_body, "tasks.s")
+    summary = summaries.get("s")
+    assert summary is not None
+    assert summary.to_json(2_000)["status"] == "active"  # not "running": nothing says so
+    quiet = 1_000 + IDLE_AFTER_MS + 1
+    assert summary.to_json(quiet)["status"] == "idle"
+    assert [s.task_id for s in summaries.listing("idle", now_ms=quiet)] == ["s"]
+    started = b'{"type":"task_started","payload":{"taskId":"s"}}'
+    summaries.observe(2, quiet, "task_started", "s", None, started, "tasks.s")
+    assert summary.to_json(quiet + IDLE_AFTER_MS * 2)["status"] == "running"
+
+
+def test_run_says_when_its_tools_were_denied(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "taskcast",
+            "run",
+            "write hello.txt",
+            "--cwd",
+            str(tmp_path),
+            "--history-dir",
+            str(tmp_path / ".h"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 3, out.stdout + out.stderr  # completed, but tools were denied
+    assert "replays the demo script, not your prompt" in out.stderr
+    assert "2 tool call(s) were denied and did not run: execute_command, write_to_file" in (
+        " ".join(out.stdout.split())
+    )
+    assert not (tmp_path / "hello.py").exists()

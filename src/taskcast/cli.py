@@ -377,6 +377,12 @@ def make_provider(
     script: Path | None,
 ) -> Provider:
     if provider == "scripted":
+        if script is None:
+            click.echo(
+                "note: --provider scripted replays the demo script, not your prompt "
+                "(pass --script FILE for your own turns)",
+                err=True,
+            )
         scripted = ScriptedProvider.from_file(script or DEMO_SCRIPT)
         if model:
             scripted.model = model
@@ -575,10 +581,17 @@ def run(
             service.close(timeout=0)
         raise click.ClickException(str(exc)) from exc
     style = {"completed": "green", "failed": "red"}.get(result.status, "yellow")
+    if result.status == "completed" and result.denied:
+        style = "yellow"
     console.print(
         f"[bold {style}]{result.status}[/] task {result.task_id} in {result.turns} turns, "
         f"{result.usage.input_tokens} tokens in / {result.usage.output_tokens} out"
     )
+    if result.denied:
+        console.print(
+            f"[bold yellow]{len(result.denied)} tool call(s) were denied and did not run: "
+            f"{', '.join(sorted(set(result.denied)))}[/] (see --approve)"
+        )
     if result.result or result.error:
         console.print(printable(result.result or result.error), markup=False)
     if service is not None:
@@ -587,7 +600,9 @@ def run(
         else:
             where = f"kept in {outbox}" if outbox else "lost with this process"
             console.print(f"[yellow]{service.pending} events not acknowledged ({where})[/]")
-    sys.exit(0 if result.status == "completed" else 1)
+    # 0: completed with every tool call run; 3: completed, but tool calls were denied;
+    # 1: failed or aborted.
+    sys.exit(1 if result.status != "completed" else 3 if result.denied else 0)
 
 
 def _resumed_task(

@@ -25,16 +25,20 @@ _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
 FINAL_STATUSES = {"task_completed": "completed", "task_failed": "failed", "task_aborted": "aborted"}
+IDLE_AFTER_MS = 5 * 60 * 1000
 
 
 @dataclass(slots=True)
 class TaskSummary:
     task_id: str
     channel: str = ""
-    status: str = "running"
+    # "running" once a task_started was seen; a task known only from other events (say,
+    # the seed's api_action alone) is "active", and "idle" after IDLE_AFTER_MS of quiet.
+    status: str = "active"
     api_actions: int = 0
     tool_calls: int = 0
     tool_failures: int = 0
+    tool_denials: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
@@ -53,15 +57,21 @@ class TaskSummary:
     # Open approval requests and questions, by requestId (remote orchestration).
     pending: dict[str, dict[str, Any]] | None = None
 
+    def current_status(self, now_ms: int) -> str:
+        if self.status == "active" and now_ms - self.last_activity > IDLE_AFTER_MS:
+            return "idle"
+        return self.status
+
     def to_json(self, now_ms: int) -> dict[str, Any]:
         end = self.ended_at if self.ended_at is not None else now_ms
         return {
             "taskId": self.task_id,
             "channel": self.channel,
-            "status": self.status,
+            "status": self.current_status(now_ms),
             "apiActions": self.api_actions,
             "toolCalls": self.tool_calls,
             "toolFailures": self.tool_failures,
+            "toolDenials": self.tool_denials,
             "inputTokens": self.input_tokens,
             "outputTokens": self.output_tokens,
             "cachedTokens": self.cached_tokens,
@@ -141,6 +151,8 @@ class TaskSummaries:
             summary.tool_calls += 1
             if payload.get("success") is False:
                 summary.tool_failures += 1
+            if payload.get("approved") is False:
+                summary.tool_denials += 1
         elif event_type in _OPENS:
             self._open_request(summary, seq, ts, event_type, payload)
         elif event_type in _SETTLES:
@@ -226,6 +238,7 @@ class TaskSummaries:
         limit: int = 500,
         before: int | None = None,
         visible: Callable[[TaskSummary], bool] | None = None,
+        now_ms: int = 0,
     ) -> list[TaskSummary]:
         """Most recently active first; ``before`` (a ``lastSeq``) continues a listing."""
         chosen: list[TaskSummary] = []
@@ -234,7 +247,7 @@ class TaskSummaries:
                 break
             if before is not None and summary.last_seq >= before:
                 continue
-            if status is not None and summary.status != status:
+            if status is not None and summary.current_status(now_ms) != status:
                 continue
             if visible is not None and not visible(summary):
                 continue

@@ -252,7 +252,11 @@ async def get_tasks(request: web.Request) -> web.Response:
     now = now_ms()
     principal = principal_of(request)
     page = hub.summaries.listing(
-        status, limit, before, visible=lambda summary: principal.can_read(summary.channel)
+        status,
+        limit,
+        before,
+        visible=lambda summary: principal.can_read(summary.channel),
+        now_ms=now,
     )
     headers: dict[str, str] = {}
     if len(page) >= limit:

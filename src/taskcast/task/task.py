@@ -70,6 +70,7 @@ class TaskResult:
     turns: int = 0
     usage: Usage = field(default_factory=Usage)
     duration_ms: int = 0
+    denied: list[str] = field(default_factory=list)  # tools that were not allowed to run
 
 
 class TaskAborted(Exception):
@@ -146,6 +147,7 @@ class Task:
         self._runner: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._control_seq = 0
+        self.denied: list[str] = []  # tool calls denied in this run
         # Set when the task was taken over from the hub: {"from", "lastSeq"}.
         self.resumed_from: dict[str, Any] | None = None
         # One runner at a time: a Task publishing to a hub holds its lease on the task id.
@@ -389,6 +391,8 @@ class Task:
     async def _run_tool(self, call: ToolCall) -> ToolResult:
         started = time.monotonic()
         approved, denial = await self._approve(call)
+        if not approved:
+            self.denied.append(call.name)
         if approved:
             result = await run_tool(self.context, call.name, call.arguments)
         else:
@@ -450,6 +454,7 @@ class Task:
             turns,
             self.usage,
             int((time.monotonic() - started) * 1000),
+            list(self.denied),
         )
         payload: dict[str, Any] = {
             "turns": turns,
@@ -457,6 +462,8 @@ class Task:
             "inputTokens": self.usage.input_tokens,
             "outputTokens": self.usage.output_tokens,
         }
+        if self.denied:  # say so: "completed" is not "did what it said" when tools were denied
+            payload["deniedTools"] = list(self.denied)
         if status == "completed":
             payload["result"] = truncate(result, MAX_OUTPUT)
         elif status == "failed":
