@@ -21,6 +21,7 @@ class Reply:
     output_tokens: int = 7
     cached_tokens: int = 3
     delay: float = 0.0  # seconds before answering (a slow model)
+    stream_error: str | None = None  # Anthropic: an SSE error event (e.g. overloaded_error)
 
 
 class FakeLLM:
@@ -197,6 +198,10 @@ class FakeLLM:
                 }
             },
         )
+        if reply.stream_error:  # the stream started with HTTP 200, then the API errs
+            await event("error", {"error": {"type": reply.stream_error, "message": "busy"}})
+            await response.write_eof()
+            return response
         for index, block in enumerate(content):
             if block["type"] == "text":
                 await event(

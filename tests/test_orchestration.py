@@ -474,6 +474,7 @@ async def test_cli_run_with_remote_approval(start_hub: Any, llm: FakeLLM, tmp_pa
         str(tmp_path / ".h"),
         "--approve",
         "remote",
+        "--no-stream",
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -489,3 +490,4 @@ async def test_cli_run_with_remote_approval(start_hub: Any, llm: FakeLLM, tmp_pa
     assert agent.returncode == 0, err.decode()
     assert (work / "out.txt").read_text() == "hi"
     assert b"approval_requested" in out and b"approval_resolved" in out
+    assert not any(request.get("stream") for request in llm.requests)  # --no-stream

@@ -120,3 +120,26 @@ async def test_client_errors_fail_at_once(llm: FakeLLM, tmp_path: Path, kind: st
     assert result.status == "failed" and "400" in result.error
     assert not any(m["type"] == "api_action" for m in recorder.messages)
     assert len(llm.requests) == 1
+
+
+async def test_anthropic_errors_inside_a_200_stream_are_retried_and_v1_is_accepted(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    llm.replies = [
+        Reply(stream_error="overloaded_error"),
+        Reply(text="", tool_calls=[DONE]),
+    ]
+    provider = AnthropicProvider(
+        "claude-test", base_url=f"{llm.base}/v1/", api_key="k", stream=True
+    )
+    task = Task(provider, cwd=tmp_path, history_dir=tmp_path / ".h", retry_base_delay=0.01)
+    result = await task.run("finish")
+    assert result.status == "completed", result.error  # retried, and /v1 not doubled
+    assert len(llm.requests) == 2
+
+
+def test_tool_summaries_show_values_as_json() -> None:
+    from taskcast.task.events import summarize_arguments
+
+    shown = summarize_arguments({"path": "src", "recursive": False, "depth": 2, "tags": ["a"]})
+    assert shown == 'path="src", recursive=false, depth=2, tags=["a"]'

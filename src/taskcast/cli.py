@@ -375,6 +375,7 @@ def make_provider(
     base_url: str | None,
     api_key: str | None,
     script: Path | None,
+    stream: bool = True,
 ) -> Provider:
     if provider == "scripted":
         if script is None:
@@ -399,10 +400,10 @@ def make_provider(
     if provider == "openai":
         from taskcast.task.providers.openai_chat import OpenAIChatProvider
 
-        return OpenAIChatProvider(model, api_key=api_key, base_url=base_url)
+        return OpenAIChatProvider(model, api_key=api_key, base_url=base_url, stream=stream)
     from taskcast.task.providers.anthropic_messages import AnthropicProvider
 
-    return AnthropicProvider(model, api_key=api_key, base_url=base_url)
+    return AnthropicProvider(model, api_key=api_key, base_url=base_url, stream=stream)
 
 
 class ConsoleTee:
@@ -456,7 +457,17 @@ def terminal_ask() -> Callable[[str], Awaitable[str | None]]:
     show_default=True,
 )
 @click.option("--model", help="Model name (required for openai and anthropic).")
-@click.option("--base-url", help="API base URL: OpenAI-compatible servers, proxies.")
+@click.option(
+    "--base-url",
+    help="API base URL. OpenAI-compatible: the URL ending in /v1 (Ollama: "
+    "http://localhost:11434/v1). Anthropic: with or without /v1.",
+)
+@click.option(
+    "--stream/--no-stream",
+    default=True,
+    show_default=True,
+    help="Stream responses (--no-stream for servers or proxies that cannot).",
+)
 @click.option("--api-key", envvar="TASKCAST_API_KEY", help="Else OPENAI_API_KEY/ANTHROPIC_API_KEY.")
 @click.option("--script", type=click.Path(exists=True, path_type=Path), help="Scripted turns.")
 @click.option(
@@ -522,6 +533,7 @@ def run(
     provider: str,
     model: str | None,
     base_url: str | None,
+    stream: bool,
     api_key: str | None,
     script: Path | None,
     hub: str | None,
@@ -543,7 +555,7 @@ def run(
     console = Console(stderr=False)
     if approve == "remote" and not hub:
         raise click.UsageError("--approve remote needs --hub (the hub approvers answer through)")
-    api = make_provider(provider, model, base_url, api_key, script)
+    api = make_provider(provider, model, base_url, api_key, script, stream)
     service = CommunicationService(hub, token=token, outbox_path=outbox) if hub else None
     if not cwd.is_dir():
         if not mkdir:

@@ -33,8 +33,11 @@ def render_tool_calls(calls: list[ToolCall]) -> str:
 def summarize_arguments(arguments: dict[str, Any], value_limit: int = 80) -> str:
     parts = []
     for key, value in arguments.items():
-        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        parts.append(f"{key}={json.dumps(truncate(shown, value_limit), ensure_ascii=False)}")
+        if isinstance(value, str):  # strings quoted; numbers, booleans, lists as JSON
+            shown = json.dumps(truncate(value, value_limit), ensure_ascii=False)
+        else:
+            shown = truncate(json.dumps(value, ensure_ascii=False), value_limit)
+        parts.append(f"{key}={shown}")
     return truncate(", ".join(parts), MAX_SUMMARY)
 
 

@@ -30,7 +30,8 @@ class AnthropicProvider:
         self.max_tokens = max_tokens
         self.client = anthropic.AsyncAnthropic(
             api_key=api_key or os.environ.get("ANTHROPIC_API_KEY") or NO_API_KEY,
-            base_url=base_url,
+            # The SDK adds /v1/messages itself: accept a base URL with or without /v1.
+            base_url=base_url.rstrip("/").removesuffix("/v1") if base_url else None,
             max_retries=0,
             timeout=timeout,
         )
@@ -60,7 +61,7 @@ class AnthropicProvider:
         except anthropic.APIStatusError as exc:
             raise ProviderError(
                 f"{exc.status_code}: {exc.message}",
-                transient=exc.status_code in (429, 529) or exc.status_code >= 500,
+                transient=is_transient(exc),
                 status=exc.status_code,
             ) from exc
         except (anthropic.APIConnectionError, anthropic.APITimeoutError) as exc:
@@ -131,3 +132,18 @@ def to_anthropic_messages(messages: list[Message]) -> list[dict[str, Any]]:
                 {"role": "user", "content": [{"type": "text", "text": message["content"]}]}
             )
     return converted
+
+
+# Error types the API sends, also as an SSE ``error`` event after HTTP 200 has been sent,
+# that mean "try again" rather than "this request is wrong".
+TRANSIENT_ERROR_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
+
+
+def is_transient(exc: anthropic.APIStatusError) -> bool:
+    if exc.status_code in (429, 529) or exc.status_code >= 500:
+        return True
+    if exc.status_code >= 400:
+        return False  # the HTTP status is the answer (a 400 is this request's fault)
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else body
+    return isinstance(error, dict) and error.get("type") in TRANSIENT_ERROR_TYPES
