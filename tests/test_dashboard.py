@@ -75,6 +75,16 @@ async def test_dashboard_shows_a_task_live(
     await page.locator(f"#webhooks tr[data-webhook='{hook_id}']").wait_for(timeout=15_000)
     row = page.locator("#tasks tbody tr[data-task='demo-task-1']")
     await row.locator("td.s-completed").wait_for(timeout=5_000)
+    # Tasks are shown by their prompt, and the table fits its panel at 1400 px.
+    assert await row.locator("td.title").inner_text() == "write hello.py and run it"
+    assert await page.evaluate(
+        "document.querySelector('#tasks').scrollWidth"
+        " <= document.querySelector('#tasks-panel .table-wrap').clientWidth"
+    )
+    assert await page.locator("#chart-rate canvas").count() == 1  # drawn from the start
+    assert not await page.locator("#needs-panel").is_visible()  # nothing waits: no panel
+    async with aiohttp.ClientSession() as session, session.get(f"{hub.http}/favicon.ico") as r:
+        assert r.status == 200 and r.headers["Content-Type"] == "image/svg+xml"
     assert (await row.locator("td").nth(2).inner_text()) == "4"
     await page.screenshot(path=OUTPUT / "feed-and-tasks.png", full_page=True)
 

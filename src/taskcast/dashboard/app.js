@@ -78,6 +78,8 @@ async function start() {
   setInterval(pollStats, 2000);
   pollWebhooks();
   setInterval(pollWebhooks, 5000);
+  renderTasks();
+  renderCharts();  // at once, not after the first interval
   setInterval(() => { renderTasks(); renderCharts(); }, 2000);
 }
 
@@ -188,7 +190,7 @@ function foldIntoTask(event) {
   t.lastSeq = event.seq;
   t.lastActivity = now;
   switch (event.type) {
-    case "task_started": t.status = "running"; t.model = p.model; t.provider = p.provider; break;
+    case "task_started": t.status = "running"; t.model = p.model; t.provider = p.provider; t.prompt = t.prompt || p.prompt; break;
     case "api_action": t.apiActions += 1; break;
     case "llm_usage": t.inputTokens += p.inputTokens || 0; t.outputTokens += p.outputTokens || 0; break;
     case "tool_executed": t.toolCalls += 1; if (p.success === false) t.toolFailures += 1; break;
@@ -289,8 +291,10 @@ function renderTasks() {
   body.replaceChildren(...tasks.map((t) => {
     const tr = el("tr");
     tr.dataset.task = t.taskId;
-    const id = el("td", "", t.taskId.length > 14 ? t.taskId.slice(0, 14) + "…" : t.taskId);
-    id.title = t.taskId;
+    // A task is shown by what it was asked (its prompt), its id in the tooltip.
+    const title = (t.prompt || "").replace(/\s+/g, " ").trim() || t.taskId;
+    const id = el("td", "title", title.length > 48 ? title.slice(0, 48) + "…" : title);
+    id.title = `${t.taskId}\n${t.prompt || ""}`;
     tr.append(id, el("td", "status s-" + t.status, t.status),
       el("td", "num", fmtNum(t.apiActions)), el("td", "num", fmtNum(t.inputTokens)),
       el("td", "num", fmtNum(t.outputTokens)), el("td", "num", fmtDuration(t.durationMs || 0)),

@@ -97,6 +97,13 @@ async def dashboard_constants(request: web.Request) -> web.Response:
     )
 
 
+async def favicon(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(
+        DASHBOARD / "favicon.svg",
+        headers={"Content-Type": "image/svg+xml", "Cache-Control": "max-age=86400"},
+    )
+
+
 def build_app(hub: Hub) -> web.Application:
     app = web.Application(
         client_max_size=hub.config.max_frame_bytes,
@@ -106,6 +113,7 @@ def build_app(hub: Hub) -> web.Application:
     app.router.add_get("/ws", websocket_endpoint)
     add_routes(app)
     app.router.add_get("/", dashboard_page)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/dashboard/constants.json", dashboard_constants)
     app.router.add_static("/dashboard/", DASHBOARD)
     return app
