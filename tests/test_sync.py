@@ -124,7 +124,7 @@ async def test_resume_on_another_machine_after_kill_9_one_runner_at_a_time(
             await asyncio.sleep(0.05)
     runner.send_signal(signal.SIGKILL)
     runner.wait(10)
-    persisted = (first_home / ".h" / "t-move" / "api_conversation_history.json").read_bytes()
+    persisted = (first_home / ".h" / "t-move" / "api_conversation_history.jsonl").read_bytes()
 
     # The rebuilt history is byte for byte what the first runner had persisted.
     probe = await Task.from_hub(
@@ -135,7 +135,7 @@ async def test_resume_on_another_machine_after_kill_9_one_runner_at_a_time(
         history_dir=tmp_path / "probe",
     )
     assert (
-        tmp_path / "probe" / "t-move" / "api_conversation_history.json"
+        tmp_path / "probe" / "t-move" / "api_conversation_history.jsonl"
     ).read_bytes() == persisted
     assert probe.resumed_from is not None and probe.resumed_from["lastSeq"] > 0
 

@@ -121,9 +121,8 @@ async def test_without_a_service_the_task_behaves_the_same(tmp_path: Path) -> No
     assert (tmp_path / "a/work/out/a.txt").read_text() == (
         tmp_path / "b/work/out/a.txt"
     ).read_text()
-    saved = json.loads(
-        (tmp_path / "b/history" / without.task_id / "api_conversation_history.json").read_text()
-    )
+    saved_file = tmp_path / "b/history" / without.task_id / "api_conversation_history.jsonl"
+    saved = [json.loads(line) for line in saved_file.read_text().splitlines()]
     assert saved == without.api_conversation_history
 
 
@@ -346,3 +345,33 @@ def test_approval_modes() -> None:
     assert not ApprovalPolicy("ask").needs_confirmation(finish)
     with pytest.raises(ValueError):
         ApprovalPolicy("sometimes")
+
+
+async def test_history_is_append_only_json_lines_and_old_json_is_read(tmp_path: Path) -> None:
+    import os as _os
+    import stat as _stat
+
+    task = make_task(tmp_path, SCRIPT)
+    await task.run("write a file")
+    saved = tmp_path / "history" / task.task_id / "api_conversation_history.jsonl"
+    lines = saved.read_text().splitlines()
+    assert [json.loads(line) for line in lines] == task.api_conversation_history
+    assert _stat.S_IMODE(_os.stat(saved).st_mode) == 0o600
+    # A history saved by an older taskcast (one JSON document) is resumed and converted.
+    old_dir = tmp_path / "history" / "old-task"
+    old_dir.mkdir(parents=True)
+    (old_dir / "api_conversation_history.json").write_text(
+        json.dumps(task.api_conversation_history)
+    )
+    resumed = Task.resume(
+        "old-task",
+        ScriptedProvider([{"text": "Done.", "tool_calls": []}]),
+        history_dir=tmp_path / "history",
+        cwd=tmp_path,
+        approval="auto",
+    )
+    assert resumed.api_conversation_history == task.api_conversation_history
+    await resumed.run("one more thing")
+    converted = (old_dir / "api_conversation_history.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in converted] == resumed.api_conversation_history
+    assert not (old_dir / "api_conversation_history.json").exists()

@@ -38,7 +38,7 @@ from taskcast.task.events import summarize_arguments
 from taskcast.task.handoff import TaskLeaseHeld
 from taskcast.task.history import HISTORY_EVENT, HistoryBuilder
 from taskcast.task.providers import Provider
-from taskcast.task.task import DEFAULT_HISTORY_DIR
+from taskcast.task.task import DEFAULT_HISTORY_DIR, HISTORY_FILE
 
 DEFAULTS = HubConfig()  # the one home of the hub's defaults
 
@@ -630,8 +630,8 @@ def _resumed_task(
             raise click.ClickException(str(exc)) from exc
         except HubError as exc:
             raise click.ClickException(f"cannot read task {task_id} from the hub: {exc}") from exc
-    saved = Path(options["history_dir"]) / task_id / "api_conversation_history.json"
-    if not saved.exists():
+    saved = Path(options["history_dir"]) / task_id / HISTORY_FILE
+    if not saved.exists() and not saved.with_suffix(".json").exists():
         raise click.ClickException(
             f"no saved history for task {task_id} (looked for {saved}); "
             "pass --hub to rebuild it from the hub's log"

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from taskcast.files import ensure_private_dir, write_private
 from taskcast.leases import DEFAULT_TTL_SECONDS
@@ -54,6 +54,8 @@ log = logging.getLogger("taskcast.task")
 
 PayloadBuilder = Callable[[dict[str, Any], AssistantTurn], dict[str, Any]]
 DEFAULT_HISTORY_DIR = Path(".taskcast") / "tasks"
+HISTORY_FILE = "api_conversation_history.jsonl"  # one message per line, appended
+LEGACY_HISTORY_FILE = "api_conversation_history.json"  # before JSON Lines
 
 SYSTEM_PROMPT = """You are a capable software agent working in the directory {cwd}.
 Use the tools to inspect and change files and to run commands. Paths are relative to
@@ -148,6 +150,7 @@ class Task:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._control_seq = 0
         self.denied: list[str] = []  # tool calls denied in this run
+        self._history_file: IO[str] | None = None
         # Set when the task was taken over from the hub: {"from", "lastSeq"}.
         self.resumed_from: dict[str, Any] | None = None
         # One runner at a time: a Task publishing to a hub holds its lease on the task id.
@@ -195,8 +198,7 @@ class Task:
     ) -> Task:
         """A Task that continues from the history saved under ``history_dir/task_id``."""
         task = cls(api, task_id=task_id, history_dir=history_dir, **options)
-        path = task.history_dir / "api_conversation_history.json"
-        task.api_conversation_history = json.loads(path.read_text())
+        task.api_conversation_history = load_history(task.history_dir)
         meta = task.history_dir / "task.json"
         if meta.exists():
             control_seq = json.loads(meta.read_text()).get("controlSeq", 0)
@@ -223,8 +225,11 @@ class Task:
         if fetched.system_prompt is not None:
             options.setdefault("system_prompt", fetched.system_prompt)
         task = cls(provider, task_id=task_id, cwd=cwd, **options)
-        task.api_conversation_history = list(fetched.messages)
-        task._write_json("api_conversation_history.json", task.api_conversation_history)
+        task.api_conversation_history = []
+        (task.history_dir / HISTORY_FILE).unlink(missing_ok=True)  # the log is the truth
+        for message in fetched.messages:
+            task.api_conversation_history.append(message)
+            task._persist_message(message)
         task.resumed_from = {"from": fetched.last_runner, "lastSeq": fetched.last_seq}
         return task
 
@@ -265,6 +270,9 @@ class Task:
         finally:
             if self._lease is not None:
                 await self._lease.release()
+            if self._history_file is not None:
+                self._history_file.close()
+                self._history_file = None
 
     async def _run(self, prompt: str | None) -> TaskResult:
         self._loop = asyncio.get_running_loop()
@@ -479,7 +487,7 @@ class Task:
 
     def _append(self, message: Message, *, announce: bool = True) -> None:
         self.api_conversation_history.append(message)
-        self._write_json("api_conversation_history.json", self.api_conversation_history)
+        self._persist_message(message)
         if announce:
             self._announce(len(self.api_conversation_history) - 1)
 
@@ -487,6 +495,20 @@ class Task:
         """Publish a history message so followers can rebuild the conversation."""
         for payload in history_payloads(index, self.api_conversation_history[index]):
             self._emit(HISTORY_EVENT, payload)
+
+    def _persist_message(self, message: Message) -> None:
+        """Append one line to the history file (JSON Lines): constant work per message,
+        where rewriting the whole file each time grew with the task (quadratic)."""
+        if self._history_file is None:
+            ensure_private_dir(self.history_dir)
+            legacy = self.history_dir / LEGACY_HISTORY_FILE
+            if legacy.exists():  # written by an older taskcast: continue in the new format
+                legacy.unlink()
+            self._history_file = open_private_append(self.history_dir / HISTORY_FILE)
+            if self._history_file.tell() == 0 and len(self.api_conversation_history) > 1:
+                for earlier in self.api_conversation_history[:-1]:  # resumed from JSON
+                    self._history_file.write(_history_line(earlier))
+        self._history_file.write(_history_line(message))
 
     def _save_meta(self, **extra: Any) -> None:
         self._write_json(
@@ -540,3 +562,26 @@ def _worth_hiding(api_key: object) -> bool:
     """A real key: not the placeholder, and long enough that hiding it cannot mangle
     ordinary text (a local server's key "k" would turn every k into [REDACTED])."""
     return isinstance(api_key, str) and api_key != NO_API_KEY and len(api_key) >= 8
+
+
+def _history_line(message: Message) -> str:
+    return json.dumps(message, ensure_ascii=False) + "\n"
+
+
+def load_history(directory: Path) -> list[Message]:
+    """A saved history: JSON Lines, or the whole-file JSON of older versions."""
+    lines = directory / HISTORY_FILE
+    if lines.exists():
+        return [json.loads(line) for line in lines.read_text().splitlines() if line.strip()]
+    legacy = directory / LEGACY_HISTORY_FILE
+    if legacy.exists():
+        history: list[Message] = json.loads(legacy.read_text())
+        return history
+    raise FileNotFoundError(f"no saved history in {directory}")
+
+
+def open_private_append(path: Path) -> IO[str]:
+    """A line-buffered append handle on a 0600 file (each line reaches the OS at once)."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return open(fd, "a", buffering=1, encoding="utf-8")
