@@ -291,3 +291,28 @@ async def read_tasks(http: str) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession() as session, session.get(f"{http}/api/tasks") as r:
         tasks: list[dict[str, Any]] = await r.json()
         return tasks
+
+
+async def test_events_per_minute_counts_the_whole_log(browser: Browser, secure_hub: Any) -> None:
+    import aiohttp
+
+    from tests.helpers import bearer, publish_acked, seed, token
+
+    hub = secure_hub()
+    writer = bearer(token(["tasks.>", "other.>"]))
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(hub.url, headers=writer)
+        for start in range(0, 5000, 1000):  # more than the 2,000 events a page loads
+            await publish_acked(ws, [seed(f"t{n % 2000}", "x") for n in range(start, start + 1000)])
+        await publish_acked(ws, [{"type": "note", "channel": "other.x", "payload": {}}] * 7)
+        viewer = token(subscribe=["tasks.>"])
+        async with session.get(f"{hub.http}/api/stats", headers=bearer(viewer)) as r:
+            stats = await r.json()
+    assert sum(b["total"] for b in stats["buckets"]) == 5000  # other.x is not readable
+    assert len(stats["buckets"]) == 60 and stats["until"] - stats["from"] == 3_600_000
+    page = await open_dashboard(browser, f"{hub.http}/?token={viewer}#")
+    await page.wait_for_function(
+        "[...window.taskcastDashboard.perMinute.values()].reduce((a, b) => a + b, 0) === 5000",
+        timeout=15_000,
+    )
+    assert "whole log" in await page.locator("#chart-range").inner_text()

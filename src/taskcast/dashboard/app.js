@@ -78,6 +78,8 @@ async function start() {
   setInterval(pollStats, 2000);
   pollWebhooks();
   setInterval(pollWebhooks, 5000);
+  pollRates();
+  setInterval(pollRates, 10000);
   renderTasks();
   renderCharts();  // at once, not after the first interval
   setInterval(() => { renderTasks(); renderCharts(); }, 2000);
@@ -130,10 +132,25 @@ async function pollStats() {
   } catch (err) { /* the websocket shows the connection state */ }
 }
 
+// The events-per-minute chart counts the hub's whole log (GET /api/stats), not just what
+// this page has loaded; live events move the current minute between two polls.
+async function pollRates() {
+  try {
+    const reply = await fetch("/api/stats?bucket=minute&buckets=60", { headers });
+    if (!reply.ok) return;
+    const stats = await reply.json();
+    state.perMinute = new Map(stats.buckets.map((b) => [b.start, b.total]));
+    state.ratesSince = stats.from;
+    $("chart-range").textContent = `${fmtTime(stats.from)}–${fmtTime(stats.until)}, whole log`;
+    renderCharts();
+  } catch (err) { /* next poll */ }
+}
+
 async function pollWebhooks() {
   try {
+    if (state.webhooksRefused) return;
     const reply = await fetch("/api/webhooks", { headers });
-    if (!reply.ok) return;  // needs an admin token: the panel stays hidden
+    if (!reply.ok) { state.webhooksRefused = reply.status === 403; return; }  // admin only
     const hooks = await reply.json();
     $("webhooks-panel").hidden = hooks.length === 0;
     $("webhooks").tBodies[0].replaceChildren(...hooks.map((h) => {
@@ -162,9 +179,10 @@ function receive(event) {
   trackRequests(event);
   $("stat-head").textContent = fmtNum(event.seq);
   $("stat-tasks").textContent = fmtNum(state.tasks.size);
-  const ts = event.payload && event.payload.timestamp;
-  const minute = Math.floor((typeof ts === "number" ? ts : Date.now()) / 60000) * 60000;
-  state.perMinute.set(minute, (state.perMinute.get(minute) || 0) + 1);
+  if (state.loadedAt !== undefined && event.seq > state.loadedAt) {  // live, not backlog
+    const minute = Math.floor(Date.now() / 60000) * 60000;
+    state.perMinute.set(minute, (state.perMinute.get(minute) || 0) + 1);
+  }
   addFilterOption($("filter-type"), event.type);
   if (event.payload && event.payload.taskId) addFilterOption($("filter-task"), event.payload.taskId);
   if (state.selected && event.payload && event.payload.taskId === state.selected
@@ -259,9 +277,21 @@ function showRow(event) {
   if (!matchesFilters(event)) return updateCount();
   feed.append(feedRow(event));
   while (feed.childElementCount > MAX_ROWS) feed.firstElementChild.remove();
-  if (state.stick) feed.scrollTop = feed.scrollHeight;
+  if (state.stick) scheduleScroll();
   else $("jump").hidden = false;
   updateCount();
+}
+
+// Scrolling reads the layout: once per frame, not once per event (a 2,000-event
+// backlog used to take seconds of forced layouts).
+let scrollPending = false;
+function scheduleScroll() {
+  if (scrollPending) return;
+  scrollPending = true;
+  requestAnimationFrame(() => {
+    scrollPending = false;
+    if (state.stick) feed.scrollTop = feed.scrollHeight;
+  });
 }
 
 function updateCount() {
@@ -274,8 +304,12 @@ function rerenderFeed() {
   feed.scrollTop = feed.scrollHeight;
 }
 
+const optionsShown = new WeakMap();  // select -> Set of values (no scan per event)
 function addFilterOption(select, value) {
-  if (!value || [...select.options].some((o) => o.value === value)) return;
+  if (!optionsShown.has(select)) optionsShown.set(select, new Set([...select.options].map((o) => o.value)));
+  const shown = optionsShown.get(select);
+  if (!value || shown.has(value)) return;
+  shown.add(value);
   select.append(new Option(value.length > 24 ? value.slice(0, 24) + "…" : value, value));
 }
 

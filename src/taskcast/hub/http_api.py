@@ -291,6 +291,45 @@ async def get_task(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+BUCKETS = {"minute": 60_000, "hour": 3_600_000}
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    """Event counts from the whole log, per time bucket and type (what the dashboard
+    charts): ``bucket=minute|hour`` (default minute), ``buckets=N`` (default 60, at most
+    1000) ending now. Only channels the token may read are counted."""
+    hub = request.app[HUB_KEY]
+    principal = principal_of(request)
+    bucket_name = request.query.get("bucket", "minute")
+    if bucket_name not in BUCKETS:
+        raise bad_request("invalid_query", "bucket must be minute or hour")
+    bucket_ms = BUCKETS[bucket_name]
+    count = min(_int_param(request, "buckets", 60) or 60, 1000)
+    until = (now_ms() // bucket_ms + 1) * bucket_ms
+    since = until - count * bucket_ms
+    rows = await hub.store.count_by_time(since, until, bucket_ms)
+    buckets: dict[int, dict[str, Any]] = {
+        start: {"start": start, "total": 0, "byType": {}}
+        for start in range(since, until, bucket_ms)
+    }
+    for start, event_type, channel, events in rows:
+        if not principal.admin and not principal.can_read(channel):
+            continue
+        bucket = buckets.get(start)
+        if bucket is None:
+            continue
+        bucket["total"] += events
+        bucket["byType"][event_type] = bucket["byType"].get(event_type, 0) + events
+    answer = {
+        "bucket": bucket_name,
+        "bucketMs": bucket_ms,
+        "from": since,
+        "until": until,
+        "buckets": list(buckets.values()),
+    }
+    return web.Response(body=encode(answer), content_type="application/json")
+
+
 async def get_pending(request: web.Request) -> web.Response:
     """Open approval requests and questions across the tasks this token may read."""
     hub = request.app[HUB_KEY]
@@ -505,6 +544,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/tasks/{task_id}", get_task)
     app.router.add_post("/api/tasks/{task_id}/commands", post_command)
     app.router.add_get("/api/pending", get_pending)
+    app.router.add_get("/api/stats", get_stats)
     app.router.add_post("/api/tasks/{task_id}/lease", take_lease)
     app.router.add_delete("/api/tasks/{task_id}/lease", release_lease)
     app.router.add_get("/api/webhooks", list_webhooks)

@@ -112,6 +112,13 @@ class EventStore(Protocol):
         """Apply the retention policy; return how many events were removed."""
         ...
 
+    async def count_by_time(
+        self, since_ms: int, until_ms: int, bucket_ms: int
+    ) -> list[tuple[int, str, str, int]]:
+        """Events received in ``[since_ms, until_ms)``, counted per time bucket, type and
+        channel: ``(bucket start ms, type, channel, count)`` — analytics over the log."""
+        ...
+
     async def load_records(self, kind: str) -> dict[str, dict[str, Any]]:
         """The hub's own durable records of one kind (webhooks), by id."""
         ...

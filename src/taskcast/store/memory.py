@@ -90,6 +90,16 @@ class MemoryStore:
             del self._seqs[:drop]
         return drop
 
+    async def count_by_time(
+        self, since_ms: int, until_ms: int, bucket_ms: int
+    ) -> list[tuple[int, str, str, int]]:
+        counts: dict[tuple[int, str, str], int] = {}
+        for event in self._events:
+            if since_ms <= event.ts < until_ms:
+                key = (event.ts // bucket_ms * bucket_ms, event.type, event.channel)
+                counts[key] = counts.get(key, 0) + 1
+        return [(*key, count) for key, count in counts.items()]
+
     async def load_records(self, kind: str) -> dict[str, dict[str, Any]]:
         return dict(self._records.get(kind, {}))
 

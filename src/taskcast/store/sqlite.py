@@ -54,6 +54,7 @@ _SCHEMA = (
     + """
 CREATE INDEX IF NOT EXISTS events_task ON events(task_id, seq) WHERE task_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_channel ON events(channel, seq);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
     kind TEXT NOT NULL, id TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (kind, id)
@@ -294,6 +295,25 @@ class SqliteStore:
             oldest = conn.execute("SELECT MIN(seq) FROM events").fetchone()[0]
             self._oldest = oldest if oldest is not None else self._head + 1
         return removed
+
+    async def count_by_time(
+        self, since_ms: int, until_ms: int, bucket_ms: int
+    ) -> list[tuple[int, str, str, int]]:
+        loop = asyncio.get_running_loop()
+        rows: list[tuple[int, str, str, int]] = await loop.run_in_executor(
+            self._readers, self._count_by_time, since_ms, until_ms, bucket_ms
+        )
+        return rows
+
+    def _count_by_time(
+        self, since_ms: int, until_ms: int, bucket_ms: int
+    ) -> list[tuple[int, str, str, int]]:
+        sql = (
+            "SELECT (ts / ?) * ?, type, channel, COUNT(*) FROM events "
+            "WHERE ts >= ? AND ts < ? GROUP BY 1, 2, 3"
+        )
+        params = (bucket_ms, bucket_ms, since_ms, until_ms)
+        return [tuple(row) for row in self._reader_conn().execute(sql, params)]
 
     async def load_records(self, kind: str) -> dict[str, dict[str, Any]]:
         rows = await self._on_writer(self._load_records, kind)
