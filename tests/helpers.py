@@ -93,3 +93,10 @@ def token(
 
 def bearer(value: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {value}"}
+
+
+async def wait_until(condition: Any, timeout: float = 20, what: str = "a condition") -> None:
+    """Wait for a state the test needs (checked every 10 ms), instead of a fixed sleep."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)

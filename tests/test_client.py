@@ -17,6 +17,7 @@ from typing import Any
 from taskcast.client import CommunicationService, Outbox, subscribe
 from taskcast.task import ScriptedProvider, Task
 from tests.conftest import REPO, HubProcess
+from tests.helpers import wait_until
 from tests.test_hub_crash import read_whole_log
 
 
@@ -85,13 +86,13 @@ async def test_hub_down_at_start_then_restarted_mid_task(start_hub: Any, tmp_pat
         approval="auto",
     )
     running = asyncio.create_task(task.run("go"))
-    await asyncio.sleep(0.5)  # events pile up while no hub exists
-    assert service.pending > 0 and not service.connected
+    await wait_until(lambda: service.pending > 0)  # events pile up while no hub exists
+    assert not service.connected
     hub = HubProcess(f"sqlite:{tmp_path / 'events.db'}", port=port).start(tmp_path / "hub.log")
     try:
-        await asyncio.sleep(0.6)
+        await wait_until(lambda: service.connected)
         hub.kill9()  # the hub dies in the middle of the task ...
-        await asyncio.sleep(0.4)
+        await wait_until(lambda: not service.connected)
         hub.restart()  # ... and comes back
         result = await running
         assert result.status == "completed"
@@ -176,7 +177,7 @@ async def test_subscribe_resumes_across_a_hub_restart(start_hub: Any) -> None:
         for n in range(20):
             service.send_message(event(n))
         assert await service.aflush(10)
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: len(received) >= 20)  # the subscriber has them all
         hub.terminate()
         hub.restart()
         for n in range(20, 40):
@@ -220,13 +221,24 @@ async def test_cli_run_and_listen_end_to_end(start_hub: Any, tmp_path: Path) -> 
     hub = start_hub()
     env = {**os.environ, "TASKCAST_HUB": hub.url, "COLUMNS": "200"}
     listener = subprocess.Popen(
-        [sys.executable, "-m", "taskcast", "listen", "tasks.>", "--json", "--count", "23"],
+        # --since 0: the listener gets every event, however late it subscribes.
+        [
+            sys.executable,
+            "-m",
+            "taskcast",
+            "listen",
+            "tasks.>",
+            "--json",
+            "--count",
+            "23",
+            "--since",
+            "0",
+        ],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
         text=True,
     )
-    await asyncio.sleep(1.0)
     run = await asyncio.to_thread(
         subprocess.run,
         [
