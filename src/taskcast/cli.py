@@ -30,7 +30,7 @@ from taskcast.console import (
 )
 from taskcast.demo_run import DEMO_SCRIPT
 from taskcast.frames import encode
-from taskcast.hub.config import DEFAULT_HOST, DEFAULT_PORT, MIB, HubConfig
+from taskcast.hub.config import DEFAULT_HOST, DEFAULT_PORT, HubConfig
 from taskcast.store import DEFAULT_STORE, Retention, StoreLocked
 from taskcast.task import ApprovalPolicy, ScriptedProvider, Task, ToolCall
 from taskcast.task.approval import MODES
@@ -97,18 +97,18 @@ def _verifier(
 @click.option("--retain-events", type=int, default=None, help="Keep at most this many events.")
 @click.option("--retain-seconds", type=float, default=None, help="Drop events older than this.")
 @click.option("--fsync/--no-fsync", default=False, help="fsync every commit (survive power loss).")
-@click.option("--max-frame-bytes", type=int, default=MIB, show_default=True)
+@click.option("--max-frame-bytes", type=int, default=DEFAULTS.max_frame_bytes, show_default=True)
 @click.option(
     "--max-subscriber-buffer",
     type=int,
-    default=8 * MIB,
+    default=DEFAULTS.max_subscriber_buffer,
     show_default=True,
     help="Bytes queued for one client before it is closed as a slow consumer (4008).",
 )
 @click.option(
     "--trim-interval",
     type=float,
-    default=5.0,
+    default=DEFAULTS.trim_interval_seconds,
     show_default=True,
     help="Seconds between retention passes.",
 )
@@ -147,12 +147,12 @@ def _verifier(
 @click.option(
     "--publish-rate",
     type=float,
-    default=10_000.0,
+    default=DEFAULTS.publish_rate,
     show_default=True,
     help="Events/s one connection may publish (0: no limit).",
 )
-@click.option("--publish-burst", type=float, default=20_000.0, show_default=True)
-@click.option("--max-connections", type=int, default=10_000, show_default=True)
+@click.option("--publish-burst", type=float, default=DEFAULTS.publish_burst, show_default=True)
+@click.option("--max-connections", type=int, default=DEFAULTS.max_connections, show_default=True)
 @click.option(
     "--max-connections-per-ip",
     type=int,
@@ -167,9 +167,19 @@ def _verifier(
     show_default=True,
     help="Replay page reads in flight hub-wide.",
 )
-@click.option("--max-subscriptions", type=int, default=100, show_default=True)
-@click.option("--idle-timeout", type=float, default=300.0, show_default=True)
-@click.option("--handshake-timeout", type=float, default=10.0, show_default=True)
+@click.option(
+    "--max-subscriptions", type=int, default=DEFAULTS.max_subscriptions, show_default=True
+)
+@click.option(
+    "--idle-timeout",
+    type=float,
+    default=DEFAULTS.idle_timeout_seconds,
+    show_default=True,
+    help="Seconds without a frame (not even a pong) before a connection is closed (0: no limit).",
+)
+@click.option(
+    "--handshake-timeout", type=float, default=DEFAULTS.handshake_timeout_seconds, show_default=True
+)
 @click.option(
     "--allow-private-webhooks",
     is_flag=True,

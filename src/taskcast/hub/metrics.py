@@ -32,100 +32,116 @@ class HubCollector(Collector):
         self.hub = hub
 
     def collect(self) -> Iterator[Metric]:
-        hub, stats = self.hub, self.hub.stats
-        yield _by_label(
-            "taskcast_events_published", "Events stored in the log", "type", stats.published
-        )
-        yield _by_label(
-            "taskcast_events_delivered", "Live deliveries to subscribers", "type", stats.delivered
-        )
-        yield _by_label(
-            "taskcast_frames_rejected", "Frames refused with an error", "code", stats.rejected
-        )
-        yield CounterMetricFamily(
-            "taskcast_events_duplicate",
-            "Resent ids acknowledged, not stored",
-            value=stats.duplicates,
-        )
-        yield CounterMetricFamily(
-            "taskcast_replays", "Subscriptions that replayed from the log", value=stats.replays
-        )
-        yield CounterMetricFamily(
-            "taskcast_events_replayed", "Events sent by replays", value=stats.replayed
-        )
-        yield CounterMetricFamily(
-            "taskcast_slow_consumer_disconnects",
-            "Connections closed with 4008 for not reading",
-            value=stats.slow_consumers,
-        )
-        refused = CounterMetricFamily(
-            "taskcast_connections_refused",
-            "Connections refused (unauthorized, origin, max_connections)",
-            labels=["reason"],
-        )
-        for reason, count in stats.refused.items():
-            refused.add_metric([reason], count)
-        yield refused
-        yield CounterMetricFamily(
-            "taskcast_idle_disconnects",
-            "Connections closed for sending nothing within the idle timeout",
-            value=stats.idle_disconnects,
-        )
-        yield CounterMetricFamily(
-            "taskcast_token_expiry_closes",
-            "Connections closed (4401) because their token expired",
-            value=stats.expired_tokens,
-        )
-        yield CounterMetricFamily(
-            "taskcast_oversized_frames",
-            "Connections closed with 1009 for a frame over --max-frame-bytes",
-            value=stats.oversized_frames,
-        )
-        cumulative, buckets = 0, []
-        for bound, count in zip((*COMMIT_BUCKETS, float("inf")), stats.commit_buckets, strict=True):
-            cumulative += count
-            buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
-        yield HistogramMetricFamily(
-            "taskcast_store_commit_seconds",
-            "Time to durably commit one batch of events",
-            buckets=buckets,
-            sum_value=stats.commit_seconds_sum,
-        )
-        connections = list(hub.connections)
-        yield GaugeMetricFamily("taskcast_connections", "Open connections", value=len(connections))
-        yield GaugeMetricFamily(
-            "taskcast_publishers",
-            "Open connections that have published",
-            value=hub.publishers,
-        )
-        yield GaugeMetricFamily(
-            "taskcast_subscribers",
-            "Open connections with a subscription",
-            value=hub.subscribers,
-        )
-        yield GaugeMetricFamily(
-            "taskcast_subscriptions", "Active subscriptions", value=len(hub.index)
-        )
-        yield GaugeMetricFamily(
-            "taskcast_subscriber_lag_events",
-            "Most frames queued for one connection, not yet written",
-            value=max((len(c.outbound.frames) for c in connections), default=0),
-        )
-        yield GaugeMetricFamily(
-            "taskcast_subscriber_queued_bytes",
-            "Bytes queued for all connections, not yet written",
-            value=sum(c.outbound.size for c in connections),
-        )
-        yield GaugeMetricFamily(
-            "taskcast_log_head_seq", "Last seq delivered", value=hub.published_head
-        )
-        yield GaugeMetricFamily(
-            "taskcast_log_oldest_seq", "Oldest seq kept", value=hub.store.oldest
-        )
-        yield GaugeMetricFamily(
-            "taskcast_tasks", "Tasks seen in the log", value=len(hub.summaries.tasks)
-        )
-        yield from webhook_metrics(hub)
+        yield from event_counters(self.hub)
+        yield from connection_counters(self.hub)
+        yield commit_histogram(self.hub)
+        yield from gauges(self.hub)
+        yield from webhook_metrics(self.hub)
+
+
+def event_counters(hub: Hub) -> Iterator[Metric]:
+    """What happened to events: published, delivered, refused, replayed."""
+    stats = hub.stats
+    yield _by_label(
+        "taskcast_events_published", "Events stored in the log", "type", stats.published
+    )
+    yield _by_label(
+        "taskcast_events_delivered", "Live deliveries to subscribers", "type", stats.delivered
+    )
+    yield _by_label(
+        "taskcast_frames_rejected", "Frames refused with an error", "code", stats.rejected
+    )
+    yield CounterMetricFamily(
+        "taskcast_events_duplicate",
+        "Resent ids acknowledged, not stored",
+        value=stats.duplicates,
+    )
+    yield CounterMetricFamily(
+        "taskcast_replays", "Subscriptions that replayed from the log", value=stats.replays
+    )
+    yield CounterMetricFamily(
+        "taskcast_events_replayed", "Events sent by replays", value=stats.replayed
+    )
+    yield CounterMetricFamily(
+        "taskcast_slow_consumer_disconnects",
+        "Connections closed with 4008 for not reading",
+        value=stats.slow_consumers,
+    )
+
+
+def connection_counters(hub: Hub) -> Iterator[Metric]:
+    """Why connections were refused or closed."""
+    stats = hub.stats
+    refused = CounterMetricFamily(
+        "taskcast_connections_refused",
+        "Connections refused (unauthorized, origin, max_connections)",
+        labels=["reason"],
+    )
+    for reason, count in stats.refused.items():
+        refused.add_metric([reason], count)
+    yield refused
+    yield CounterMetricFamily(
+        "taskcast_idle_disconnects",
+        "Connections closed for sending nothing within the idle timeout",
+        value=stats.idle_disconnects,
+    )
+    yield CounterMetricFamily(
+        "taskcast_token_expiry_closes",
+        "Connections closed (4401) because their token expired",
+        value=stats.expired_tokens,
+    )
+    yield CounterMetricFamily(
+        "taskcast_oversized_frames",
+        "Connections closed with 1009 for a frame over --max-frame-bytes",
+        value=stats.oversized_frames,
+    )
+
+
+def commit_histogram(hub: Hub) -> Metric:
+    """How long durable commits take."""
+    stats = hub.stats
+    cumulative, buckets = 0, []
+    for bound, count in zip((*COMMIT_BUCKETS, float("inf")), stats.commit_buckets, strict=True):
+        cumulative += count
+        buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
+    return HistogramMetricFamily(
+        "taskcast_store_commit_seconds",
+        "Time to durably commit one batch of events",
+        buckets=buckets,
+        sum_value=stats.commit_seconds_sum,
+    )
+
+
+def gauges(hub: Hub) -> Iterator[Metric]:
+    """The hub's state now: connections, queues, the log, tasks."""
+    connections = list(hub.connections)
+    yield GaugeMetricFamily("taskcast_connections", "Open connections", value=len(connections))
+    yield GaugeMetricFamily(
+        "taskcast_publishers",
+        "Open connections that have published",
+        value=hub.publishers,
+    )
+    yield GaugeMetricFamily(
+        "taskcast_subscribers",
+        "Open connections with a subscription",
+        value=hub.subscribers,
+    )
+    yield GaugeMetricFamily("taskcast_subscriptions", "Active subscriptions", value=len(hub.index))
+    yield GaugeMetricFamily(
+        "taskcast_subscriber_lag_events",
+        "Most frames queued for one connection, not yet written",
+        value=max((len(c.outbound.frames) for c in connections), default=0),
+    )
+    yield GaugeMetricFamily(
+        "taskcast_subscriber_queued_bytes",
+        "Bytes queued for all connections, not yet written",
+        value=sum(c.outbound.size for c in connections),
+    )
+    yield GaugeMetricFamily("taskcast_log_head_seq", "Last seq delivered", value=hub.published_head)
+    yield GaugeMetricFamily("taskcast_log_oldest_seq", "Oldest seq kept", value=hub.store.oldest)
+    yield GaugeMetricFamily(
+        "taskcast_tasks", "Tasks seen in the log", value=len(hub.summaries.tasks)
+    )
 
 
 def webhook_metrics(hub: Hub) -> Iterator[Metric]:
