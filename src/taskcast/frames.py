@@ -74,6 +74,8 @@ class Publish:
     # The authenticated ``sub`` (or "anonymous"): recorded by the hub, never by the client.
     # Idempotency is scoped to it: the same id from two principals is two events.
     publisher: str = ANONYMOUS
+    # The decoded payload, kept so the hub's summaries need not decode ``body`` again.
+    payload: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -232,6 +234,7 @@ def parse_event(obj: dict[str, Any], publisher: str | None = None) -> Publish:
         task_id=owner[1] if owner is not None and owner[0] == "tasks" else None,
         body=encoded,
         publisher=recorded,
+        payload=payload,
     )
 
 

@@ -108,7 +108,10 @@ class TaskSummaries:
         source: str | None,
         body: bytes,
         channel: str = "",
+        payload: dict[str, Any] | None = None,
     ) -> None:
+        """Fold one stored event in. ``payload``, when the caller already decoded it (the
+        hub's publish path), saves decoding ``body`` again."""
         if task_id is None or not _on_task_channel(channel, task_id):
             return
         summary = self.tasks.get(task_id)
@@ -128,10 +131,11 @@ class TaskSummaries:
             return
         if event_type not in _DECODED:
             return
-        try:
-            payload = _decode(body).get("payload", {})
-        except (msgspec.DecodeError, AttributeError):
-            return
+        if payload is None:
+            try:
+                payload = _decode(body).get("payload", {})
+            except (msgspec.DecodeError, AttributeError):
+                return
         if not isinstance(payload, dict):
             return
         if event_type == "task_started":

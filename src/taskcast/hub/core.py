@@ -245,6 +245,7 @@ class Hub:
                     publish.source,
                     publish.body,
                     publish.channel,
+                    publish.payload,  # decoded once, at parse time
                 )
                 self.published_head = seq
                 if publish.type == COMMAND_TYPE:
