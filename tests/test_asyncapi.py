@@ -71,23 +71,24 @@ def test_schema_refuses_what_the_hub_refuses(bad: dict[str, Any]) -> None:
         validate("apiAction", bad)
 
 
-def test_every_error_code_in_the_source_is_documented() -> None:
+def test_every_error_code_is_defined_once_and_documented() -> None:
     import re
+
+    from taskcast.vocabulary import ErrorCode
 
     source = "\n".join(
         path.read_text() for path in (Path(__file__).parent.parent / "src").rglob("*.py")
     )
-    used = set(
-        re.findall(
-            r'(?:FrameError|error_frame|json_error|bad_request)\(\s*(?:\d+,\s*)?"([a-z_]+)"', source
-        )
+    bare = re.findall(
+        r'(?:FrameError|error_frame|json_error|bad_request)\(\s*(?:\d+,\s*)?"([a-z_]+)"', source
     )
+    assert bare == [], f"error codes as bare strings instead of ErrorCode: {bare}"
     documented = set(
         DOC["components"]["messages"]["error"]["payload"]["properties"]["code"]["enum"]
     )
-    assert used and used <= documented, used - documented
+    assert documented == {code.value for code in ErrorCode}
     protocol_md = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
-    assert all(f"`{code}`" in protocol_md for code in used)
+    assert all(f"`{code.value}`" in protocol_md for code in ErrorCode)
 
 
 def test_orchestration_messages_match_what_the_task_and_hub_send() -> None:

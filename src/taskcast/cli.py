@@ -39,6 +39,7 @@ from taskcast.task.handoff import TaskLeaseHeld
 from taskcast.task.history import HISTORY_EVENT, HistoryBuilder
 from taskcast.task.providers import Provider
 from taskcast.task.task import DEFAULT_HISTORY_DIR, HISTORY_FILE
+from taskcast.vocabulary import FINAL_STATUSES
 
 DEFAULTS = HubConfig()  # the one home of the hub's defaults
 
@@ -667,7 +668,7 @@ def follow(task_id: str, hub: str, token: str | None, as_json: bool) -> None:
                     console.print(transcript_line(message), markup=False)
             elif not as_json and frame.get("type") in TRANSCRIPT_EVENTS:
                 console.print(event_line(frame, console.width))
-            if frame.get("type") in ("task_completed", "task_failed", "task_aborted"):
+            if frame.get("type") in FINAL_STATUSES:
                 return
 
     with contextlib.suppress(KeyboardInterrupt):

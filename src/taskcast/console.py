@@ -16,9 +16,11 @@ from typing import Any
 from rich.markup import escape
 from rich.text import Text
 
+from taskcast.vocabulary import FINAL_STATUSES, EventType
+
 # Bookkeeping events a person does not read line by line (history_appended carries the
 # conversation for followers; `taskcast follow` renders it as a transcript instead).
-QUIET_TYPES = frozenset({"history_appended"})
+QUIET_TYPES = frozenset({EventType.HISTORY_APPENDED})
 
 
 def worth_showing(frame: dict[str, Any]) -> bool:
@@ -115,13 +117,11 @@ def summary(kind: str, payload: dict[str, Any]) -> str:
 # What ``taskcast follow`` shows besides the conversation itself.
 TRANSCRIPT_EVENTS = frozenset(
     {
-        "task_started",
-        "task_resumed",
-        "approval_requested",
-        "approval_resolved",
-        "task_completed",
-        "task_failed",
-        "task_aborted",
+        EventType.TASK_STARTED,
+        EventType.TASK_RESUMED,
+        EventType.APPROVAL_REQUESTED,
+        EventType.APPROVAL_RESOLVED,
+        *FINAL_STATUSES,
     }
 )
 

@@ -22,6 +22,7 @@ from taskcast.channels import (
 )
 from taskcast.commands import COMMAND_TYPE, command_payload_error
 from taskcast.ids import random_id
+from taskcast.vocabulary import ErrorCode
 
 CONTROL_TYPES = frozenset(
     {"subscribe", "unsubscribe", "subscribed", "ack", "error", "ping", "pong", "auth"}
@@ -108,11 +109,11 @@ def decode_object(data: str | bytes) -> dict[str, Any]:
     try:
         obj = _decode(data)
     except msgspec.DecodeError as exc:
-        raise FrameError("bad_json", f"frame is not valid JSON: {exc}") from None
+        raise FrameError(ErrorCode.BAD_JSON, f"frame is not valid JSON: {exc}") from None
     except RecursionError:
-        raise FrameError("bad_json", "frame is nested too deeply") from None
+        raise FrameError(ErrorCode.BAD_JSON, "frame is nested too deeply") from None
     if not isinstance(obj, dict):
-        raise FrameError("invalid_frame", "frame must be a JSON object")
+        raise FrameError(ErrorCode.INVALID_FRAME, "frame must be a JSON object")
     return obj
 
 
@@ -124,7 +125,9 @@ def parse_client_frame(data: str | bytes, publisher: str | None = None) -> Clien
     obj = decode_object(data)
     frame_type = obj.get("type")
     if not isinstance(frame_type, str) or not frame_type:
-        raise FrameError("invalid_type", "frame needs a non-empty string 'type'", _id_of(obj))
+        raise FrameError(
+            ErrorCode.INVALID_TYPE, "frame needs a non-empty string 'type'", _id_of(obj)
+        )
     if frame_type in CONTROL_TYPES:
         return _parse_control(frame_type, obj)
     return parse_event(obj, publisher)
@@ -141,39 +144,43 @@ def parse_event(obj: dict[str, Any], publisher: str | None = None) -> Publish:
     frame_id = raw_id if isinstance(raw_id, str) else None
     frame_type = obj.get("type")
     if not isinstance(frame_type, str) or not frame_type:
-        raise FrameError("invalid_type", "event needs a non-empty string 'type'", frame_id)
+        raise FrameError(ErrorCode.INVALID_TYPE, "event needs a non-empty string 'type'", frame_id)
     if frame_type in CONTROL_TYPES:
-        raise FrameError("reserved_type", f"type {frame_type!r} is reserved", frame_id)
+        raise FrameError(ErrorCode.RESERVED_TYPE, f"type {frame_type!r} is reserved", frame_id)
     if len(frame_type) > MAX_TYPE_LENGTH or not _TYPE.fullmatch(frame_type):
         raise FrameError(
-            "invalid_type", f"type must match [A-Za-z0-9_.:-]{{1,{MAX_TYPE_LENGTH}}}", frame_id
+            ErrorCode.INVALID_TYPE,
+            f"type must match [A-Za-z0-9_.:-]{{1,{MAX_TYPE_LENGTH}}}",
+            frame_id,
         )
     if raw_id is not None and (
         not isinstance(raw_id, str) or not raw_id or len(raw_id) > MAX_ID_LENGTH
     ):
         raise FrameError(
-            "invalid_event", f"'id' must be a string of 1..{MAX_ID_LENGTH} characters", None
+            ErrorCode.INVALID_EVENT, f"'id' must be a string of 1..{MAX_ID_LENGTH} characters", None
         )
     payload = obj.get("payload")
     if not isinstance(payload, dict):
-        raise FrameError("invalid_payload", "'payload' must be a JSON object", frame_id)
+        raise FrameError(ErrorCode.INVALID_PAYLOAD, "'payload' must be a JSON object", frame_id)
     if frame_type == "api_action":
         try:
             msgspec.convert(payload, ApiActionPayload, strict=True)
         except msgspec.ValidationError as exc:
             raise FrameError(
-                "invalid_event", f"invalid api_action payload: {exc}", frame_id
+                ErrorCode.INVALID_EVENT, f"invalid api_action payload: {exc}", frame_id
             ) from None
     elif frame_type == COMMAND_TYPE:
         problem = command_payload_error(payload)
         if problem is not None:
-            raise FrameError("invalid_event", f"invalid task_command: {problem}", frame_id)
+            raise FrameError(ErrorCode.INVALID_EVENT, f"invalid task_command: {problem}", frame_id)
     raw_source = obj.get("source", obj.get("senderId"))
     if raw_source is not None and (
         not isinstance(raw_source, str) or len(raw_source) > MAX_ID_LENGTH
     ):
         raise FrameError(
-            "invalid_event", f"'source' must be a string of at most {MAX_ID_LENGTH}", frame_id
+            ErrorCode.INVALID_EVENT,
+            f"'source' must be a string of at most {MAX_ID_LENGTH}",
+            frame_id,
         )
     payload_task = payload.get("taskId")
     if not isinstance(payload_task, str) or not payload_task:
@@ -191,17 +198,19 @@ def parse_event(obj: dict[str, Any], publisher: str | None = None) -> Publish:
         else:
             raise InvalidChannel("'channel' must be a string")
     except InvalidChannel as exc:
-        raise FrameError("invalid_channel", str(exc), frame_id) from None
+        raise FrameError(ErrorCode.INVALID_CHANNEL, str(exc), frame_id) from None
     owner = task_of_channel(channel)
     if owner is not None and payload_task is not None and payload_task != owner[1]:
         raise FrameError(
-            "invalid_event",
+            ErrorCode.INVALID_EVENT,
             f"payload taskId {payload_task!r} does not match channel {channel!r}",
             frame_id,
         )
     if frame_type == COMMAND_TYPE and channel != control_channel(str(payload_task)):
         raise FrameError(
-            "invalid_event", "a task_command goes to control.<taskId> of its taskId", frame_id
+            ErrorCode.INVALID_EVENT,
+            "a task_command goes to control.<taskId> of its taskId",
+            frame_id,
         )
     source = raw_source
     if publisher is not None and not (
@@ -224,7 +233,9 @@ def parse_event(obj: dict[str, Any], publisher: str | None = None) -> Publish:
     try:
         encoded = _encode(body)
     except RecursionError:
-        raise FrameError("invalid_payload", "payload is nested too deeply", frame_id) from None
+        raise FrameError(
+            ErrorCode.INVALID_PAYLOAD, "payload is nested too deeply", frame_id
+        ) from None
     return Publish(
         id=event_id,
         client_id=client_id,
@@ -247,7 +258,8 @@ def _parse_control(frame_type: str, obj: dict[str, Any]) -> ClientFrame:
             or (type(ping_id) is int and abs(ping_id) <= MAX_SEQ)
         ):
             raise FrameError(
-                "invalid_frame", f"ping 'id' must be a string of at most {MAX_ID_LENGTH} or an int"
+                ErrorCode.INVALID_FRAME,
+                f"ping 'id' must be a string of at most {MAX_ID_LENGTH} or an int",
             )
         return Ping(ping_id)
     if frame_type in ("subscribe", "unsubscribe"):
@@ -257,17 +269,19 @@ def _parse_control(frame_type: str, obj: dict[str, Any]) -> ClientFrame:
                 raise InvalidChannel(f"{frame_type} needs a string 'channel'")
             validate_pattern(pattern)
         except InvalidChannel as exc:
-            raise FrameError("invalid_channel", str(exc), _id_of(obj)) from None
+            raise FrameError(ErrorCode.INVALID_CHANNEL, str(exc), _id_of(obj)) from None
         if frame_type == "unsubscribe":
             return Unsubscribe(pattern)
         since = obj.get("since")
         if since is not None and (type(since) is not int or not 0 <= since <= MAX_SEQ):
             raise FrameError(
-                "invalid_frame", f"'since' must be an integer from 0 to {MAX_SEQ}", _id_of(obj)
+                ErrorCode.INVALID_FRAME,
+                f"'since' must be an integer from 0 to {MAX_SEQ}",
+                _id_of(obj),
             )
         return Subscribe(pattern, since)
     raise FrameError(
-        "reserved_type", f"type {frame_type!r} is not accepted from clients", _id_of(obj)
+        ErrorCode.RESERVED_TYPE, f"type {frame_type!r} is not accepted from clients", _id_of(obj)
     )
 
 

@@ -21,10 +21,12 @@ from typing import Any
 
 import msgspec
 
+from taskcast.vocabulary import FINAL_STATUSES, TaskStatus
+
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
-FINAL_STATUSES = {"task_completed": "completed", "task_failed": "failed", "task_aborted": "aborted"}
+
 IDLE_AFTER_MS = 5 * 60 * 1000
 
 
@@ -34,7 +36,7 @@ class TaskSummary:
     channel: str = ""
     # "running" once a task_started was seen; a task known only from other events (say,
     # the seed's api_action alone) is "active", and "idle" after IDLE_AFTER_MS of quiet.
-    status: str = "active"
+    status: str = TaskStatus.ACTIVE
     api_actions: int = 0
     tool_calls: int = 0
     tool_failures: int = 0
@@ -58,8 +60,8 @@ class TaskSummary:
     pending: dict[str, dict[str, Any]] | None = None
 
     def current_status(self, now_ms: int) -> str:
-        if self.status == "active" and now_ms - self.last_activity > IDLE_AFTER_MS:
-            return "idle"
+        if self.status == TaskStatus.ACTIVE and now_ms - self.last_activity > IDLE_AFTER_MS:
+            return TaskStatus.IDLE
         return self.status
 
     def to_json(self, now_ms: int) -> dict[str, Any]:
@@ -139,7 +141,7 @@ class TaskSummaries:
         if not isinstance(payload, dict):
             return
         if event_type == "task_started":
-            summary.status = "running"
+            summary.status = TaskStatus.RUNNING
             summary.ended_at = None
             summary.started_at = min(summary.started_at, ts)
             summary.provider = _str(payload.get("provider")) or summary.provider

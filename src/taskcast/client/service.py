@@ -27,6 +27,7 @@ from taskcast.client.subscriber import TokenSource, auth_headers, backoff_delay,
 from taskcast.commands import COMMAND_TYPE, command_fields
 from taskcast.frames import decode, encode
 from taskcast.ids import random_id
+from taskcast.vocabulary import ErrorCode
 
 log = logging.getLogger("taskcast.client")
 
@@ -35,15 +36,18 @@ Handler = Callable[[dict[str, Any]], None]
 # Errors after which resending the same event can never succeed.
 PERMANENT_ERRORS = frozenset(
     {
-        "bad_json",
-        "invalid_frame",
-        "invalid_type",
-        "reserved_type",
-        "invalid_payload",
-        "invalid_event",
-        "invalid_channel",
-        "forbidden",
+        ErrorCode.BAD_JSON,
+        ErrorCode.INVALID_FRAME,
+        ErrorCode.INVALID_TYPE,
+        ErrorCode.RESERVED_TYPE,
+        ErrorCode.INVALID_PAYLOAD,
+        ErrorCode.INVALID_EVENT,
+        ErrorCode.INVALID_CHANNEL,
+        ErrorCode.FORBIDDEN,
     }
+)
+RETRY_ERRORS = frozenset(
+    {ErrorCode.STORE_UNAVAILABLE, ErrorCode.SHUTTING_DOWN, ErrorCode.RATE_LIMITED}
 )
 
 
@@ -374,7 +378,7 @@ class CommunicationService:
             log.warning("hub refused event %s: %s %s", event_id, code, frame.get("message"))
             self._acked([event_id])  # resending could never succeed
             return True
-        if code in ("store_unavailable", "shutting_down", "rate_limited"):
+        if code in RETRY_ERRORS:
             log.info("hub answered %s; will resend after reconnecting", code)
             return False
         log.warning("hub error: %s", frame)

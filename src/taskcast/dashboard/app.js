@@ -52,6 +52,7 @@ function setStatus(kind, text) {
 async function start() {
   try {
     state.C = await (await fetch("/dashboard/constants.json")).json();
+    QUIET_TYPES = new Set([state.C.eventTypes.HISTORY_APPENDED]);
   } catch (err) { /* the needs panel stays hidden without them */ }
   setupNotifications();
   try {
@@ -168,7 +169,8 @@ async function pollWebhooks() {
 
 // --- events -------------------------------------------------------------------
 
-const QUIET_TYPES = new Set(["history_appended"]);  // for followers, not for reading
+// Event types for followers, not for reading (from /dashboard/constants.json).
+let QUIET_TYPES = new Set();
 
 function receive(event) {
   if (QUIET_TYPES.has(event.type)) return;  // lastSeq already moved past it
@@ -399,7 +401,7 @@ function trackRequests(event) {
     notify(request);
   } else if (event.type === E.APPROVAL_RESOLVED || event.type === E.QUESTION_ANSWERED) {
     state.requests.delete(p.requestId);
-  } else if (["task_completed", "task_failed", "task_aborted"].includes(event.type)) {
+  } else if ([C.eventTypes.TASK_COMPLETED, C.eventTypes.TASK_FAILED, C.eventTypes.TASK_ABORTED].includes(event.type)) {
     for (const [id, request] of state.requests) if (request.taskId === p.taskId) state.requests.delete(id);
     if (state.selected === p.taskId) $("detail-actions").hidden = true;
   } else {

@@ -17,16 +17,17 @@ from taskcast.commands import COMMAND_TYPE
 from taskcast.frames import FrameError
 from taskcast.hub.config import HubConfig
 from taskcast.ratelimit import TokenBucket
+from taskcast.vocabulary import ErrorCode
 
 # The HTTP status each refusal maps to at an HTTP door.
-HTTP_STATUS = {
-    "unauthorized": 401,
-    "forbidden": 403,
-    "bad_host": 421,
-    "unsupported_media_type": 415,
-    "rate_limited": 429,
-    "too_many_connections": 503,
-    "shutting_down": 503,
+HTTP_STATUS: dict[str, int] = {
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.BAD_HOST: 421,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.TOO_MANY_CONNECTIONS: 503,
+    ErrorCode.SHUTTING_DOWN: 503,
 }
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "127.0.0.1", "::1"})
 
@@ -36,12 +37,14 @@ def connection_refusal(
 ) -> FrameError | None:
     """A new long-lived connection (websocket or SSE stream)."""
     if not accepting:
-        return FrameError("shutting_down", "hub is shutting down")
+        return FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down")
     if open_total >= config.max_connections:
-        return FrameError("too_many_connections", "the hub is at its connection limit")
+        return FrameError(ErrorCode.TOO_MANY_CONNECTIONS, "the hub is at its connection limit")
     per_ip = config.max_connections_per_ip
     if per_ip and open_from_peer >= per_ip:
-        return FrameError("too_many_connections", f"at most {per_ip} connections from one address")
+        return FrameError(
+            ErrorCode.TOO_MANY_CONNECTIONS, f"at most {per_ip} connections from one address"
+        )
     return None
 
 
@@ -58,28 +61,30 @@ def publish_refusal(
     """One event, over the websocket, ``POST /api/events`` or the commands route.
     A ``task_command`` needs the ``control`` claim; any other event ``publish``."""
     if not accepting:
-        return FrameError("shutting_down", "hub is shutting down", event_id)
+        return FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", event_id)
     if event_type == COMMAND_TYPE:
         if not principal.can_control(channel):
-            return FrameError("forbidden", f"not allowed to control {channel}", event_id)
+            return FrameError(ErrorCode.FORBIDDEN, f"not allowed to control {channel}", event_id)
     elif not principal.can_publish(channel):
-        return FrameError("forbidden", f"not allowed to publish to {channel}", event_id)
+        return FrameError(ErrorCode.FORBIDDEN, f"not allowed to publish to {channel}", event_id)
     if bucket is not None and not bucket.allow(now):
-        return FrameError("rate_limited", "publish rate limit exceeded; resend later", event_id)
+        return FrameError(
+            ErrorCode.RATE_LIMITED, "publish rate limit exceeded; resend later", event_id
+        )
     return None
 
 
 def read_refusal(principal: Principal, pattern: str) -> FrameError | None:
     """Reading a pattern: subscribe, the audit query, SSE and the CSV export."""
     if not principal.can_subscribe(pattern):
-        return FrameError("forbidden", f"not allowed to read {pattern}")
+        return FrameError(ErrorCode.FORBIDDEN, f"not allowed to read {pattern}")
     return None
 
 
 def subscription_refusal(config: HubConfig, *, current: int, replacing: bool) -> FrameError | None:
     if not replacing and current >= config.max_subscriptions:
         return FrameError(
-            "too_many_subscriptions",
+            ErrorCode.TOO_MANY_SUBSCRIPTIONS,
             f"at most {config.max_subscriptions} subscriptions per connection",
         )
     return None
@@ -88,14 +93,16 @@ def subscription_refusal(config: HubConfig, *, current: int, replacing: bool) ->
 def admin_refusal(principal: Principal) -> FrameError | None:
     """Managing the hub (webhooks): an admin token (anyone on a hub without auth)."""
     if not principal.admin:
-        return FrameError("forbidden", "this needs an admin token")
+        return FrameError(ErrorCode.FORBIDDEN, "this needs an admin token")
     return None
 
 
 def metrics_refusal(principal: Principal) -> FrameError | None:
     """``/metrics`` and the detailed ``/healthz``: admin or the ``metrics`` claim."""
     if not principal.can_read_metrics():
-        return FrameError("forbidden", "reading metrics needs an admin token or the metrics claim")
+        return FrameError(
+            ErrorCode.FORBIDDEN, "reading metrics needs an admin token or the metrics claim"
+        )
     return None
 
 
@@ -122,14 +129,16 @@ def browser_refusal(
     if method == "POST" and (content_type or "").split(";")[0].strip().lower() != (
         "application/json"
     ):
-        return FrameError("unsupported_media_type", "POST bodies must be application/json")
+        return FrameError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "POST bodies must be application/json")
     no_auth = config.verifier is None
     if (no_auth or config.allowed_hosts) and not host_allowed(config, host):
-        return FrameError("bad_host", "Host header does not name this hub; see --allowed-host")
+        return FrameError(
+            ErrorCode.BAD_HOST, "Host header does not name this hub; see --allowed-host"
+        )
     if origin is None or origin in config.allowed_origins:
         return None  # not a browser, or a page the operator trusts
     if (config.allowed_origins or no_auth) and not same_origin(origin, host, scheme):
-        return FrameError("forbidden", "origin not allowed; see --allowed-origin")
+        return FrameError(ErrorCode.FORBIDDEN, "origin not allowed; see --allowed-origin")
     return None
 
 

@@ -52,7 +52,8 @@ from taskcast.hub.connection import (
 from taskcast.leases import Lease, acquire, may_release
 from taskcast.ratelimit import BucketTable
 from taskcast.store import AppendResult, EventQuery, EventStore
-from taskcast.summaries import FINAL_STATUSES, TaskSummaries
+from taskcast.summaries import TaskSummaries
+from taskcast.vocabulary import FINAL_STATUSES, ErrorCode
 from taskcast.webhooks.worker import WebhookDispatcher
 
 log = logging.getLogger("taskcast.hub")
@@ -62,7 +63,10 @@ Reply = Callable[[Outcome], None]
 
 
 # The ``reason`` label of taskcast_connections_refused_total for a refusal's code.
-REFUSAL_REASONS = {"too_many_connections": "max_connections", "forbidden": "origin"}
+REFUSAL_REASONS: dict[str, str] = {
+    ErrorCode.TOO_MANY_CONNECTIONS: "max_connections",
+    ErrorCode.FORBIDDEN: "origin",
+}
 MAX_TYPE_LABELS = 100
 HUB_PUBLISHER = "taskcast-hub"
 LEASE_KIND = "lease"  # the publisher of events the hub itself writes
@@ -408,7 +412,9 @@ class Hub:
 
     def _ack(self, connection: ClientConnection, publish: Publish, outcome: Outcome) -> None:
         if isinstance(outcome, BaseException) or outcome.error is not None:
-            self.reply(connection, error_frame("store_unavailable", "event not stored", publish.id))
+            self.reply(
+                connection, error_frame(ErrorCode.STORE_UNAVAILABLE, "event not stored", publish.id)
+            )
         else:
             self.reply(connection, ack_frame(publish.id, outcome.seq, outcome.duplicate))
 
@@ -470,7 +476,8 @@ class Hub:
         except Exception:
             log.exception("replay failed for %r", connection)
             self.reply(
-                connection, error_frame("replay_failed", "replay failed; resubscribe with since")
+                connection,
+                error_frame(ErrorCode.REPLAY_FAILED, "replay failed; resubscribe with since"),
             )
         finally:
             if connection.replays.get(subscription.pattern) is asyncio.current_task():

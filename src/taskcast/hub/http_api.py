@@ -33,6 +33,7 @@ from taskcast.hub.metrics import render_metrics
 from taskcast.hub.middleware import PRINCIPAL_KEY, http_refusal, principal_of
 from taskcast.leases import DEFAULT_TTL_SECONDS
 from taskcast.store import EventQuery, StoredEvent
+from taskcast.vocabulary import ErrorCode
 from taskcast.webhooks.policy import target_refusal
 
 HUB_KEY: web.AppKey[Hub] = web.AppKey("hub", Hub)
@@ -93,10 +94,10 @@ async def read_object(request: web.Request) -> dict[str, Any] | web.Response:
     """The request body as one JSON object, or the error response to send."""
     hub = request.app[HUB_KEY]
     if not hub.accepting:
-        return json_error(503, "shutting_down", "hub is shutting down")
+        return json_error(503, ErrorCode.SHUTTING_DOWN, "hub is shutting down")
     raw = await request.read()
     if len(raw) > hub.config.max_frame_bytes:
-        return json_error(413, "too_large", f"body over {hub.config.max_frame_bytes} bytes")
+        return json_error(413, ErrorCode.TOO_LARGE, f"body over {hub.config.max_frame_bytes} bytes")
     try:
         return decode_object(raw)
     except FrameError as exc:
@@ -127,9 +128,9 @@ async def publish_object(request: web.Request, obj: dict[str, Any]) -> web.Respo
     try:
         result = await hub.publish(publish)
     except Exception:
-        return json_error(503, "store_unavailable", "event not stored")
+        return json_error(503, ErrorCode.STORE_UNAVAILABLE, "event not stored")
     if result.error is not None:
-        return json_error(503, "store_unavailable", "event not stored")
+        return json_error(503, ErrorCode.STORE_UNAVAILABLE, "event not stored")
     return web.Response(
         body=ack_frame(publish.id, result.seq, result.duplicate), content_type="application/json"
     )
@@ -142,9 +143,9 @@ def _int_param(request: web.Request, name: str, default: int | None) -> int | No
     try:
         number = int(value) if len(value) <= 20 else -1
     except ValueError:
-        raise bad_request("invalid_query", f"{name} must be an integer") from None
+        raise bad_request(ErrorCode.INVALID_QUERY, f"{name} must be an integer") from None
     if not 0 <= number <= MAX_SEQ:
-        raise bad_request("invalid_query", f"{name} must be an integer from 0 to {MAX_SEQ}")
+        raise bad_request(ErrorCode.INVALID_QUERY, f"{name} must be an integer from 0 to {MAX_SEQ}")
     return number
 
 
@@ -155,7 +156,7 @@ def parse_event_query(request: web.Request) -> EventQuery:
         try:
             validate_pattern(pattern)
         except InvalidChannel as exc:
-            raise bad_request("invalid_channel", str(exc)) from None
+            raise bad_request(ErrorCode.INVALID_CHANNEL, str(exc)) from None
         refusal = read_refusal(principal, pattern)
         if refusal is not None:
             raise http_refusal(refusal)
@@ -273,7 +274,7 @@ async def get_task(request: web.Request) -> web.Response:
     summary = hub.summaries.get(task_id)
     principal = principal_of(request)
     if summary is None or not principal.can_read(summary.channel):
-        return json_error(404, "not_found", f"no task {task_id!r} in the log")
+        return json_error(404, ErrorCode.NOT_FOUND, f"no task {task_id!r} in the log")
     limit = min(_int_param(request, "limit", DEFAULT_QUERY_LIMIT) or DEFAULT_QUERY_LIMIT, 10_000)
     page = await hub.store.query(
         EventQuery(
@@ -302,7 +303,7 @@ async def get_stats(request: web.Request) -> web.Response:
     principal = principal_of(request)
     bucket_name = request.query.get("bucket", "minute")
     if bucket_name not in BUCKETS:
-        raise bad_request("invalid_query", "bucket must be minute or hour")
+        raise bad_request(ErrorCode.INVALID_QUERY, "bucket must be minute or hour")
     bucket_ms = BUCKETS[bucket_name]
     count = min(_int_param(request, "buckets", 60) or 60, 1000)
     until = (now_ms() // bucket_ms + 1) * bucket_ms
@@ -363,7 +364,7 @@ def _may_run(request: web.Request, task_id: str) -> None:
         None if principal_of(request).can_publish(channel) else f"not allowed to run {task_id}"
     )
     if refusal is not None:
-        raise http_refusal(FrameError("forbidden", refusal))
+        raise http_refusal(FrameError(ErrorCode.FORBIDDEN, refusal))
 
 
 async def take_lease(request: web.Request) -> web.Response:
@@ -377,14 +378,16 @@ async def take_lease(request: web.Request) -> web.Response:
         return body
     holder, ttl = body.get("holder"), body.get("ttl", DEFAULT_TTL_SECONDS)
     if not isinstance(holder, str) or not holder or len(holder) > 200:
-        raise bad_request("invalid_lease", "'holder' (a string naming the runner) is required")
+        raise bad_request(
+            ErrorCode.INVALID_LEASE, "'holder' (a string naming the runner) is required"
+        )
     if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= 3600:
-        raise bad_request("invalid_lease", "'ttl' must be seconds from 1 to 3600")
+        raise bad_request(ErrorCode.INVALID_LEASE, "'ttl' must be seconds from 1 to 3600")
     granted, lease = await hub.take_lease(task_id, holder, float(ttl))
     if not granted:
         body = {
             "type": "error",
-            "code": "lease_held",
+            "code": ErrorCode.LEASE_HELD,
             "message": f"task {task_id} is running on {lease.holder}",
             **lease.to_json(),
         }
@@ -398,7 +401,7 @@ async def release_lease(request: web.Request) -> web.Response:
     _may_run(request, task_id)
     holder = request.query.get("holder", "")
     if not await hub.release_lease(task_id, holder):
-        return json_error(404, "not_found", f"{holder!r} holds no lease on {task_id}")
+        return json_error(404, ErrorCode.NOT_FOUND, f"{holder!r} holds no lease on {task_id}")
     return web.json_response({"released": task_id})
 
 
@@ -425,21 +428,21 @@ async def add_webhook(request: web.Request) -> web.Response:
         return body
     url, channel, types = body.get("url"), body.get("channel", "tasks.>"), body.get("types")
     if not isinstance(url, str):
-        raise bad_request("invalid_webhook", "'url' (a string) is required")
+        raise bad_request(ErrorCode.INVALID_WEBHOOK, "'url' (a string) is required")
     problem = target_refusal(url, allow_private=hub.webhooks.allow_private)
     if problem is not None:
-        raise bad_request("invalid_webhook", problem)
+        raise bad_request(ErrorCode.INVALID_WEBHOOK, problem)
     try:
         validate_pattern(channel)
     except (InvalidChannel, TypeError) as exc:
-        raise bad_request("invalid_channel", str(exc)) from None
+        raise bad_request(ErrorCode.INVALID_CHANNEL, str(exc)) from None
     if types is not None and (
         not isinstance(types, list) or not all(isinstance(t, str) and t for t in types)
     ):
-        raise bad_request("invalid_webhook", "'types' must be a list of event types")
+        raise bad_request(ErrorCode.INVALID_WEBHOOK, "'types' must be a list of event types")
     since = body.get("since")
     if since is not None and (type(since) is not int or not 0 <= since <= MAX_SEQ):
-        raise bad_request("invalid_webhook", "'since' must be a seq")
+        raise bad_request(ErrorCode.INVALID_WEBHOOK, "'since' must be a seq")
     hook = await hub.webhooks.add(url, channel, tuple(types or ()), since)
     answer = {**hub.webhooks.describe(hook), "secret": hook.secret}
     return web.Response(status=201, body=encode(answer), content_type="application/json")
@@ -450,7 +453,7 @@ async def remove_webhook(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     hook_id = request.match_info["webhook_id"]
     if not await hub.webhooks.remove(hook_id):
-        return json_error(404, "not_found", f"no webhook {hook_id!r}")
+        return json_error(404, ErrorCode.NOT_FOUND, f"no webhook {hook_id!r}")
     return web.json_response({"removed": hook_id})
 
 
@@ -460,7 +463,7 @@ async def enable_webhook(request: web.Request) -> web.Response:
     hook_id = request.match_info["webhook_id"]
     hook = await hub.webhooks.enable(hook_id)
     if hook is None:
-        return json_error(404, "not_found", f"no webhook {hook_id!r}")
+        return json_error(404, ErrorCode.NOT_FOUND, f"no webhook {hook_id!r}")
     return web.Response(body=encode(hub.webhooks.describe(hook)), content_type="application/json")
 
 
@@ -486,7 +489,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     try:
         validate_pattern(pattern)
     except InvalidChannel as exc:
-        raise bad_request("invalid_channel", str(exc)) from None
+        raise bad_request(ErrorCode.INVALID_CHANNEL, str(exc)) from None
     principal = principal_of(request)
     refusal = read_refusal(principal, pattern)
     if refusal is not None:

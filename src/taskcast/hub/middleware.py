@@ -16,6 +16,7 @@ from taskcast.auth import ANONYMOUS_ADMIN, AuthError, Principal, bearer_token
 from taskcast.frames import FrameError
 from taskcast.hub.access import HTTP_STATUS, browser_refusal
 from taskcast.hub.config import HubConfig
+from taskcast.vocabulary import ErrorCode
 
 PRINCIPAL_KEY = "taskcast.principal"
 PUBLIC_PREFIXES = ("/dashboard/",)
@@ -40,11 +41,11 @@ def authenticate(request: web.Request, config: HubConfig) -> Principal:
         return ANONYMOUS_ADMIN
     token = bearer_token(request.headers.get("Authorization"), request.query.get("token"))
     if token is None:
-        raise http_refusal(FrameError("unauthorized", "a bearer token is required"))
+        raise http_refusal(FrameError(ErrorCode.UNAUTHORIZED, "a bearer token is required"))
     try:
         return config.verifier.verify(token)
     except AuthError as exc:
-        raise http_refusal(FrameError("unauthorized", str(exc))) from None
+        raise http_refusal(FrameError(ErrorCode.UNAUTHORIZED, str(exc))) from None
 
 
 def make_access_middleware(config: HubConfig, refused: Callable[[str], None]) -> Middleware:
@@ -81,5 +82,5 @@ def make_access_middleware(config: HubConfig, refused: Callable[[str], None]) ->
 def principal_of(request: web.Request) -> Principal:
     principal: Principal | None = request.get(PRINCIPAL_KEY)
     if principal is None:
-        raise http_refusal(FrameError("unauthorized", "a bearer token is required"))
+        raise http_refusal(FrameError(ErrorCode.UNAUTHORIZED, "a bearer token is required"))
     return principal

@@ -22,6 +22,7 @@ from taskcast.hub.http_api import HUB_KEY, add_routes
 from taskcast.hub.middleware import http_refusal, make_access_middleware, principal_of
 from taskcast.ratelimit import TokenBucket
 from taskcast.store import open_store
+from taskcast.vocabulary import ErrorCode, EventType, TaskStatus
 
 log = logging.getLogger("taskcast.hub")
 
@@ -64,7 +65,7 @@ async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
             elif message.type == WSMsgType.BINARY:
                 hub.reply(
                     connection,
-                    error_frame("binary_unsupported", "frames must be JSON text frames"),
+                    error_frame(ErrorCode.BINARY_UNSUPPORTED, "frames must be JSON text frames"),
                 )
             elif message.type == WSMsgType.ERROR:
                 if getattr(message.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
@@ -92,6 +93,9 @@ async def dashboard_constants(request: web.Request) -> web.Response:
             "remoteEvents": {e.name: e.value for e in RemoteEvent},
             "requestKinds": {k.name: k.value for k in RequestKind},
             "rejections": {r.name: r.value for r in Rejection},
+            "eventTypes": {e.name: e.value for e in EventType},
+            "taskStatuses": {s.name: s.value for s in TaskStatus},
+            "errorCodes": {c.name: c.value for c in ErrorCode},
         },
         headers={"Cache-Control": "no-cache"},
     )
