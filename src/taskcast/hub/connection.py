@@ -127,13 +127,13 @@ class ClientConnection:
         self.number = next(_ids)
         self.peer = peer
         self.outbound = OutboundBuffer(buffer_limit)
-        self.subscriptions: dict[str, Subscription[ClientConnection]] = {}
+        self._subscriptions: dict[str, Subscription[ClientConnection]] = {}
         self.replays: dict[str, asyncio.Task[None]] = {}  # by pattern
         # A connection's replays read the log one page at a time, taking turns.
         self.replay_turn = asyncio.Lock()
         self.expiry: asyncio.TimerHandle | None = None  # closes at the token's exp
         self.published = False
-        self.closing = False
+        self._closing = False
         self._wake = asyncio.Event()
         self._written = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
@@ -144,10 +144,56 @@ class ClientConnection:
     def start(self) -> None:
         self._writer_task = asyncio.create_task(self._write_loop(), name=repr(self))
 
+    # --- state the hub reads (one home: the hub never reaches into the queue) ----
+
+    @property
+    def closing(self) -> bool:
+        """Closed, or being closed: nothing more is queued for it."""
+        return self._closing
+
+    def begin_close(self) -> None:
+        """Stop queueing at once (later deliveries of a batch are skipped)."""
+        self._closing = True
+
+    @property
+    def last_sent_seq(self) -> int:
+        """The last seq handed to the socket (a slow consumer resumes after it)."""
+        return self.outbound.last_taken_seq
+
+    @property
+    def queued_frames(self) -> int:
+        return len(self.outbound.frames)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self.outbound.size
+
+    # --- subscriptions ------------------------------------------------------
+
+    @property
+    def subscription_count(self) -> int:
+        return len(self._subscriptions)
+
+    def subscription(self, pattern: str) -> Subscription[ClientConnection] | None:
+        return self._subscriptions.get(pattern)
+
+    def add_subscription(self, subscription: Subscription[ClientConnection]) -> None:
+        self._subscriptions[subscription.pattern] = subscription
+
+    def take_subscription(self, pattern: str) -> Subscription[ClientConnection] | None:
+        return self._subscriptions.pop(pattern, None)
+
+    def take_all_subscriptions(self) -> list[Subscription[ClientConnection]]:
+        taken = list(self._subscriptions.values())
+        self._subscriptions.clear()
+        return taken
+
+    # --- queueing -------------------------------------------------------------
+
     def deliver(self, frame: bytes, seq: int = 0) -> bool:
         """Queue a live event or a reply (ack, error, pong); False when the buffer is
         full — a client that does not read, whatever it was sent, is a slow consumer."""
-        if self.closing:
+        if self._closing:
             return True
         if not self.outbound.offer(frame, seq):
             return False
@@ -156,13 +202,13 @@ class ClientConnection:
 
     def put_replay(self, frame: bytes, seq: int) -> None:
         """Queue a replayed event; the replay waits for room (``wait_for_room``) instead."""
-        if not self.closing:
+        if not self._closing:
             self.outbound.put(frame, seq)
             self._wake.set()
 
     async def wait_for_room(self) -> None:
         """Back-pressure for replay: wait until the queue is below its low-water mark."""
-        while not self.closing and not self.outbound.below_low_water():
+        while not self._closing and not self.outbound.below_low_water():
             self._written.clear()
             await self._written.wait()
 
@@ -179,12 +225,12 @@ class ClientConnection:
                     self._written.set()
         except (ConnectionError, RuntimeError):
             # The peer went away mid-write; the reader side notices and cleans up.
-            self.closing = True
+            self._closing = True
             self._written.set()
 
     async def flush(self) -> None:
         """Wait until queued frames reached the socket (before a graceful close)."""
-        while self.outbound.frames and not self.closing:
+        while self.outbound.frames and not self._closing:
             self._written.clear()
             await self._written.wait()
 
@@ -198,7 +244,7 @@ class ClientConnection:
             await self.sink.close(code, encode(reason) if reason else b"")
 
     def stop_writer(self) -> None:
-        self.closing = True
+        self._closing = True
         if self.expiry is not None:
             self.expiry.cancel()
         for replay in self.replays.values():

@@ -312,7 +312,7 @@ class Hub:
     @property
     def subscribers(self) -> int:
         """Open connections with at least one subscription."""
-        return sum(1 for c in self.connections if c.subscriptions)
+        return sum(1 for c in self.connections if c.subscription_count)
 
     def admission_refusal(self, peer: str) -> FrameError | None:
         """Whether one more websocket or SSE stream from ``peer`` may open."""
@@ -352,9 +352,8 @@ class Hub:
                 self.connections_by_peer[peer] = left
             else:
                 self.connections_by_peer.pop(peer, None)
-        for subscription in connection.subscriptions.values():
+        for subscription in connection.take_all_subscriptions():
             self.index.remove(subscription)
-        connection.subscriptions.clear()
         connection.stop_writer()
 
     def handle_text(self, connection: ClientConnection, data: str) -> None:
@@ -382,8 +381,8 @@ class Hub:
         elif isinstance(frame, Subscribe):
             refusal = read_refusal(principal, frame.pattern) or subscription_refusal(
                 self.config,
-                current=len(connection.subscriptions),
-                replacing=frame.pattern in connection.subscriptions,
+                current=connection.subscription_count,
+                replacing=connection.subscription(frame.pattern) is not None,
             )
             if refusal is not None:
                 self.reject(connection, refusal)
@@ -421,7 +420,7 @@ class Hub:
     def subscribe(self, connection: ClientConnection, request: Subscribe) -> None:
         self.unsubscribe(connection, request.pattern)
         subscription = Subscription(connection, request.pattern, live=request.since is None)
-        connection.subscriptions[request.pattern] = subscription
+        connection.add_subscription(subscription)
         self.index.add(subscription)
         head = self.published_head
         oldest = min(self.store.oldest, head + 1)
@@ -433,7 +432,7 @@ class Hub:
             )
 
     def unsubscribe(self, connection: ClientConnection, pattern: str) -> None:
-        subscription = connection.subscriptions.pop(pattern, None)
+        subscription = connection.take_subscription(pattern)
         if subscription is not None:
             self.index.remove(subscription)
         replay = connection.replays.pop(pattern, None)
@@ -463,7 +462,7 @@ class Hub:
                     )
                 if (
                     connection.closing
-                    or connection.subscriptions.get(subscription.pattern) is not subscription
+                    or connection.subscription(subscription.pattern) is not subscription
                 ):
                     return
                 for event in page.events:
@@ -486,13 +485,12 @@ class Hub:
     def _drop_slow_consumer(self, connection: ClientConnection) -> None:
         if connection.closing:
             return
-        connection.closing = True  # at once: later deliveries in this batch are skipped
+        connection.begin_close()  # at once: later deliveries in this batch are skipped
         self.stats.slow_consumers += 1
-        last_seq = connection.outbound.last_taken_seq
+        last_seq = connection.last_sent_seq
         log.warning("closing slow consumer %r (last seq sent %d)", connection, last_seq)
-        for subscription in connection.subscriptions.values():
+        for subscription in connection.take_all_subscriptions():
             self.index.remove(subscription)
-        connection.subscriptions.clear()
         self._close_soon(
             connection, CLOSE_SLOW_CONSUMER, {"code": "slow_consumer", "lastSeq": last_seq}
         )

@@ -130,12 +130,12 @@ def gauges(hub: Hub) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "taskcast_subscriber_lag_events",
         "Most frames queued for one connection, not yet written",
-        value=max((len(c.outbound.frames) for c in connections), default=0),
+        value=max((c.queued_frames for c in connections), default=0),
     )
     yield GaugeMetricFamily(
         "taskcast_subscriber_queued_bytes",
         "Bytes queued for all connections, not yet written",
-        value=sum(c.outbound.size for c in connections),
+        value=sum(c.queued_bytes for c in connections),
     )
     yield GaugeMetricFamily("taskcast_log_head_seq", "Last seq delivered", value=hub.published_head)
     yield GaugeMetricFamily("taskcast_log_oldest_seq", "Oldest seq kept", value=hub.store.oldest)
