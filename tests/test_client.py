@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from taskcast.client import CommunicationService, Outbox, subscribe
 from taskcast.task import ScriptedProvider, Task
 from tests.conftest import REPO, HubProcess
@@ -330,3 +333,24 @@ def test_listen_says_it_cannot_reach_the_hub_and_gives_up() -> None:
     assert out.returncode == 1
     assert "cannot reach the hub at ws://127.0.0.1:1/ws" in out.stderr  # said while retrying
     assert "no connection to ws://127.0.0.1:1/ws within 1.5 s" in out.stderr
+
+
+@given(st.lists(st.integers(min_value=1, max_value=50), max_size=60), st.none() | st.integers(0, 5))
+def test_resume_point_yields_each_seq_once_in_order(seqs: list[int], since: int | None) -> None:
+    from taskcast.client.resume import ResumePoint
+
+    point = ResumePoint(since)
+    accepted = [seq for seq in seqs if point.accept(seq)]
+    assert accepted == sorted(set(accepted))  # strictly increasing: no repeat, no reorder
+    floor = since or 0
+    expected = []
+    for seq in seqs:
+        if seq > floor:
+            expected.append(seq)
+            floor = seq
+    assert accepted == expected
+    assert json.loads(point.request("tasks.>")) == (
+        {"type": "subscribe", "channel": "tasks.>", "since": point.last}
+        if point.last is not None
+        else {"type": "subscribe", "channel": "tasks.>"}
+    )

@@ -23,6 +23,7 @@ from aiohttp import WSMsgType
 
 from taskcast.channels import control_channel, matches
 from taskcast.client.outbox import Outbox
+from taskcast.client.resume import ResumePoint
 from taskcast.client.subscriber import TokenSource, auth_headers, backoff_delay, subscribe
 from taskcast.commands import COMMAND_TYPE, command_fields
 from taskcast.frames import decode, encode
@@ -76,7 +77,7 @@ class CommunicationService:
         self._io_idle = False
         self._closing = False
         self._handlers: dict[str, list[Handler]] = {}
-        self._follows: dict[str, int | None] = {}
+        self._follows: dict[str, ResumePoint] = {}
         self._unfollows: list[str] = []
         self._loop = asyncio.new_event_loop()
         self._wake: asyncio.Event | None = None
@@ -202,7 +203,7 @@ class CommunicationService:
         """Subscribe this connection to ``pattern``; events go to the ``on`` handlers,
         resumed without gaps or repeats across reconnects."""
         with self._lock:
-            self._follows[pattern] = since
+            self._follows[pattern] = ResumePoint(since)
         self._wake_now()
 
     def unfollow(self, pattern: str) -> None:
@@ -289,8 +290,8 @@ class CommunicationService:
             self._new.clear()
             follows = dict(self._follows)
             self._unfollows.clear()  # a new connection follows only what is followed now
-        for pattern, since in follows.items():
-            await self._send_follow(ws, pattern, since)
+        for pattern, point in follows.items():
+            await self._send_follow(ws, pattern, point)
         for data in resend:
             await ws.send_frame(data, WSMsgType.TEXT)
         reader = asyncio.create_task(self._read(ws))
@@ -305,8 +306,8 @@ class CommunicationService:
                         self._wake.clear()
                     new_follows = {p: s for p, s in self._follows.items() if p not in followed}
                     unfollows, self._unfollows = self._unfollows, []
-                for pattern, since in new_follows.items():
-                    await self._send_follow(ws, pattern, since)
+                for pattern, point in new_follows.items():
+                    await self._send_follow(ws, pattern, point)
                     followed.add(pattern)
                 for pattern in unfollows:
                     if pattern in followed and pattern not in self._follows:
@@ -334,12 +335,9 @@ class CommunicationService:
                 await reader
 
     async def _send_follow(
-        self, ws: aiohttp.ClientWebSocketResponse, pattern: str, since: int | None
+        self, ws: aiohttp.ClientWebSocketResponse, pattern: str, point: ResumePoint
     ) -> None:
-        request: dict[str, Any] = {"type": "subscribe", "channel": pattern}
-        if since is not None:
-            request["since"] = since
-        await ws.send_frame(encode(request), WSMsgType.TEXT)
+        await ws.send_frame(point.request(pattern), WSMsgType.TEXT)
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for message in ws:
@@ -357,9 +355,9 @@ class CommunicationService:
                     return
             elif kind == "subscribed":
                 with self._lock:
-                    pattern = frame.get("channel")
-                    if pattern in self._follows and self._follows[pattern] is None:
-                        self._follows[pattern] = frame.get("head")
+                    point = self._follows.get(str(frame.get("channel")))
+                    if point is not None:
+                        point.subscribed(frame.get("head"))
             elif isinstance(frame.get("seq"), int) and not self._advance_follows(frame):
                 continue
             self._dispatch(frame)
@@ -390,9 +388,8 @@ class CommunicationService:
         channel = frame.get("channel", "")
         fresh = False
         with self._lock:
-            for pattern, last in self._follows.items():
-                if matches(pattern, channel) and (last is None or seq > last):
-                    self._follows[pattern] = seq
+            for pattern, point in self._follows.items():
+                if matches(pattern, channel) and point.accept(seq):
                     fresh = True
         return fresh
 

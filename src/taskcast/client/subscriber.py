@@ -10,7 +10,8 @@ from typing import Any
 
 import aiohttp
 
-from taskcast.frames import CONTROL_TYPES, decode, encode
+from taskcast.client.resume import ResumePoint
+from taskcast.frames import CONTROL_TYPES, decode
 
 log = logging.getLogger("taskcast.client")
 
@@ -50,16 +51,13 @@ async def subscribe(
     """
     own_session = session is None
     http = session or aiohttp.ClientSession()
-    last = since
+    point = ResumePoint(since)
     attempt = 0
     try:
         while True:
             try:
                 async with http.ws_connect(url, headers=auth_headers(token), heartbeat=20) as ws:
-                    request: dict[str, Any] = {"type": "subscribe", "channel": pattern}
-                    if last is not None:
-                        request["since"] = last
-                    await ws.send_str(encode(request).decode())
+                    await ws.send_str(point.request(pattern).decode())
                     async for message in ws:
                         if message.type != aiohttp.WSMsgType.TEXT:
                             continue
@@ -69,12 +67,11 @@ async def subscribe(
                             attempt = 0
                             if on_status is not None:
                                 on_status("subscribed", None)
-                            if last is None:
-                                last = frame["head"]
+                            point.subscribed(frame.get("head"))
                             if frame.get("recovered") is False:
                                 log.warning(
                                     "events %s..%s were dropped by retention before replay",
-                                    (last or 0) + 1,
+                                    (point.last or 0) + 1,
                                     frame.get("oldest", 0) - 1,
                                 )
                             continue
@@ -84,10 +81,8 @@ async def subscribe(
                         seq = frame.get("seq")
                         if kind in CONTROL_TYPES or not isinstance(seq, int):
                             continue
-                        if last is not None and seq <= last:
-                            continue
-                        last = seq
-                        yield frame
+                        if point.accept(seq):
+                            yield frame
                     if ws.close_code is not None:
                         log.info("subscription %s closed (%s); resuming", pattern, ws.close_code)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
