@@ -47,3 +47,47 @@ def test_replay_cursor_goes_live_only_at_the_head() -> None:
     cursor.advance(9)
     assert cursor.next_range(9) is None
     assert cursor.next_range(12) == (9, 12)
+
+
+async def test_a_closing_connection_is_not_counted_as_delivered() -> None:
+    """The hub's own fan-out, in process, with a sink that keeps what it is sent."""
+    import json
+
+    from taskcast.frames import Publish, Subscribe, parse_client_frame
+    from taskcast.hub.config import HubConfig
+    from taskcast.hub.connection import ClientConnection
+    from taskcast.hub.core import Hub
+    from taskcast.store import MemoryStore
+
+    class KeepingSink:
+        def __init__(self) -> None:
+            self.frames: list[bytes] = []
+
+        @property
+        def closed(self) -> bool:
+            return False
+
+        async def write(self, frames: list[tuple[int, bytes]]) -> None:
+            self.frames.extend(frame for _, frame in frames)
+
+        async def close(self, code: int, reason: bytes) -> None:
+            return None
+
+    hub = Hub(MemoryStore(), HubConfig())
+    await hub.start()
+    try:
+        open_one, closing_one = (ClientConnection(KeepingSink(), 1 << 20, p) for p in "ab")
+        for connection in (open_one, closing_one):
+            hub.attach(connection)
+            hub.subscribe(connection, Subscribe("tasks.>", None))
+        closing_one.begin_close()
+        event = parse_client_frame(
+            json.dumps(
+                {"type": "api_action", "payload": {"taskId": "t", "message": "m", "timestamp": 1}}
+            )
+        )
+        assert isinstance(event, Publish)
+        await hub.publish(event)
+        assert hub.stats.delivered == {"api_action": 1}  # the open one only
+    finally:
+        await hub.stop()

@@ -354,3 +354,27 @@ def test_resume_point_yields_each_seq_once_in_order(seqs: list[int], since: int 
         if point.last is not None
         else {"type": "subscribe", "channel": "tasks.>"}
     )
+
+
+def test_resume_without_saved_history_says_what_is_missing(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "taskcast",
+            "run",
+            "-",
+            "--resume",
+            "nosuch",
+            "--cwd",
+            str(tmp_path),
+            "--history-dir",
+            str(tmp_path / "h"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "no saved history for task nosuch" in out.stderr and str(tmp_path / "h") in out.stderr
