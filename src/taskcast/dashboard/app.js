@@ -29,6 +29,9 @@ const state = {
 window.taskcastDashboard = state;
 
 const $ = (id) => document.getElementById(id);
+// The closed sets, from /dashboard/constants.json (defined once, in taskcast/vocabulary.py);
+// filled in by start() before any event arrives.
+let T = {}, S = {};
 const feed = $("feed");
 const fmtTime = (ms) => (ms ? new Date(ms).toLocaleTimeString([], { hour12: false }) : "");
 const fmtDuration = (ms) => (ms < 1000 ? ms + " ms" : ms < 60000 ? (ms / 1000).toFixed(1) + " s" : Math.round(ms / 60000) + " min");
@@ -52,6 +55,8 @@ function setStatus(kind, text) {
 async function start() {
   try {
     state.C = await (await fetch("/dashboard/constants.json")).json();
+    T = state.C.eventTypes;
+    S = state.C.taskStatuses;
     QUIET_TYPES = new Set([state.C.eventTypes.HISTORY_APPENDED]);
   } catch (err) { /* the needs panel stays hidden without them */ }
   setupNotifications();
@@ -202,7 +207,7 @@ function foldIntoTask(event) {
   const now = typeof p.timestamp === "number" ? p.timestamp : Date.now();
   let t = state.tasks.get(p.taskId);
   if (!t) {
-    t = { taskId: p.taskId, status: "running", apiActions: 0, toolCalls: 0, toolFailures: 0,
+    t = { taskId: p.taskId, status: S.ACTIVE, apiActions: 0, toolCalls: 0, toolFailures: 0,
           inputTokens: 0, outputTokens: 0, startedAt: now, lastActivity: now, durationMs: 0, endedAt: null };
     state.tasks.set(p.taskId, t);
   }
@@ -210,12 +215,12 @@ function foldIntoTask(event) {
   t.lastSeq = event.seq;
   t.lastActivity = now;
   switch (event.type) {
-    case "task_started": t.status = "running"; t.model = p.model; t.provider = p.provider; t.prompt = t.prompt || p.prompt; break;
-    case "api_action": t.apiActions += 1; break;
-    case "llm_usage": t.inputTokens += p.inputTokens || 0; t.outputTokens += p.outputTokens || 0; break;
-    case "tool_executed": t.toolCalls += 1; if (p.success === false) t.toolFailures += 1; break;
-    case "task_completed": case "task_failed": case "task_aborted":
-      t.status = event.type.slice(5); t.endedAt = now; t.result = p.result; t.error = p.error; break;
+    case T.TASK_STARTED: t.status = S.RUNNING; t.model = p.model; t.provider = p.provider; t.prompt = t.prompt || p.prompt; break;
+    case T.API_ACTION: t.apiActions += 1; break;
+    case T.LLM_USAGE: t.inputTokens += p.inputTokens || 0; t.outputTokens += p.outputTokens || 0; break;
+    case T.TOOL_EXECUTED: t.toolCalls += 1; if (p.success === false) t.toolFailures += 1; break;
+    case T.TASK_COMPLETED: case T.TASK_FAILED: case T.TASK_ABORTED:
+      t.status = state.C.finalStatuses[event.type]; t.endedAt = now; t.result = p.result; t.error = p.error; break;
   }
   t.durationMs = (t.endedAt || now) - t.startedAt;
 }
@@ -223,23 +228,23 @@ function foldIntoTask(event) {
 function describe(event) {
   const p = event.payload || {};
   switch (event.type) {
-    case "api_action": return p.message || "";
-    case "tool_executed":
+    case T.API_ACTION: return p.message || "";
+    case T.TOOL_EXECUTED:
       return `${p.tool}(${p.arguments || ""}) ${p.success ? "ok" : "FAILED"} · ${p.durationMs} ms\n${p.output || ""}`;
-    case "llm_usage":
+    case T.LLM_USAGE:
       return `${p.provider}/${p.model} · ${p.inputTokens} in · ${p.outputTokens} out · ${p.latencyMs} ms`;
-    case "task_started": return `${p.provider}/${p.model}: ${p.prompt || ""}`;
-    case "task_completed": return p.result || "";
-    case "task_failed": return p.error || "";
-    case "task_aborted": return `aborted by ${p.by || "?"}${p.reason ? ": " + p.reason : ""}`;
-    case "api_retry": return `retry ${p.attempt}: ${p.error}`;
-    case "approval_requested": return `wants to run ${p.tool}(${p.summary || ""})`;
-    case "approval_resolved":
+    case T.TASK_STARTED: return `${p.provider}/${p.model}: ${p.prompt || ""}`;
+    case T.TASK_COMPLETED: return p.result || "";
+    case T.TASK_FAILED: return p.error || "";
+    case T.TASK_ABORTED: return `aborted by ${p.by || "?"}${p.reason ? ": " + p.reason : ""}`;
+    case T.API_RETRY: return `retry ${p.attempt}: ${p.error}`;
+    case T.APPROVAL_REQUESTED: return `wants to run ${p.tool}(${p.summary || ""})`;
+    case T.APPROVAL_RESOLVED:
       return `${p.decision === "approve" ? "approved" : "denied"} by ${p.by}${p.reason ? " (" + p.reason + ")" : ""}`;
-    case "question_asked": return p.question + (p.options ? "  [" + p.options.join(" / ") + "]" : "");
-    case "question_answered": return `answered by ${p.by}: ${p.answer ?? "(no answer)"}`;
-    case "user_message": return `${p.by}: ${p.text}`;
-    case "command_rejected": return `${p.action} from ${p.by} rejected: ${p.reason}`;
+    case T.QUESTION_ASKED: return p.question + (p.options ? "  [" + p.options.join(" / ") + "]" : "");
+    case T.QUESTION_ANSWERED: return `answered by ${p.by}: ${p.answer ?? "(no answer)"}`;
+    case T.USER_MESSAGE: return `${p.by}: ${p.text}`;
+    case T.COMMAND_REJECTED: return `${p.action} from ${p.by} rejected: ${p.reason}`;
     default: return JSON.stringify(p);
   }
 }
@@ -258,7 +263,7 @@ function feedRow(event) {
   const p = event.payload || {};
   const row = el("div", "row t-" + event.type);
   row.dataset.seq = event.seq;
-  if (event.type === "tool_executed" && p.success === false) row.classList.add("failed");
+  if (event.type === T.TOOL_EXECUTED && p.success === false) row.classList.add("failed");
   row.append(el("span", "seq", "#" + event.seq), el("span", "time", fmtTime(p.timestamp)));
   const task = el("span", "task", p.taskId || event.channel);
   task.title = p.taskId || "";
@@ -380,7 +385,7 @@ function timelineItem(event) {
   const p = event.payload || {};
   const li = el("li", "t-" + event.type);
   li.dataset.seq = event.seq;
-  if (event.type === "tool_executed" && p.success === false) li.classList.add("failed");
+  if (event.type === T.TOOL_EXECUTED && p.success === false) li.classList.add("failed");
   li.append(el("span", "when", fmtTime(p.timestamp) + " · #" + event.seq + " "), el("span", "what", event.type));
   li.append(el("div", "body", describe(event)));
   return li;

@@ -22,7 +22,7 @@ from taskcast.hub.http_api import HUB_KEY, add_routes
 from taskcast.hub.middleware import http_refusal, make_access_middleware, principal_of
 from taskcast.ratelimit import TokenBucket
 from taskcast.store import open_store
-from taskcast.vocabulary import ErrorCode, EventType, TaskStatus
+from taskcast.vocabulary import FINAL_STATUSES, ErrorCode, EventType, TaskStatus
 
 log = logging.getLogger("taskcast.hub")
 
@@ -96,6 +96,7 @@ async def dashboard_constants(request: web.Request) -> web.Response:
             "eventTypes": {e.name: e.value for e in EventType},
             "taskStatuses": {s.name: s.value for s in TaskStatus},
             "errorCodes": {c.name: c.value for c in ErrorCode},
+            "finalStatuses": {str(e): str(s) for e, s in FINAL_STATUSES.items()},
         },
         headers={"Cache-Control": "no-cache"},
     )

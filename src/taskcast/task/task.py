@@ -49,12 +49,17 @@ from taskcast.task.tools import (
     command_environment,
     run_tool,
 )
+from taskcast.vocabulary import FINAL_STATUSES, EventType
 
 log = logging.getLogger("taskcast.task")
 
 PayloadBuilder = Callable[[dict[str, Any], AssistantTurn], dict[str, Any]]
 DEFAULT_HISTORY_DIR = Path(".taskcast") / "tasks"
-HISTORY_FILE = "api_conversation_history.jsonl"  # one message per line, appended
+HISTORY_FILE = "api_conversation_history.jsonl"
+# The event that ends a task with each final status.
+FINAL_EVENTS = {
+    str(status): str(event) for event, status in FINAL_STATUSES.items()
+}  # one message per line, appended
 LEGACY_HISTORY_FILE = "api_conversation_history.json"  # before JSON Lines
 
 SYSTEM_PROMPT = """You are a capable software agent working in the directory {cwd}.
@@ -289,7 +294,7 @@ class Task:
         if self.remote is not None:
             self.remote.start()
         self._emit(
-            "task_started",
+            EventType.TASK_STARTED,
             {
                 "prompt": truncate(prompt or "(resumed)", MAX_OUTPUT),
                 "provider": self.api.name,
@@ -343,7 +348,8 @@ class Task:
         self.usage.input_tokens += turn.usage.input_tokens
         self.usage.output_tokens += turn.usage.output_tokens
         self._emit(
-            "llm_usage", llm_usage_payload(self.task_id, self.api.name, self.api.model, turn)
+            EventType.LLM_USAGE,
+            llm_usage_payload(self.task_id, self.api.name, self.api.model, turn),
         )
         if not turn.tool_calls:
             return turn.text or "(no result)"
@@ -371,7 +377,9 @@ class Task:
                 payload = self.payload_builder(payload, turn)
             except Exception:
                 log.exception("payload_builder failed; sending the default payload")
-        self._emitter.emit({"type": "api_action", "payload": self.redactor.payload(payload)})
+        self._emitter.emit(
+            {"type": EventType.API_ACTION.value, "payload": self.redactor.payload(payload)}
+        )
 
     async def _request(self) -> AssistantTurn:
         attempt = 0
@@ -386,7 +394,7 @@ class Task:
                 delay = self.retry_base_delay * 2**attempt * random.uniform(0.5, 1.0)
                 log.warning("API request failed (%s); retry %d in %.1fs", exc, attempt + 1, delay)
                 self._emit(
-                    "api_retry",
+                    EventType.API_RETRY,
                     {
                         "attempt": attempt + 1,
                         "error": truncate(str(exc), 500),
@@ -406,7 +414,7 @@ class Task:
         else:
             result = ToolResult(f"the user denied {call.name}{denial}", is_error=True)
         self._emit(
-            "tool_executed",
+            EventType.TOOL_EXECUTED,
             {
                 "tool": call.name,
                 "arguments": summarize_arguments(call.arguments),
@@ -479,7 +487,7 @@ class Task:
         elif status == "aborted":
             payload["by"] = self._aborted_by or LOCAL_USER
             payload["reason"] = self._abort_reason
-        self._emit(f"task_{status}", payload)
+        self._emit(FINAL_EVENTS[status], payload)
         self._save_meta(result=result, error=error)
         return outcome
 
@@ -533,7 +541,7 @@ class Task:
 
     def _emit(self, event_type: str, payload: dict[str, Any]) -> None:
         payload = self.redactor.payload({"taskId": self.task_id, **payload, "timestamp": now_ms()})
-        self._emitter.emit({"type": event_type, "payload": payload})
+        self._emitter.emit({"type": str(event_type), "payload": payload})
 
 
 def _can_follow(service: object) -> bool:
