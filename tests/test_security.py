@@ -569,3 +569,40 @@ async def test_idle_timeout_zero_means_no_limit(start_hub: Any) -> None:
         assert ack["type"] == "ack"
         delivered = await recv(listener)  # it was closed right after subscribing before
         assert delivered["payload"]["message"] == "still open"
+
+
+def test_the_hub_raises_its_open_files_limit_or_refuses_clearly(tmp_path: Path) -> None:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def low_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+
+    command = [sys.executable, "-m", "taskcast", "hub", "--port", "0", "--store", "memory"]
+    hub = subprocess.Popen(
+        [*command, "--max-connections", "500"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=low_soft_limit,
+    )
+    try:
+        assert hub.stdout is not None and hub.stdout.readline().startswith("taskcast hub listening")
+    finally:
+        hub.terminate()
+        _, err = hub.communicate(timeout=20)
+    if hard != resource.RLIM_INFINITY:
+        assert f"raised the open files limit from 1024 to {hard}" in err
+        assert f"open files limit {hard} for --max-connections 500" in err
+        refused = subprocess.run(
+            [*command, "--max-connections", str(hard)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert refused.returncode == 1
+        assert f"may open at most {hard}" in refused.stderr
+        assert "run more hub processes" in refused.stderr

@@ -225,7 +225,7 @@ def hub(
     verbose: bool,
 ) -> None:
     """Run the hub: websocket /ws, the HTTP API and the dashboard on one port."""
-    from taskcast.hub.server import UnsafeBind, announce, serve
+    from taskcast.hub.server import TooFewFiles, UnsafeBind, announce, serve
 
     _setup_logging(verbose)
     ttl_limit = _parse_ttl(max_token_ttl)
@@ -261,7 +261,7 @@ def hub(
     )
     try:
         asyncio.run(serve(config, ready=announce))
-    except (OSError, UnsafeBind, StoreLocked, ValueError) as exc:
+    except (OSError, UnsafeBind, TooFewFiles, StoreLocked, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import resource
 import signal
 import ssl
 import sys
@@ -132,6 +133,7 @@ async def serve(
 ) -> None:
     """Run a hub until SIGINT/SIGTERM (or ``stop``), then shut down gracefully."""
     check_exposure(config)
+    open_files = raise_open_files_limit(config.max_connections)
     ssl_context = tls_context(config)
     store = open_store(config.store, config.retention, fsync=config.fsync)
     await store.open()
@@ -157,7 +159,14 @@ async def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         signals_installed = True
-        log.info("listening on %s (store %s, head %d)", url, store.description, store.head)
+        log.info(
+            "listening on %s (store %s, head %d; open files limit %d for --max-connections %d)",
+            url,
+            store.description,
+            store.head,
+            open_files,
+            config.max_connections,
+        )
         if ready is not None:
             ready(url)
         await stop.wait()
@@ -170,6 +179,33 @@ async def serve(
         if signals_installed:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+
+
+# Files a hub keeps open besides its connections: the log, its WAL and lock, listeners,
+# the client sessions of webhooks, logs.
+SPARE_FILES = 256
+
+
+class TooFewFiles(RuntimeError):
+    """The process may not open enough files for --max-connections."""
+
+
+def raise_open_files_limit(max_connections: int) -> int:
+    """Raise this process's open-files soft limit to its hard limit (every connection is
+    a file) and return it; refuse to start when even that is too low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, max_connections + SPARE_FILES)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        log.info("raised the open files limit from %d to %d", soft, target)
+    if target < max_connections + SPARE_FILES:
+        raise TooFewFiles(
+            f"--max-connections {max_connections} needs about {max_connections + SPARE_FILES} "
+            f"open files, but this process may open at most {target} (ulimit -n; the hard "
+            "limit cannot be raised from here): lower --max-connections or run more hub "
+            "processes"
+        )
+    return target
 
 
 class UnsafeBind(RuntimeError):
