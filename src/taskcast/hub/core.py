@@ -28,7 +28,6 @@ from taskcast.frames import (
     Subscribe,
     Unsubscribe,
     ack_frame,
-    decode,
     error_frame,
     parse_client_frame,
     parse_event,
@@ -68,8 +67,8 @@ REFUSAL_REASONS: dict[str, str] = {
     ErrorCode.FORBIDDEN: "origin",
 }
 MAX_TYPE_LABELS = 100
-HUB_PUBLISHER = "taskcast-hub"
-LEASE_KIND = "lease"  # the publisher of events the hub itself writes
+HUB_PUBLISHER = "taskcast-hub"  # the publisher of events the hub itself writes
+LEASE_KIND = "lease"  # the store records that hold leases
 OTHER_LABEL = "other"
 
 # Upper bounds (seconds) of the store commit latency histogram.
@@ -266,7 +265,7 @@ class Hub:
         summary = self.summaries.get(owner[1]) if owner is not None else None
         if summary is None or summary.status not in FINAL_STATUSES.values():
             return
-        payload = decode(command.body).get("payload", {})
+        payload = command.payload or {}  # decoded once, when the command was parsed
         rejection = parse_event(
             {
                 "type": RemoteEvent.COMMAND_REJECTED.value,

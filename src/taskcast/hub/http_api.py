@@ -53,12 +53,11 @@ def bad_request(code: str, message: str) -> web.HTTPBadRequest:
 
 
 def refused(hub: Hub, error: FrameError) -> web.Response:
-    """Answer a door-policy refusal over HTTP (and count it like the websocket does)."""
+    """Answer a refused frame or request over HTTP: its status (400 unless the door
+    policy maps the code to another), the error frame, counted like the websocket does."""
     hub.count_rejected(error.code)
-    answer = http_refusal(error)
-    return web.Response(
-        status=answer.status, body=error.to_frame(), content_type="application/json"
-    )
+    status = http_refusal(error).status  # returned, not raised: aiohttp deprecates that
+    return web.Response(status=status, body=error.to_frame(), content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -101,8 +100,7 @@ async def read_object(request: web.Request) -> dict[str, Any] | web.Response:
     try:
         return decode_object(raw)
     except FrameError as exc:
-        hub.count_rejected(exc.code)
-        return web.Response(status=400, body=exc.to_frame(), content_type="application/json")
+        return refused(hub, exc)
 
 
 async def publish_object(request: web.Request, obj: dict[str, Any]) -> web.Response:
@@ -112,8 +110,7 @@ async def publish_object(request: web.Request, obj: dict[str, Any]) -> web.Respo
     try:
         publish: Publish = parse_event(obj, principal.publisher)
     except FrameError as exc:
-        hub.count_rejected(exc.code)
-        return web.Response(status=400, body=exc.to_frame(), content_type="application/json")
+        return refused(hub, exc)
     refusal = publish_refusal(
         principal,
         publish.channel,
