@@ -628,6 +628,15 @@ def run(
     sys.exit(1 if result.status != "completed" else 3 if result.denied else 0)
 
 
+_connect_timeout_option = click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Give up (exit 1) if the hub was never reached in this many seconds (0: never).",
+)
+
+
 def _resumed_task(
     task_id: str, api: Provider, hub: str | None, token: str | None, options: dict[str, Any]
 ) -> Task:
@@ -655,24 +664,25 @@ def _resumed_task(
 @click.option("--hub", envvar="TASKCAST_HUB", default=DEFAULT_HUB_URL, show_default=True)
 @click.option("--token", envvar="TASKCAST_TOKEN")
 @click.option("--json", "as_json", is_flag=True, help="Print the rebuilt history when it ends.")
-def follow(task_id: str, hub: str, token: str | None, as_json: bool) -> None:
+@_connect_timeout_option
+def follow(
+    task_id: str, hub: str, token: str | None, as_json: bool, connect_timeout: float
+) -> None:
     """Show a task live as a readable transcript (replayed from its start), until it ends."""
     console = Console(highlight=False)
     builder = HistoryBuilder()
 
-    async def run() -> None:
-        async for frame in subscribe(hub, f"tasks.{task_id}", 0, token=token):
-            if frame.get("type") == HISTORY_EVENT:
-                message = builder.add(frame.get("payload") or {}, frame["seq"])
-                if message is not None and not as_json:
-                    console.print(transcript_line(message), markup=False)
-            elif not as_json and frame.get("type") in TRANSCRIPT_EVENTS:
-                console.print(event_line(frame, console.width))
-            if frame.get("type") in FINAL_STATUSES:
-                return
+    def show(frame: dict[str, Any]) -> bool:
+        if frame.get("type") == HISTORY_EVENT:
+            message = builder.add(frame.get("payload") or {}, frame["seq"])
+            if message is not None and not as_json:
+                console.print(transcript_line(message), markup=False)
+        elif not as_json and frame.get("type") in TRANSCRIPT_EVENTS:
+            console.print(event_line(frame, console.width))
+        return frame.get("type") in FINAL_STATUSES
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+        asyncio.run(watch_hub(hub, f"tasks.{task_id}", 0, token, connect_timeout, show))
     if as_json:
         click.echo(json.dumps(builder.messages, ensure_ascii=False, indent=1))
 
@@ -684,13 +694,7 @@ def follow(task_id: str, hub: str, token: str | None, as_json: bool) -> None:
 @click.option("--count", type=int, help="Exit after this many events.")
 @click.option("--hub", envvar="TASKCAST_HUB", default=DEFAULT_HUB_URL, show_default=True)
 @click.option("--token", envvar="TASKCAST_TOKEN")
-@click.option(
-    "--connect-timeout",
-    type=click.FloatRange(min=0),
-    default=10.0,
-    show_default=True,
-    help="Give up (exit 1) if the hub was never reached in this many seconds (0: never).",
-)
+@_connect_timeout_option
 def listen(
     pattern: str,
     since: int | None,
@@ -706,7 +710,33 @@ def listen(
     except InvalidChannel as exc:
         raise click.BadParameter(str(exc)) from None
     console = Console(highlight=False)
+    seen = 0
 
+    def show(frame: dict[str, Any]) -> bool:
+        nonlocal seen
+        if as_json:
+            sys.stdout.write(encode(frame).decode() + "\n")
+            sys.stdout.flush()
+        elif worth_showing(frame):
+            console.print(event_line(frame, console.width))
+        seen += 1
+        return count is not None and seen >= count
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(watch_hub(hub, pattern, since, token, connect_timeout, show))
+
+
+async def watch_hub(
+    hub: str,
+    pattern: str,
+    since: int | None,
+    token: str | None,
+    connect_timeout: float,
+    handle: Callable[[dict[str, Any]], bool],
+) -> None:
+    """Feed each event of ``pattern`` to ``handle`` until it returns True. Says on stderr
+    when the hub cannot be reached (and is retried), and gives up with an error when it
+    was never reached within ``connect_timeout`` seconds (0: never)."""
     reached = False
     last_error: str | None = None
 
@@ -721,31 +751,20 @@ def listen(
             click.echo(f"cannot reach the hub at {hub}: {error}; retrying", err=True)
             last_error = error
 
-    async def tail() -> None:
-        follower = asyncio.create_task(follow_events())
-        if connect_timeout:
-            done, _ = await asyncio.wait({follower}, timeout=connect_timeout)
-            if not done and not reached:
-                follower.cancel()
-                raise click.ClickException(
-                    f"no connection to {hub} within {connect_timeout:g} s ({last_error})"
-                )
-        await follower
-
-    async def follow_events() -> None:
-        seen = 0
+    async def feed() -> None:
         async for frame in subscribe(hub, pattern, since, token=token, on_status=status):
-            if as_json:
-                sys.stdout.write(encode(frame).decode() + "\n")
-                sys.stdout.flush()
-            elif worth_showing(frame):
-                console.print(event_line(frame, console.width))
-            seen += 1
-            if count is not None and seen >= count:
+            if handle(frame):
                 return
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(tail())
+    follower = asyncio.create_task(feed())
+    if connect_timeout:
+        done, _ = await asyncio.wait({follower}, timeout=connect_timeout)
+        if not done and not reached:
+            follower.cancel()
+            raise click.ClickException(
+                f"no connection to {hub} within {connect_timeout:g} s ({last_error})"
+            )
+    await follower
 
 
 @main.command()
