@@ -18,6 +18,7 @@ from playwright.async_api import Browser, async_playwright
 
 from tests.fake_llm import FakeLLM
 from tests.helpers import SECRET
+from tests.nats_servers import NatsServer, jetstream_ready, unique_stream
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -91,12 +92,36 @@ class HubProcess:
         return self.start(self.log_path)
 
 
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """One NATS server with JetStream for the whole run (tests use their own streams)."""
+    root = tmp_path_factory.mktemp("nats")
+    (root / "js").mkdir()
+    server = NatsServer("single", root / "js").start()
+    jetstream_ready(server.url)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def start_hub(tmp_path: Path) -> Iterator[object]:
+def hub_store() -> str:
+    """The store kind ``start_hub`` uses: sqlite, or nats with TASKCAST_TEST_STORE=nats
+    (the whole suite on cluster mode); a module overrides it to run on both always."""
+    return os.environ.get("TASKCAST_TEST_STORE", "sqlite")
+
+
+@pytest.fixture
+def start_hub(tmp_path: Path, hub_store: str, request: pytest.FixtureRequest) -> Iterator[object]:
     hubs: list[HubProcess] = []
+    stream = unique_stream("hub")
 
     def start(*extra: str, store: str | None = None) -> HubProcess:
         store_url = store or f"sqlite:{tmp_path / f'events{len(hubs)}.db'}"
+        if store is None and hub_store == "nats":
+            # Every hub this test starts is a node of one cluster-mode log.
+            server: NatsServer = request.getfixturevalue("nats_server")
+            store_url = server.url
+            extra = (*extra, "--nats-stream", stream)
         hub = HubProcess(store_url, *extra).start(tmp_path / f"hub{len(hubs)}.log")
         hubs.append(hub)
         return hub

@@ -18,6 +18,12 @@ from tests.helpers import collect_events, publish_acked, recv, seed, send, subsc
 JSON = {"Content-Type": "application/json"}
 
 
+@pytest.fixture(params=["sqlite", "nats"])
+def hub_store(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on the embedded log and on a NATS JetStream stream."""
+    return str(request.param)
+
+
 async def test_seed_frame_round_trip(start_hub: Any) -> None:
     hub = start_hub()
     async with aiohttp.ClientSession() as session:

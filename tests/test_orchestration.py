@@ -337,7 +337,7 @@ async def test_a_command_sent_while_the_task_is_disconnected_is_applied_once(
     hub.kill9()
     # The same log served on another port, which the task's client does not know: the
     # command is sent while the task cannot possibly be connected.
-    elsewhere = HubProcess(hub.store).start(tmp_path / "elsewhere.log")
+    elsewhere = HubProcess(hub.store, *hub.extra).start(tmp_path / "elsewhere.log")
     status, _ = await command(
         elsewhere, "t-offline", {"action": "approve", "requestId": request["requestId"]}
     )

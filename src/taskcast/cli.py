@@ -31,7 +31,7 @@ from taskcast.console import (
 from taskcast.demo_run import DEMO_SCRIPT
 from taskcast.frames import encode
 from taskcast.hub.config import DEFAULT_HOST, DEFAULT_PORT, HubConfig
-from taskcast.store import DEFAULT_STORE, Retention, StoreLocked
+from taskcast.store import DEFAULT_STORE, NatsOptions, NatsUnavailable, Retention, StoreLocked
 from taskcast.task import ApprovalPolicy, ScriptedProvider, Task, ToolCall
 from taskcast.task.approval import MODES
 from taskcast.task.events import summarize_arguments
@@ -93,8 +93,34 @@ def _verifier(
     "store_url",
     default=DEFAULT_STORE,
     show_default=True,
-    help="Event log: sqlite:PATH or memory.",
+    help="Event log: sqlite:PATH, memory, or nats://HOST:PORT[,nats://HOST2:PORT2…] "
+    "(cluster mode: hub nodes share one JetStream stream).",
 )
+@click.option(
+    "--nats-stream",
+    default=DEFAULTS.nats.stream,
+    show_default=True,
+    help="JetStream stream of the log (subjects <name in lower case>.<channel>).",
+)
+@click.option(
+    "--nats-replicas",
+    type=click.IntRange(1, 5),
+    default=DEFAULTS.nats.replicas,
+    show_default=True,
+    help="Copies of the stream (3 on a 3-server cluster: an ack means a quorum has it).",
+)
+@click.option(
+    "--nats-duplicate-window",
+    default="24h",
+    show_default=True,
+    help="How long a resent event id is recognised across nodes (30m, 12h, 1d, seconds).",
+)
+@click.option(
+    "--nats-credentials",
+    type=click.Path(exists=True, dir_okay=False),
+    help="NATS .creds file (JWT + NKey) for a secured NATS.",
+)
+@click.option("--nats-tls", is_flag=True, help="Connect to NATS over TLS (system CAs).")
 @click.option("--retain-events", type=int, default=None, help="Keep at most this many events.")
 @click.option("--retain-seconds", type=float, default=None, help="Drop events older than this.")
 @click.option("--fsync/--no-fsync", default=False, help="fsync every commit (survive power loss).")
@@ -197,6 +223,11 @@ def hub(
     host: str,
     port: int,
     store_url: str,
+    nats_stream: str,
+    nats_replicas: int,
+    nats_duplicate_window: str,
+    nats_credentials: str | None,
+    nats_tls: bool,
     retain_events: int | None,
     retain_seconds: float | None,
     fsync: bool,
@@ -239,6 +270,13 @@ def hub(
         store=store_url,
         retention=Retention(max_events=retain_events, max_age_seconds=retain_seconds),
         fsync=fsync,
+        nats=NatsOptions(
+            stream=nats_stream,
+            replicas=nats_replicas,
+            duplicate_window_seconds=float(_parse_ttl(nats_duplicate_window)),
+            credentials=nats_credentials,
+            tls=nats_tls,
+        ),
         max_frame_bytes=max_frame_bytes,
         max_subscriber_buffer=max_subscriber_buffer,
         trim_interval_seconds=trim_interval,
@@ -261,7 +299,7 @@ def hub(
     )
     try:
         asyncio.run(serve(config, ready=announce))
-    except (OSError, UnsafeBind, TooFewFiles, StoreLocked, ValueError) as exc:
+    except (OSError, UnsafeBind, TooFewFiles, StoreLocked, NatsUnavailable, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from taskcast.auth import TokenVerifier
-from taskcast.store import DEFAULT_STORE, Retention
+from taskcast.store import DEFAULT_STORE, NatsOptions, Retention
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -19,6 +19,7 @@ class HubConfig:
     store: str = DEFAULT_STORE
     retention: Retention = field(default_factory=Retention)
     fsync: bool = False
+    nats: NatsOptions = field(default_factory=NatsOptions)  # when store is nats://…
     max_frame_bytes: int = 1 * MIB
     # Bytes queued for one connection before it counts as a slow consumer (close 4008).
     max_subscriber_buffer: int = 8 * MIB

@@ -6,6 +6,11 @@ delivers the new events to live subscriptions and acknowledges the publishers.
 ``published_head`` is the last seq fanned out; replay reads the store up to it
 and switches a subscription to live only when nothing lies beyond it, so replay
 and live meet with no gap and no duplicate.
+
+On a shared log (cluster mode) other nodes write too: fan-out then follows the log
+itself, in seq order, whoever wrote the event, and a publisher's ack waits until
+its event has been fanned out here — so an acked event is visible on this node
+(replay, summaries, HTTP) exactly as with the embedded store.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import heapq
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from taskcast.broker import ReplayCursor, Subscription, SubscriptionIndex
 from taskcast.channels import task_of_channel
@@ -28,6 +35,7 @@ from taskcast.frames import (
     Subscribe,
     Unsubscribe,
     ack_frame,
+    decode,
     error_frame,
     parse_client_frame,
     parse_event,
@@ -50,7 +58,7 @@ from taskcast.hub.connection import (
 )
 from taskcast.leases import Lease, acquire, may_release
 from taskcast.ratelimit import BucketTable
-from taskcast.store import AppendResult, EventQuery, EventStore
+from taskcast.store import AppendResult, EventQuery, EventStore, SharedLog, StoredEvent
 from taskcast.summaries import TaskSummaries
 from taskcast.vocabulary import FINAL_STATUSES, ErrorCode
 from taskcast.webhooks.worker import WebhookDispatcher
@@ -121,7 +129,6 @@ class Hub:
         self.stats = HubStats()
         self.summaries = TaskSummaries(config.max_task_summaries, config.summary_text_chars)
         self._replay_slots = asyncio.Semaphore(config.max_concurrent_replays)
-        self.leases: dict[str, Lease] = {}  # by task id; kept in the store (restarts)
         self.webhooks = WebhookDispatcher(
             store,
             lambda: self.published_head,
@@ -132,6 +139,10 @@ class Hub:
         # POST /api/events has no connection to hang a bucket on: one per publisher.
         self.http_buckets = BucketTable(config.publish_rate, config.publish_burst)
         self.published_head = 0
+        self.shared = store if isinstance(store, SharedLog) else None
+        # Shared log: acks waiting for their event to be fanned out, by seq.
+        self._held: list[tuple[int, int, Reply, AppendResult]] = []
+        self._held_count = 0
         self._pending: list[tuple[Publish, Reply]] = []
         self._has_work = asyncio.Event()
         self._idle = asyncio.Event()
@@ -146,9 +157,9 @@ class Hub:
         self._tasks.append(asyncio.create_task(self._commit_loop(), name="taskcast-commit"))
         self._tasks.append(asyncio.create_task(self._trim_loop(), name="taskcast-trim"))
         await self.webhooks.start()
-        for record in (await self.store.load_records(LEASE_KIND)).values():
-            lease = Lease.from_record(record)
-            self.leases[lease.task_id] = lease
+        if self.shared is not None:
+            self.shared.on_advance(self._follow_log)
+            self._follow_log()  # what arrived while the summaries loaded
 
     async def _load_summaries(self) -> None:
         cursor = self.store.oldest - 1
@@ -210,7 +221,10 @@ class Hub:
                 await asyncio.sleep(0.05)  # a failing store is not retried in a hot loop
             else:
                 self.stats.observe_commit(time.perf_counter() - started)
-                self._fan_out(batch, results, stamp)
+                if self.shared is None:
+                    self._fan_out(batch, results, stamp)
+                else:
+                    self._settle(batch, results)
             if not self._pending:
                 self._idle.set()
 
@@ -228,15 +242,7 @@ class Hub:
                 log.warning("event %s not stored: %s", publish.id, result.error)
             else:
                 seq = result.seq
-                frame = with_seq(publish.body, seq)
-                count = 0
-                for subscription in self.index.match(publish.channel):
-                    connection = subscription.connection
-                    if subscription.live and not connection.closing:  # closing: not delivered
-                        if connection.deliver(frame, seq):
-                            count += 1
-                        else:
-                            slow.append(connection)
+                count = self._deliver(seq, publish.channel, with_seq(publish.body, seq), slow)
                 kind = stats.type_label(publish.type)
                 published[kind] = published.get(kind, 0) + 1
                 delivered[kind] = delivered.get(kind, 0) + count
@@ -252,29 +258,105 @@ class Hub:
                 )
                 self.published_head = seq
                 if publish.type == COMMAND_TYPE:
-                    self._answer_command_for_ended_task(publish)
+                    self._answer_command_for_ended_task(
+                        seq, publish.id, publish.publisher, publish.channel, publish.payload
+                    )
             reply(result)
         for connection in slow:
             self._drop_slow_consumer(connection)
         self.webhooks.notify()
 
-    def _answer_command_for_ended_task(self, command: Publish) -> None:
+    def _deliver(self, seq: int, channel: str, frame: bytes, slow: list[ClientConnection]) -> int:
+        """Queue one event for every live subscription it matches; count deliveries."""
+        count = 0
+        for subscription in self.index.match(channel):
+            connection = subscription.connection
+            if subscription.live and not connection.closing:  # closing: not delivered
+                if connection.deliver(frame, seq):
+                    count += 1
+                else:
+                    slow.append(connection)
+        return count
+
+    # --- a shared log (cluster mode) ---------------------------------------------
+
+    def _settle(self, batch: list[tuple[Publish, Reply]], results: list[AppendResult]) -> None:
+        """Answer what needs no fan-out now; hold each new event's ack until the log
+        brings it back here (``_follow_log``)."""
+        for (publish, reply), result in zip(batch, results, strict=True):
+            if result.duplicate:
+                self.stats.duplicates += 1
+            elif result.error is not None:
+                log.warning("event %s not stored: %s", publish.id, result.error)
+            if result.error is None and result.seq > self.published_head:
+                self._held_count += 1
+                heapq.heappush(self._held, (result.seq, self._held_count, reply, result))
+            else:
+                reply(result)
+
+    def _follow_log(self) -> None:
+        """Fan out, in seq order, what the shared log holds beyond ``published_head``."""
+        assert self.shared is not None
+        slow: list[ClientConnection] = []
+        while events := self.shared.events_after(self.published_head, 1000):
+            for event in events:
+                self._fan_out_stored(event, slow)
+        held = self._held
+        while held and held[0][0] <= self.published_head:
+            _, _, reply, result = heapq.heappop(held)
+            reply(result)
+        for connection in slow:
+            self._drop_slow_consumer(connection)
+        self.webhooks.notify()
+
+    def _fan_out_stored(self, event: StoredEvent, slow: list[ClientConnection]) -> None:
+        stats = self.stats
+        seq = event.seq
+        count = self._deliver(seq, event.channel, with_seq(event.body, seq), slow)
+        kind = stats.type_label(event.type)
+        stats.published[kind] = stats.published.get(kind, 0) + 1
+        stats.delivered[kind] = stats.delivered.get(kind, 0) + count
+        self.summaries.observe(
+            seq, event.ts, event.type, event.task_id, event.source, event.body, event.channel
+        )
+        self.published_head = seq
+        if event.type == COMMAND_TYPE:
+            payload = decode(event.body).get("payload")
+            self._answer_command_for_ended_task(
+                seq,
+                event.id,
+                event.publisher,
+                event.channel,
+                payload if isinstance(payload, dict) else {},
+            )
+
+    def _answer_command_for_ended_task(
+        self,
+        seq: int,
+        command_id: str,
+        by: str,
+        channel: str,
+        payload: dict[str, Any] | None,  # decoded once, when the command was parsed
+    ) -> None:
         """A command for a task the log shows as ended has no runner to answer it: the
-        hub answers ``command_rejected`` (``task_ended``) on the task's channel."""
-        owner = task_of_channel(command.channel)
+        hub answers ``command_rejected`` (``task_ended``) on the task's channel. Its id
+        comes from the command's seq, so every node of a cluster may answer and the log
+        keeps one answer."""
+        owner = task_of_channel(channel)
         summary = self.summaries.get(owner[1]) if owner is not None else None
         if summary is None or summary.status not in FINAL_STATUSES.values():
             return
-        payload = command.payload or {}  # decoded once, when the command was parsed
+        payload = payload or {}
         rejection = parse_event(
             {
+                "id": f"command-{seq}-rejected",
                 "type": RemoteEvent.COMMAND_REJECTED.value,
                 "payload": {
                     "taskId": summary.task_id,
                     "action": payload.get("action"),
                     "requestId": payload.get("requestId"),
-                    "commandId": command.id,
-                    "by": command.publisher,
+                    "commandId": command_id,
+                    "by": by,
                     "reason": Rejection.TASK_ENDED.value,
                     "timestamp": now_ms(),
                 },
@@ -284,18 +366,29 @@ class Hub:
         self.submit(rejection, lambda outcome: None)
 
     async def take_lease(self, task_id: str, holder: str, ttl_seconds: float) -> tuple[bool, Lease]:
-        granted, lease = acquire(self.leases.get(task_id), task_id, holder, now_ms(), ttl_seconds)
-        if granted:
-            self.leases[task_id] = lease
-            await self.store.save_record(LEASE_KIND, task_id, lease.to_record())
-        return granted, lease
+        """Grant or renew ``holder``'s lease in one atomic step of the store, so two
+        hub nodes can never both grant it."""
+        outcome: list[tuple[bool, Lease]] = []
+
+        def change(record: dict[str, Any] | None) -> dict[str, Any] | None:
+            current = Lease.from_record(record) if record is not None else None
+            outcome[:] = [acquire(current, task_id, holder, now_ms(), ttl_seconds)]
+            granted, lease = outcome[0]
+            return lease.to_record() if granted else record
+
+        await self.store.update_record(LEASE_KIND, task_id, change)
+        return outcome[0]
 
     async def release_lease(self, task_id: str, holder: str) -> bool:
-        if not may_release(self.leases.get(task_id), holder):
-            return False
-        del self.leases[task_id]
-        await self.store.delete_record(LEASE_KIND, task_id)
-        return True
+        released: list[bool] = []
+
+        def change(record: dict[str, Any] | None) -> dict[str, Any] | None:
+            current = Lease.from_record(record) if record is not None else None
+            released[:] = [may_release(current, holder)]
+            return None if released[0] else record
+
+        await self.store.update_record(LEASE_KIND, task_id, change)
+        return released[0]
 
     async def drain(self) -> None:
         """Wait until every event submitted so far is committed and fanned out."""

@@ -135,7 +135,7 @@ async def serve(
     check_exposure(config)
     open_files = raise_open_files_limit(config.max_connections)
     ssl_context = tls_context(config)
-    store = open_store(config.store, config.retention, fsync=config.fsync)
+    store = open_store(config.store, config.retention, fsync=config.fsync, nats=config.nats)
     await store.open()
     hub = Hub(store, config)
     runner = web.AppRunner(

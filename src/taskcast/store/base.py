@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from taskcast.channels import matches
 from taskcast.frames import ANONYMOUS, Publish
@@ -128,3 +129,26 @@ class EventStore(Protocol):
         ...
 
     async def delete_record(self, kind: str, record_id: str) -> None: ...
+
+    async def update_record(self, kind: str, record_id: str, change: RecordChange) -> None:
+        """Read one record and write ``change(current)`` back (``None`` deletes) as one
+        atomic step, even between hub nodes sharing the store (leases rely on it)."""
+        ...
+
+
+# Given the record as stored (None when absent), the record to store (None: absent).
+RecordChange = Callable[[dict[str, Any] | None], dict[str, Any] | None]
+
+
+@runtime_checkable
+class SharedLog(Protocol):
+    """A log several hub nodes write at once (the NATS store). Each node learns of new
+    events, its own and the others', from the log itself, in seq order."""
+
+    def on_advance(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after new events were added at the end of the log."""
+        ...
+
+    def events_after(self, seq: int, limit: int) -> list[StoredEvent]:
+        """The events after ``seq`` this node has, oldest first, without waiting."""
+        ...

@@ -10,6 +10,7 @@ from taskcast.store.base import (
     AppendResult,
     EventQuery,
     QueryPage,
+    RecordChange,
     Retention,
     StoredEvent,
     stored_row,
@@ -58,6 +59,22 @@ class MemoryStore:
             self._events.append(StoredEvent(*stored_row(seq, event, now_ms)))
             results.append(AppendResult(seq, False))
         return results
+
+    def add_stored(self, events: list[StoredEvent]) -> None:
+        """Add events numbered elsewhere (a replica of a shared log); each seq must be
+        above ``head``. Ids are not checked: the log that numbered them did."""
+        for event in events:
+            self._seqs.append(event.seq)
+            self._events.append(event)
+            self._head = event.seq
+
+    def skip_to(self, head: int) -> None:
+        """The log's numbering is at ``head`` though nothing up to it is kept here."""
+        self._head = max(self._head, head)
+
+    def events_after(self, seq: int, limit: int) -> list[StoredEvent]:
+        start = bisect.bisect_right(self._seqs, seq)
+        return self._events[start : start + limit]
 
     async def query(self, query: EventQuery) -> QueryPage:
         upto = self._head if query.until is None else min(query.until, self._head)
@@ -108,3 +125,12 @@ class MemoryStore:
 
     async def delete_record(self, kind: str, record_id: str) -> None:
         self._records.get(kind, {}).pop(record_id, None)
+
+    async def update_record(self, kind: str, record_id: str, change: RecordChange) -> None:
+        records = self._records.setdefault(kind, {})
+        current = records.get(record_id)
+        updated = change(dict(current) if current is not None else None)
+        if updated is None:
+            records.pop(record_id, None)
+        else:
+            records[record_id] = dict(updated)

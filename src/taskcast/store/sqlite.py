@@ -27,6 +27,7 @@ from taskcast.store.base import (
     AppendResult,
     EventQuery,
     QueryPage,
+    RecordChange,
     Retention,
     StoredEvent,
     stored_row,
@@ -329,6 +330,19 @@ class SqliteStore:
 
     async def delete_record(self, kind: str, record_id: str) -> None:
         await self._on_writer(self._write_record, kind, record_id, None)
+
+    async def update_record(self, kind: str, record_id: str, change: RecordChange) -> None:
+        await self._on_writer(self._update_record, kind, record_id, change)
+
+    def _update_record(self, kind: str, record_id: str, change: RecordChange) -> None:
+        # The one writer thread runs this start to end: nothing writes in between.
+        row = (
+            self._conn()
+            .execute("SELECT body FROM records WHERE kind = ? AND id = ?", (kind, record_id))
+            .fetchone()
+        )
+        updated = change(_decode_record(row[0]) if row else None)
+        self._write_record(kind, record_id, None if updated is None else _encode_record(updated))
 
     def _write_record(self, kind: str, record_id: str, body: bytes | None) -> None:
         conn = self._conn()

@@ -1,0 +1,146 @@
+"""How taskcast lays its log out on NATS JetStream (pure: no I/O).
+
+One stream holds every event as one message. A channel ``tasks.abc`` is the subject
+``<prefix>.tasks.abc``, the prefix being the stream name in lower case
+(``TASKCAST`` → ``taskcast.tasks.abc``), so several taskcast streams can share a
+NATS account without overlapping subjects. The message is a msgpack envelope
+of the fields the log keeps; the stream sequence is the event's ``seq``. A
+publisher-chosen id becomes ``Nats-Msg-Id`` (hashed with the publisher, so ids
+stay unique per publisher as in the SQLite log): JetStream drops a resend inside
+its duplicate window and answers with the first seq.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from taskcast.frames import Publish
+from taskcast.store.base import Retention, StoredEvent
+
+DEFAULT_STREAM = "TASKCAST"
+DEFAULT_DUPLICATE_WINDOW_SECONDS = 24 * 3600.0
+MSG_ID_HEADER = "Nats-Msg-Id"
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,200}")
+
+_Envelope = tuple[str, str, str | None, str | None, int, str, bytes]
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(_Envelope)
+
+
+class NatsUnavailable(RuntimeError):
+    """NATS could not be reached, or its JetStream refused the stream."""
+
+
+class InvalidStreamName(ValueError):
+    """A stream name NATS would not accept as a name or as a subject token."""
+
+
+def subject_prefix(stream: str) -> str:
+    if not _STREAM_NAME.fullmatch(stream):
+        raise InvalidStreamName(f"invalid NATS stream name {stream!r}: use [A-Za-z0-9_-]")
+    return stream.lower()
+
+
+def subject_of(prefix: str, channel: str) -> str:
+    """Channels are already valid subject tokens (``[A-Za-z0-9_-]`` between dots)."""
+    return f"{prefix}.{channel}"
+
+
+def channel_of(prefix: str, subject: str) -> str:
+    return subject[len(prefix) + 1 :]
+
+
+def msg_id(event: Publish) -> str:
+    """The dedup key of a publisher-chosen id: fixed length, header-safe."""
+    digest = hashlib.sha256(f"{event.publisher}\x00{event.id}".encode()).hexdigest()
+    return digest[:48]
+
+
+def envelope(event: Publish, now_ms: int) -> bytes:
+    fields: _Envelope = (
+        event.id,
+        event.type,
+        event.task_id,
+        event.source,
+        now_ms,
+        event.publisher,
+        event.body,
+    )
+    return _encoder.encode(fields)
+
+
+def stored_event(seq: int, channel: str, data: bytes) -> StoredEvent:
+    event_id, event_type, task_id, source, ts, publisher, body = _decoder.decode(data)
+    return StoredEvent(seq, event_id, channel, event_type, task_id, source, ts, body, publisher)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPlan:
+    """The stream settings a hub wants, from its flags."""
+
+    name: str
+    subjects: tuple[str, ...]
+    replicas: int
+    max_msgs: int  # -1: no limit
+    max_age_seconds: float  # 0: no limit
+    duplicate_window_seconds: float
+
+    def as_config(self) -> dict[str, Any]:
+        """Keyword arguments of ``nats.js.api.StreamConfig``."""
+        return {
+            "name": self.name,
+            "subjects": list(self.subjects),
+            "num_replicas": self.replicas,
+            "max_msgs": self.max_msgs,
+            "max_age": self.max_age_seconds,
+            "duplicate_window": self.duplicate_window_seconds,
+        }
+
+
+def plan_stream(
+    name: str, replicas: int, retention: Retention, duplicate_window_seconds: float
+) -> StreamPlan:
+    if replicas < 1 or replicas > 5:
+        raise ValueError("--nats-replicas must be 1..5")
+    if duplicate_window_seconds <= 0:
+        raise ValueError("the duplicate window must be positive")
+    max_age = retention.max_age_seconds or 0.0
+    # JetStream refuses a duplicate window longer than the age limit.
+    window = min(duplicate_window_seconds, max_age) if max_age else duplicate_window_seconds
+    return StreamPlan(
+        name=name,
+        subjects=(f"{subject_prefix(name)}.>",),
+        replicas=replicas,
+        max_msgs=retention.max_events if retention.max_events is not None else -1,
+        max_age_seconds=max_age,
+        duplicate_window_seconds=window,
+    )
+
+
+def stream_conflict(
+    plan: StreamPlan, subjects: list[str] | None, storage: str | None
+) -> str | None:
+    """Why an existing stream cannot hold this hub's log (the rest is updated to fit)."""
+    if sorted(subjects or []) != sorted(plan.subjects):
+        return (
+            f"NATS stream {plan.name} exists with subjects {subjects}, not {list(plan.subjects)}:"
+            " pick another --nats-stream"
+        )
+    if storage not in (None, "file"):
+        return f"NATS stream {plan.name} uses {storage} storage; taskcast needs file storage"
+    return None
+
+
+def record_key(kind: str, record_id: str) -> str:
+    """A KV key for one record: ids may hold characters KV keys may not."""
+    return f"{kind}.{record_id.encode().hex()}"
+
+
+def record_id_of(key: str) -> tuple[str, str]:
+    kind, _, encoded = key.partition(".")
+    return kind, bytes.fromhex(encoded).decode()
