@@ -19,6 +19,7 @@ from taskcast import __version__
 from taskcast.auth import DEFAULT_MAX_TOKEN_TTL, AuthError, TokenVerifier, create_token
 from taskcast.channels import InvalidChannel, validate_pattern
 from taskcast.client import CommunicationService, subscribe
+from taskcast.client.failover import hub_urls
 from taskcast.client.hub_http import HubError, http_base, hub_request
 from taskcast.commands import command_fields
 from taskcast.console import (
@@ -520,7 +521,12 @@ def terminal_ask() -> Callable[[str], Awaitable[str | None]]:
 @click.option("--api-key", envvar="TASKCAST_API_KEY", help="Else OPENAI_API_KEY/ANTHROPIC_API_KEY.")
 @click.option("--script", type=click.Path(exists=True, path_type=Path), help="Scripted turns.")
 @click.option(
-    "--hub", envvar="TASKCAST_HUB", help="Hub to publish to, e.g. ws://127.0.0.1:8765/ws."
+    "--hub",
+    multiple=True,
+    envvar="TASKCAST_HUB",
+    callback=lambda ctx, param, value: _joined_hubs(value),
+    help="Hub to publish to, e.g. ws://127.0.0.1:8765/ws; repeat for the nodes of a cluster "
+    "(tried in turn when one fails).",
 )
 @click.option("--token", envvar="TASKCAST_TOKEN", help="Bearer token for the hub.")
 @click.option(
@@ -666,6 +672,22 @@ def run(
     sys.exit(1 if result.status != "completed" else 3 if result.denied else 0)
 
 
+def _joined_hubs(values: tuple[str, ...]) -> str | None:
+    """``--hub`` given several times: one comma-separated list (the client's HubUrls)."""
+    return ",".join(values) if values else None
+
+
+# Several --hub: the nodes of a cluster, tried in turn (the client fails over).
+_hub_option = click.option(
+    "--hub",
+    multiple=True,
+    envvar="TASKCAST_HUB",
+    default=[DEFAULT_HUB_URL],
+    show_default=True,
+    callback=lambda ctx, param, value: _joined_hubs(value),
+    help="Hub websocket URL; repeat for the nodes of a cluster.",
+)
+
 _connect_timeout_option = click.option(
     "--connect-timeout",
     type=click.FloatRange(min=0),
@@ -699,7 +721,7 @@ def _resumed_task(
 
 @main.command()
 @click.argument("task_id")
-@click.option("--hub", envvar="TASKCAST_HUB", default=DEFAULT_HUB_URL, show_default=True)
+@_hub_option
 @click.option("--token", envvar="TASKCAST_TOKEN")
 @click.option("--json", "as_json", is_flag=True, help="Print the rebuilt history when it ends.")
 @_connect_timeout_option
@@ -730,7 +752,7 @@ def follow(
 @click.option("--since", type=int, help="Replay stored events after this seq first.")
 @click.option("--json", "as_json", is_flag=True, help="Print NDJSON (one event per line).")
 @click.option("--count", type=int, help="Exit after this many events.")
-@click.option("--hub", envvar="TASKCAST_HUB", default=DEFAULT_HUB_URL, show_default=True)
+@_hub_option
 @click.option("--token", envvar="TASKCAST_TOKEN")
 @_connect_timeout_option
 def listen(
@@ -831,7 +853,8 @@ def _call_hub(
     except HubError as exc:
         raise click.ClickException(str(exc)) from exc
     except (aiohttp.ClientError, OSError) as exc:
-        raise click.ClickException(f"cannot reach the hub at {http_base(hub)}: {exc}") from exc
+        where = ", ".join(http_base(url) for url in hub_urls(hub))
+        raise click.ClickException(f"cannot reach the hub at {where}: {exc}") from exc
 
 
 def _the_pending(hub: str, token: str | None, task_id: str, kind: str) -> str:
@@ -862,9 +885,6 @@ def _send_command(
     click.echo(f"{action} sent to task {task_id} (seq {ack.get('seq')})")
 
 
-_hub_option = click.option(
-    "--hub", envvar="TASKCAST_HUB", default=DEFAULT_HUB_URL, show_default=True
-)
 _token_option = click.option("--token", envvar="TASKCAST_TOKEN", help="Needs the control claim.")
 
 

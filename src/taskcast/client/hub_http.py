@@ -6,6 +6,7 @@ from typing import Any
 
 import aiohttp
 
+from taskcast.client.failover import HubUrls, hub_urls
 from taskcast.client.subscriber import TokenSource, auth_headers
 
 
@@ -28,7 +29,7 @@ def http_base(hub: str) -> str:
 
 
 async def hub_request(
-    hub: str,
+    hub: HubUrls,
     token: TokenSource,
     method: str,
     path: str,
@@ -37,7 +38,25 @@ async def hub_request(
     timeout: float = 30.0,
 ) -> Any:
     """One request to the hub's API; raises ``HubError`` for anything but 2xx and
-    ``aiohttp.ClientError``/``OSError`` when the hub cannot be reached."""
+    ``aiohttp.ClientError``/``OSError`` when the hub cannot be reached. Given several
+    nodes, it asks the next when one cannot be reached (an answer, even an error, counts)."""
+    urls = hub_urls(hub)
+    for url in urls[:-1]:
+        try:
+            return await _request(url, token, method, path, body, timeout)
+        except (TimeoutError, aiohttp.ClientConnectionError, OSError):
+            continue
+    return await _request(urls[-1], token, method, path, body, timeout)
+
+
+async def _request(
+    hub: str,
+    token: TokenSource,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    timeout: float,
+) -> Any:
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
         session.request(

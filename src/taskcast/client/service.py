@@ -22,6 +22,7 @@ import aiohttp
 from aiohttp import WSMsgType
 
 from taskcast.channels import control_channel, matches
+from taskcast.client.failover import HubRotation, HubUrls
 from taskcast.client.outbox import Outbox
 from taskcast.client.resume import ResumePoint
 from taskcast.client.subscriber import TokenSource, auth_headers, backoff_delay, subscribe
@@ -59,14 +60,14 @@ class CommunicationService:
 
     def __init__(
         self,
-        url: str = "ws://127.0.0.1:8765/ws",
+        url: HubUrls = "ws://127.0.0.1:8765/ws",
         *,
         token: TokenSource = None,
         source: str | None = None,
         outbox_path: str | os.PathLike[str] | None = None,
         max_outbox: int = 100_000,
     ) -> None:
-        self.url = url
+        self._hubs = HubRotation(url)  # several: the nodes of a cluster, tried in turn
         self.token = token
         self.source = source
         self.connected = False
@@ -87,6 +88,15 @@ class CommunicationService:
         )
         self._thread.start()
         self._ready.wait()
+
+    @property
+    def url(self) -> str:
+        """The hub node this client uses now."""
+        return self._hubs.current
+
+    @property
+    def urls(self) -> list[str]:
+        return list(self._hubs.urls)
 
     # --- publishing (any thread) -----------------------------------------
 
@@ -235,7 +245,7 @@ class CommunicationService:
         self, pattern: str, since: int | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
         """An async iterator of events matching ``pattern``, resuming by itself."""
-        return subscribe(self.url, pattern, since, token=self.token)
+        return subscribe(self._hubs.urls, pattern, since, token=self.token)
 
     # --- the client thread -----------------------------------------------
 
@@ -274,6 +284,7 @@ class CommunicationService:
                     self.connected = False
                 if self._closing:
                     break
+                self._hubs.next()  # on to the next node (the same one when there is one)
                 await self._sleep_unless_closing(backoff_delay(attempt))
                 attempt += 1
 

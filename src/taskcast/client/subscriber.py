@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 
+from taskcast.client.failover import HubRotation, HubUrls
 from taskcast.client.resume import ResumePoint
 from taskcast.frames import CONTROL_TYPES, decode
 
@@ -33,7 +34,7 @@ def auth_headers(token: TokenSource) -> dict[str, str]:
 
 
 async def subscribe(
-    url: str,
+    url: HubUrls,
     pattern: str,
     since: int | None = None,
     *,
@@ -47,14 +48,17 @@ async def subscribe(
     it reconnects with backoff and resubscribes from the last seq it yielded, and it
     drops any event it has already yielded, so the caller sees each seq once, in order.
     ``on_status("subscribed", None)`` / ``on_status("retrying", error)`` tell a caller (the
-    CLI) how the connection is doing.
+    CLI) how the connection is doing. Given several hub URLs (the nodes of a cluster),
+    it moves to the next one after each failure and resumes there.
     """
     own_session = session is None
     http = session or aiohttp.ClientSession()
     point = ResumePoint(since)
+    hubs = HubRotation(url)
     attempt = 0
     try:
         while True:
+            url = hubs.current
             try:
                 async with http.ws_connect(url, headers=auth_headers(token), heartbeat=20) as ws:
                     await ws.send_str(point.request(pattern).decode())
@@ -88,7 +92,9 @@ async def subscribe(
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 log.debug("subscription %s: %s; reconnecting", pattern, exc)
                 if on_status is not None:
-                    on_status("retrying", str(exc) or type(exc).__name__)
+                    detail = str(exc) or type(exc).__name__
+                    on_status("retrying", detail if len(hubs.urls) == 1 else f"{url}: {detail}")
+            hubs.next()
             await asyncio.sleep(backoff_delay(attempt))
             attempt += 1
     finally:

@@ -135,6 +135,7 @@ class Hub:
             allow_private=config.allow_private_webhooks or config.verifier is None,
             give_up_seconds=config.webhook_give_up_seconds,
             now_ms=now_ms,
+            clustered=isinstance(store, SharedLog),
         )
         # POST /api/events has no connection to hang a bucket on: one per publisher.
         self.http_buckets = BucketTable(config.publish_rate, config.publish_burst)

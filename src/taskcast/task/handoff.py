@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from taskcast.client.failover import HubUrls
 from taskcast.client.hub_http import HubError, hub_request
 from taskcast.client.subscriber import TokenSource
 from taskcast.ids import random_id
@@ -50,7 +51,7 @@ class FetchedTask:
     last_runner: str | None  # the instance that started it last (its lease holder)
 
 
-async def fetch_history(hub: str, task_id: str, token: TokenSource = None) -> FetchedTask:
+async def fetch_history(hub: HubUrls, task_id: str, token: TokenSource = None) -> FetchedTask:
     """The task's conversation, rebuilt from its events in the hub's log."""
     builder = HistoryBuilder()
     system_prompt: str | None = None
@@ -79,7 +80,7 @@ async def fetch_history(hub: str, task_id: str, token: TokenSource = None) -> Fe
 class LeaseKeeper:
     """Takes the lease when the task starts, renews it every ttl/6, releases it at the end."""
 
-    def __init__(self, hub: str, token: TokenSource, task_id: str, ttl: float) -> None:
+    def __init__(self, hub: HubUrls, token: TokenSource, task_id: str, ttl: float) -> None:
         self.hub = hub
         self.token = token
         self.task_id = task_id

@@ -159,12 +159,15 @@ class Task:
         # Set when the task was taken over from the hub: {"from", "lastSeq"}.
         self.resumed_from: dict[str, Any] | None = None
         # One runner at a time: a Task publishing to a hub holds its lease on the task id.
-        hub_url = getattr(communication_service, "url", None)
+        # Every node the service knows (a cluster): the lease requests fail over too.
+        hub_url = getattr(communication_service, "urls", None) or getattr(
+            communication_service, "url", None
+        )
         self._lease = (
             LeaseKeeper(
                 hub_url, getattr(communication_service, "token", None), self.task_id, lease_seconds
             )
-            if isinstance(hub_url, str) and lease_seconds
+            if isinstance(hub_url, str | list) and lease_seconds
             else None
         )
         # Remote orchestration: a service that can follow channels (CommunicationService)

@@ -4,6 +4,11 @@ At least once, in seq order, never skipping: the cursor (the last seq a 2xx answ
 is saved in the store after each delivery, so a restarted hub goes on where it stopped
 (a delivery cut short by a crash is sent again, with the same ``webhook-id``). A failing
 endpoint is retried with exponential backoff and only ever waits on itself.
+
+In a cluster every node keeps the registry (the store's records) but one node — the
+holder of the ``webhooks`` leader lease, renewed every couple of seconds — delivers;
+when it dies, another takes over within the lease's lifetime and goes on from the
+saved cursors.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from standardwebhooks import Webhook as Signer
 
 from taskcast.frames import with_seq
 from taskcast.ids import random_id
+from taskcast.leases import Lease, acquire
 from taskcast.store import EventQuery, EventStore, StoredEvent
 from taskcast.webhooks.policy import (
     DEFAULT_GIVE_UP_SECONDS,
@@ -37,6 +43,9 @@ log = logging.getLogger("taskcast.webhooks")
 KIND = "webhook"
 REQUEST_TIMEOUT_SECONDS = 10.0
 PAGE = 200
+LEADER_KIND, LEADER_ID = "leader", "webhooks"
+LEADER_TTL_SECONDS = 10.0  # how long a dead leader's deliveries wait for a successor
+LEADER_BEAT_SECONDS = 2.0  # lease renewal, and how soon another node's change is seen
 
 
 class WebhookDispatcher:
@@ -48,6 +57,7 @@ class WebhookDispatcher:
         allow_private: bool = True,
         give_up_seconds: float = DEFAULT_GIVE_UP_SECONDS,
         now_ms: Callable[[], int],
+        clustered: bool = False,
     ) -> None:
         self.store = store
         self.head = head
@@ -58,6 +68,11 @@ class WebhookDispatcher:
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
+        # Alone, this node delivers; in a cluster, only while it holds the leader lease.
+        self.clustered = clustered
+        self.leading = not clustered
+        self.node = random_id()[-12:]
+        self._beat: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -65,12 +80,82 @@ class WebhookDispatcher:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
         )
+        if self.clustered:
+            self._beat = asyncio.create_task(self._lead(), name="webhook-leader")
+            return
         for record in (await self.store.load_records(KIND)).values():
             hook = _from_record(record)
             self.hooks[hook.id] = hook
             self._launch(hook)
 
+    async def _lead(self) -> None:
+        """Claim or renew the leader lease, then match the registry to the store."""
+        while True:
+            try:
+                leading = await self._claim()
+                records = await self.store.load_records(KIND)
+            except Exception as exc:
+                log.warning("webhook leadership check failed: %s", exc)
+                leading, records = False, None
+            if leading and not self.leading:
+                log.info("this node now delivers webhooks (leader %s)", self.node)
+            if records is not None:
+                self._sync(records, leading)
+            elif not leading:
+                self._stand_down()
+            self.leading = leading
+            await asyncio.sleep(LEADER_BEAT_SECONDS)
+
+    async def _claim(self) -> bool:
+        outcome: list[bool] = []
+
+        def change(record: dict[str, Any] | None) -> dict[str, Any] | None:
+            current = Lease.from_record(record) if record is not None else None
+            granted, lease = acquire(
+                current, LEADER_ID, self.node, self.now_ms(), LEADER_TTL_SECONDS
+            )
+            outcome[:] = [granted]
+            return lease.to_record() if granted else record
+
+        await self.store.update_record(LEADER_KIND, LEADER_ID, change)
+        return outcome[0]
+
+    def _sync(self, records: dict[str, dict[str, Any]], leading: bool) -> None:
+        stored = {hook_id: _from_record(record) for hook_id, record in records.items()}
+        if not leading:
+            self._stand_down()
+            self.hooks = stored  # what GET /api/webhooks shows on this node
+            return
+        fresh_lead = not self.leading
+        for hook_id in [hook_id for hook_id in self.hooks if hook_id not in stored]:
+            self._cancel(hook_id)  # removed through another node
+            del self.hooks[hook_id]
+        for hook_id, hook in stored.items():
+            mine = self.hooks.get(hook_id)
+            revived = (
+                mine is not None
+                and mine.state is WebhookState.FAILED
+                and hook.state is WebhookState.ACTIVE
+            )
+            if mine is None or fresh_lead or revived:
+                self._cancel(hook_id)
+                self.hooks[hook_id] = hook  # the saved cursor is where delivery goes on
+                self._launch(hook)
+
+    def _stand_down(self) -> None:
+        for hook_id in list(self._tasks):
+            self._cancel(hook_id)
+
+    def _cancel(self, hook_id: str) -> None:
+        task = self._tasks.pop(hook_id, None)
+        if task is not None:
+            task.cancel()
+        self._wake.pop(hook_id, None)
+
     async def stop(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            await asyncio.gather(self._beat, return_exceptions=True)
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
@@ -97,19 +182,17 @@ class WebhookDispatcher:
             cursor=self.head() if since is None else since,
             created_at=self.now_ms(),
         )
-        await self._save(hook)
+        await self.store.save_record(KIND, hook.id, _to_record(hook))
         self.hooks[hook.id] = hook
-        self._launch(hook)
+        if self.leading:
+            self._launch(hook)
         return hook
 
     async def remove(self, hook_id: str) -> bool:
         hook = self.hooks.pop(hook_id, None)
         if hook is None:
             return False
-        task = self._tasks.pop(hook_id, None)
-        if task is not None:
-            task.cancel()
-        self._wake.pop(hook_id, None)
+        self._cancel(hook_id)
         await self.store.delete_record(KIND, hook_id)
         return True
 
@@ -121,7 +204,7 @@ class WebhookDispatcher:
         hook.state = WebhookState.ACTIVE
         hook.attempts, hook.failing_since = 0, None
         await self._save(hook)
-        if hook_id not in self._tasks or self._tasks[hook_id].done():
+        if self.leading and (hook_id not in self._tasks or self._tasks[hook_id].done()):
             self._launch(hook)
         return hook
 
@@ -228,8 +311,13 @@ class WebhookDispatcher:
         return None
 
     async def _save(self, hook: Webhook) -> None:
+        """Write the hook's state back, unless it was removed meanwhile (perhaps through
+        another node): a late cursor save must not bring a deleted webhook back."""
+        record = _to_record(hook)
         try:
-            await self.store.save_record(KIND, hook.id, _to_record(hook))
+            await self.store.update_record(
+                KIND, hook.id, lambda current: record if current is not None else None
+            )
         except Exception as exc:  # the next save writes the newer cursor anyway
             log.warning("webhook %s: could not save its cursor: %s", hook.id, exc)
 
