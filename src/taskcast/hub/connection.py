@@ -133,6 +133,9 @@ class ClientConnection:
         self.replay_turn = asyncio.Lock()
         self.expiry: asyncio.TimerHandle | None = None  # closes at the token's exp
         self.published = False
+        # An event of this connection was not stored: later ones are refused until the
+        # client reconnects and resends in order (Hub._held_back).
+        self.publish_failed = False
         self._closing = False
         self._wake = asyncio.Event()
         self._written = asyncio.Event()

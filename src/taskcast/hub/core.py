@@ -67,6 +67,9 @@ log = logging.getLogger("taskcast.hub")
 
 Outcome = AppendResult | BaseException
 Reply = Callable[[Outcome], None]
+# An event waiting for the commit loop, and the connection it came on (None: HTTP, hub).
+Pending = tuple[Publish, Reply, "ClientConnection | None"]
+STORE_FAILED = "an earlier event of this connection was not stored; resend from there"
 
 
 # The ``reason`` label of taskcast_connections_refused_total for a refusal's code.
@@ -144,7 +147,7 @@ class Hub:
         # Shared log: acks waiting for their event to be fanned out, by seq.
         self._held: list[tuple[int, int, Reply, AppendResult]] = []
         self._held_count = 0
-        self._pending: list[tuple[Publish, Reply]] = []
+        self._pending: list[Pending] = []
         self._has_work = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -182,8 +185,10 @@ class Hub:
 
     # --- publishing -------------------------------------------------------
 
-    def submit(self, publish: Publish, reply: Reply) -> None:
-        self._pending.append((publish, reply))
+    def submit(
+        self, publish: Publish, reply: Reply, origin: ClientConnection | None = None
+    ) -> None:
+        self._pending.append((publish, reply, origin))
         self._idle.clear()
         self._has_work.set()
 
@@ -205,19 +210,24 @@ class Hub:
     async def _commit_loop(self) -> None:
         while True:
             await self._has_work.wait()
-            batch = self._pending[: self.config.max_batch]
+            batch = self._held_back(self._pending[: self.config.max_batch])
             del self._pending[: self.config.max_batch]
             if not self._pending:
                 self._has_work.clear()
+            if not batch:
+                if not self._pending:
+                    self._idle.set()
+                continue
             stamp = now_ms()
             started = time.perf_counter()
             try:
-                results = await self.store.append([publish for publish, _ in batch], stamp)
+                results = await self.store.append([publish for publish, _, _ in batch], stamp)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.error("store append failed for %d events: %s", len(batch), exc)
-                for _, reply in batch:
+                for _, reply, origin in batch:
+                    self._publish_failed(origin)
                     reply(exc)
                 await asyncio.sleep(0.05)  # a failing store is not retried in a hot loop
             else:
@@ -229,18 +239,34 @@ class Hub:
             if not self._pending:
                 self._idle.set()
 
-    def _fan_out(
-        self, batch: list[tuple[Publish, Reply]], results: list[AppendResult], stamp: int
-    ) -> None:
+    def _held_back(self, batch: list[Pending]) -> list[Pending]:
+        """Refuse, unstored, every event of a connection that already had one refused:
+        storing a later event ahead of the earlier one's resend would break its order.
+        The client reconnects and resends from the first unacknowledged event."""
+        kept: list[Pending] = []
+        for item in batch:
+            origin = item[2]
+            if origin is not None and origin.publish_failed:
+                item[1](AppendResult(0, False, STORE_FAILED))
+            else:
+                kept.append(item)
+        return kept
+
+    def _publish_failed(self, origin: ClientConnection | None) -> None:
+        if origin is not None:
+            origin.publish_failed = True
+
+    def _fan_out(self, batch: list[Pending], results: list[AppendResult], stamp: int) -> None:
         stats = self.stats
         published, delivered = stats.published, stats.delivered
         observe = self.summaries.observe
         slow: list[ClientConnection] = []
-        for (publish, reply), result in zip(batch, results, strict=True):
+        for (publish, reply, origin), result in zip(batch, results, strict=True):
             if result.duplicate:
                 stats.duplicates += 1
             elif result.error is not None:
                 log.warning("event %s not stored: %s", publish.id, result.error)
+                self._publish_failed(origin)
             else:
                 seq = result.seq
                 count = self._deliver(seq, publish.channel, with_seq(publish.body, seq), slow)
@@ -281,14 +307,15 @@ class Hub:
 
     # --- a shared log (cluster mode) ---------------------------------------------
 
-    def _settle(self, batch: list[tuple[Publish, Reply]], results: list[AppendResult]) -> None:
+    def _settle(self, batch: list[Pending], results: list[AppendResult]) -> None:
         """Answer what needs no fan-out now; hold each new event's ack until the log
         brings it back here (``_follow_log``)."""
-        for (publish, reply), result in zip(batch, results, strict=True):
+        for (publish, reply, origin), result in zip(batch, results, strict=True):
             if result.duplicate:
                 self.stats.duplicates += 1
             elif result.error is not None:
                 log.warning("event %s not stored: %s", publish.id, result.error)
+                self._publish_failed(origin)
             if result.error is None and result.seq > self.published_head:
                 self._held_count += 1
                 heapq.heappush(self._held, (result.seq, self._held_count, reply, result))
@@ -470,7 +497,12 @@ class Hub:
             if refusal is not None:
                 self.reject(connection, refusal)
                 return
-            self.submit(frame, lambda outcome: self._ack(connection, frame, outcome))
+            if connection.publish_failed:
+                self._ack(connection, frame, AppendResult(0, False, STORE_FAILED))
+                return
+            self.submit(
+                frame, lambda outcome: self._ack(connection, frame, outcome), origin=connection
+            )
         elif isinstance(frame, Subscribe):
             refusal = read_refusal(principal, frame.pattern) or subscription_refusal(
                 self.config,

@@ -204,7 +204,8 @@ class NatsStore:
 
     async def _reconnected(self) -> None:
         assert self._nc is not None
-        log.info("reconnected to NATS at %s", self._nc.connected_url)
+        url = self._nc.connected_url
+        log.info("reconnected to NATS at %s", url.netloc if url is not None else "?")
 
     async def _error(self, exc: Exception) -> None:
         log.warning("NATS: %s", exc)
