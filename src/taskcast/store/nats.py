@@ -19,7 +19,6 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
@@ -112,22 +111,33 @@ class NatsStore:
     # --- lifecycle --------------------------------------------------------------
 
     async def open(self) -> None:
+        client = Client()
         try:
-            self._nc = await nats.connect(
-                servers=self.servers,
-                user_credentials=self._credentials,
-                tls=ssl.create_default_context() if self._tls else None,
-                name="taskcast-hub",
-                connect_timeout=self._timeout,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
-                disconnected_cb=self._disconnected,
-                reconnected_cb=self._reconnected,
-                error_cb=self._error,
-            )
-        except (OSError, nats.errors.Error) as exc:
-            raise NatsUnavailable(f"cannot reach NATS at {','.join(self.servers)}: {exc}") from exc
+            # A client that reconnects forever also retries its first connect forever:
+            # a hub pointed at no NATS must say so instead.
+            async with asyncio.timeout(self._timeout * (len(self.servers) + 1)):
+                await client.connect(
+                    servers=self.servers,
+                    user_credentials=self._credentials,
+                    tls=ssl.create_default_context() if self._tls else None,
+                    name="taskcast-hub",
+                    connect_timeout=max(1, round(self._timeout)),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,  # per server: another server is tried at once
+                    disconnected_cb=self._disconnected,
+                    reconnected_cb=self._reconnected,
+                    error_cb=self._error,
+                )
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            self._closing = True
+            with contextlib.suppress(Exception):
+                await client.close()
+            detail = str(exc) or "no answer"
+            raise NatsUnavailable(
+                f"cannot reach NATS at {','.join(self.servers)}: {detail}"
+            ) from exc
+        self._nc = client
         self._js = self._nc.jetstream(timeout=self._timeout)
         try:
             last_seq, kept = await self._ensure_stream()
