@@ -25,6 +25,7 @@ test: $(BIN)/.installed lint
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/cluster.py
 
 clean:
 	rm -rf $(VENV) .taskcast .pytest_cache .mypy_cache .ruff_cache

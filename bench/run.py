@@ -441,6 +441,13 @@ def write_report(args: argparse.Namespace, sections: list[str]) -> None:
             *(section + "\n" for section in sections),
         ]
     )
+    # bench/cluster.py writes its own section; keep it when this report is rewritten.
+    previous = args.output.read_text() if args.output.exists() else ""
+    begin, end = previous.find("<!-- cluster:begin -->"), previous.find("<!-- cluster:end -->")
+    if 0 <= begin < end:
+        report = (
+            report.rstrip() + "\n\n" + previous[begin : end + len("<!-- cluster:end -->")] + "\n"
+        )
     print(report)
     args.output.write_text(report)
 

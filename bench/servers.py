@@ -52,7 +52,7 @@ def _start(name: str, mode: str, command: list[str], cwd: Path = REPO) -> Server
     raise RuntimeError(f"{name} did not start")
 
 
-def taskcast(store: str | None = None) -> Server:
+def taskcast(store: str | None = None, *extra: str) -> Server:
     if store is None:
         store = f"sqlite:{tempfile.mkdtemp(prefix='taskcast-bench-')}/events.db"
     return _start(
@@ -73,6 +73,7 @@ def taskcast(store: str | None = None) -> Server:
             "0",
             "--max-connections-per-ip",
             "0",
+            *extra,
         ],
     )
 

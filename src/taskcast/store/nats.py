@@ -64,6 +64,7 @@ log = logging.getLogger("taskcast.store.nats")
 # Heartbeats of the feed consumer: two missed ones and it is recreated where it stopped.
 FEED_HEARTBEAT_SECONDS = 1.0
 CAS_ATTEMPTS = 20
+FEED_COALESCE_SECONDS = 0.002
 
 
 class NatsStore:
@@ -95,6 +96,8 @@ class NatsStore:
         self._catch_up_to = 0
         self._generation = 0  # bumped on every disconnect from NATS
         self._closing = False
+        self._notify_scheduled = False
+        self._last_notify = 0.0
 
     @property
     def head(self) -> int:
@@ -237,6 +240,18 @@ class NatsStore:
             if seq >= self._catch_up_to:
                 self._caught_up.set()
             return
+        if not self._notify_scheduled:
+            # Messages come in one by one as the server stores them. Alone, one is fanned
+            # out at once; under load, at most one fan-out pass per FEED_COALESCE_SECONDS
+            # carries everything that came in since — so each connection writes many
+            # events per syscall instead of one (what a batch commit gives the SQLite hub).
+            self._notify_scheduled = True
+            loop = asyncio.get_running_loop()
+            loop.call_at(max(loop.time(), self._last_notify + FEED_COALESCE_SECONDS), self._notify)
+
+    def _notify(self) -> None:
+        self._notify_scheduled = False
+        self._last_notify = asyncio.get_running_loop().time()
         for listener in self._listeners:
             listener()
 
@@ -265,7 +280,8 @@ class NatsStore:
                 ack = await js.publish_async(
                     subject_of(self.prefix, event.channel),
                     envelope(event, now_ms),
-                    wait_stall=self._timeout,
+                    # No stall timeout (it costs a task per message): a batch is at most
+                    # max_batch < the client's 4,000 pending, and late acks are cancelled.
                     headers=headers,
                 )
             except Exception as exc:
@@ -335,7 +351,7 @@ class NatsStore:
         """Compare-and-set on the key's revision, retried when another node got there
         first: two nodes can never both see a lease as free and both take it."""
         kv, key = self._bucket(), record_key(kind, record_id)
-        for _ in range(CAS_ATTEMPTS):
+        for attempt in range(CAS_ATTEMPTS):
             try:
                 entry = await kv.get(key)
                 revision: int | None = entry.revision
@@ -351,8 +367,11 @@ class NatsStore:
                     await kv.create(key, _encode(updated))
                 else:
                     await kv.update(key, _encode(updated), last=revision)
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue  # another node changed it: read again
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
+                # Another node changed it first (the client's create-after-delete check
+                # can also read a replica that has not seen that change yet): read again.
+                await asyncio.sleep(0.005 * attempt)
+                continue
             return
         raise NatsUnavailable(f"record {kind}/{record_id} kept changing under us")
 
