@@ -36,8 +36,16 @@ def free_port() -> int:
 
 
 class NatsServer:
-    def __init__(self, name: str, store_dir: Path, cluster_routes: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        store_dir: Path,
+        cluster_routes: list[int] | None = None,
+        *,
+        jetstream: bool = True,
+    ) -> None:
         self.name = name
+        self.jetstream = jetstream
         self.store_dir = store_dir
         self.port = free_port()
         self.cluster_port = free_port() if cluster_routes is not None else None
@@ -56,9 +64,7 @@ class NatsServer:
             "127.0.0.1",
             "-p",
             str(self.port),
-            "-js",
-            "-sd",
-            str(self.store_dir),
+            *(["-js", "-sd", str(self.store_dir)] if self.jetstream else []),
             "-n",
             self.name,
         ]

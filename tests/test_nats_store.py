@@ -121,9 +121,15 @@ def _hub_fails(*args: str) -> str:
     return done.stderr
 
 
-def test_a_hub_without_nats_says_so_and_exits() -> None:
+def test_a_hub_without_nats_says_so_and_exits(tmp_path: Path) -> None:
     err = _hub_fails("--store", f"nats://127.0.0.1:{free_port()}")
     assert "cannot reach NATS" in err and "Traceback" not in err
+    plain = NatsServer("plain", tmp_path, jetstream=False).start()
+    try:
+        err = _hub_fails("--store", plain.url)
+    finally:
+        plain.stop()
+    assert "is JetStream on?" in err and "Traceback" not in err
 
 
 async def test_a_hub_refuses_a_stream_that_holds_something_else(nats_server: NatsServer) -> None:

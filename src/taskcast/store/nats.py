@@ -151,9 +151,15 @@ class NatsStore:
                     storage=StorageType.FILE,
                 )
             )
-        except nats.js.errors.Error as exc:
+        except (nats.errors.Error, NatsUnavailable) as exc:
+            self._closing = True
             await self._nc.close()
-            raise NatsUnavailable(f"NATS JetStream refused stream {self.plan.name}: {exc}") from exc
+            if isinstance(exc, NatsUnavailable):
+                raise
+            raise NatsUnavailable(
+                f"NATS JetStream refused stream {self.plan.name} (is JetStream on? "
+                f"nats-server -js): {exc!r}"
+            ) from exc
         await self._follow(last_seq, kept)
 
     async def _ensure_stream(self) -> tuple[int, int]:
