@@ -43,9 +43,11 @@ class NatsServer:
         cluster_routes: list[int] | None = None,
         *,
         jetstream: bool = True,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         self.jetstream = jetstream
+        self.extra = extra  # more nats-server flags (TLS, auth)
         self.store_dir = store_dir
         self.port = free_port()
         self.cluster_port = free_port() if cluster_routes is not None else None
@@ -67,6 +69,7 @@ class NatsServer:
             *(["-js", "-sd", str(self.store_dir)] if self.jetstream else []),
             "-n",
             self.name,
+            *self.extra,
         ]
         if self.cluster_port is not None and self.routes is not None:
             cmd += [

@@ -121,6 +121,13 @@ def _hub_fails(*args: str) -> str:
     return done.stderr
 
 
+def test_credentials_without_their_extra_name_it(tmp_path: Path) -> None:
+    creds = tmp_path / "hub.creds"
+    creds.write_text("-----BEGIN NATS USER JWT-----\n")
+    err = _hub_fails("--store", f"nats://127.0.0.1:{free_port()}", "--nats-credentials", str(creds))
+    assert "taskcast[nats-auth]" in err and "Traceback" not in err
+
+
 def test_a_hub_without_nats_says_so_and_exits(tmp_path: Path) -> None:
     err = _hub_fails("--store", f"nats://127.0.0.1:{free_port()}")
     assert "cannot reach NATS" in err and "Traceback" not in err
@@ -210,3 +217,83 @@ async def test_nats_going_away_refuses_then_resumes_without_loss(
                 assert [e["id"] for e in await r.json()] == ["e1", "e2"]
     finally:
         hub.terminate()
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (its own CA) and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "taskcast test NATS")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "nats.pem", directory / "nats.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_a_hub_talks_to_a_nats_that_wants_tls_and_a_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    (tmp_path / "js").mkdir()
+    secured = NatsServer(
+        "secured",
+        tmp_path / "js",
+        extra=(
+            "--tls",
+            "--tlscert",
+            str(cert),
+            "--tlskey",
+            str(key),
+            "--user",
+            "hub",
+            "--pass",
+            "s3cret",
+        ),
+    ).start()
+    try:
+        url = f"nats://hub:s3cret@127.0.0.1:{secured.port}"
+        # Without --nats-tls, or with a wrong password: a clear refusal, no hub.
+        assert "cannot reach NATS" in _hub_fails("--store", url)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the system CAs, plus this test's
+        wrong = f"nats://hub:nope@127.0.0.1:{secured.port}"
+        refused = _hub_fails("--store", wrong, "--nats-tls")
+        assert "cannot reach NATS" in refused and "authorization violation" in refused.lower()
+        hub = HubProcess(url, "--nats-tls").start(tmp_path / "hub.log")
+        try:
+            async with aiohttp.ClientSession() as session:
+                ws = await session.ws_connect(hub.url)
+                (ack,) = await publish_acked(ws, [seed("tls", "over TLS")])
+                assert ack["seq"] == 1
+        finally:
+            hub.terminate()
+    finally:
+        secured.stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import logging
 import ssl
@@ -98,6 +99,7 @@ class NatsStore:
         self._closing = False
         self._notify_scheduled = False
         self._last_notify = 0.0
+        self._last_error: str | None = None
 
     @property
     def head(self) -> int:
@@ -114,6 +116,10 @@ class NatsStore:
     # --- lifecycle --------------------------------------------------------------
 
     async def open(self) -> None:
+        if self._credentials and importlib.util.find_spec("nkeys") is None:
+            raise NatsUnavailable(
+                "--nats-credentials needs the nkeys package: pip install 'taskcast[nats-auth]'"
+            )
         client = Client()
         try:
             # A client that reconnects forever also retries its first connect forever:
@@ -136,7 +142,9 @@ class NatsStore:
             self._closing = True
             with contextlib.suppress(Exception):
                 await client.close()
-            detail = str(exc) or "no answer"
+            # The client keeps retrying through most errors; the last one it reported
+            # (an authorization violation, a TLS failure) says more than the timeout.
+            detail = self._last_error or str(exc) or "no answer"
             raise NatsUnavailable(
                 f"cannot reach NATS at {','.join(self.servers)}: {detail}"
             ) from exc
@@ -227,7 +235,8 @@ class NatsStore:
         log.info("reconnected to NATS at %s", url.netloc if url is not None else "?")
 
     async def _error(self, exc: Exception) -> None:
-        log.warning("NATS: %s", exc)
+        self._last_error = str(exc) or type(exc).__name__
+        log.warning("NATS: %s", self._last_error)
 
     # --- the feed ---------------------------------------------------------------
 
