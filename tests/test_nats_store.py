@@ -4,6 +4,8 @@ missing, refuses, or already holds another stream (issue 12)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -297,3 +299,50 @@ async def test_a_hub_talks_to_a_nats_that_wants_tls_and_a_password(
             hub.terminate()
     finally:
         secured.stop()
+
+
+async def test_cli_run_and_listen_skip_a_dead_node(start_hub: Any, tmp_path: Path) -> None:
+    """``--hub`` repeated: the first node is down, the CLI goes on with the next one."""
+    hub = start_hub()
+    dead = f"ws://127.0.0.1:{free_port()}/ws"
+    env = {**os.environ, "COLUMNS": "200"}
+    listen = [sys.executable, "-m", "taskcast", "listen", "tasks.>", "--json", "--since", "0"]
+    listener = subprocess.Popen(
+        [*listen, "--count", "23", "--hub", dead, "--hub", hub.url],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "taskcast",
+            "run",
+            "write hello and run it",
+            "--approve",
+            "auto",
+            "--cwd",
+            str(tmp_path / "work"),
+            "--mkdir",
+            "--history-dir",
+            str(tmp_path / "h"),
+            "--task-id",
+            "failover",
+            "--hub",
+            dead,
+            "--hub",
+            hub.url,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "all events acknowledged" in run.stdout
+    out, _ = await asyncio.to_thread(listener.communicate, timeout=30)
+    assert [json.loads(line)["seq"] for line in out.splitlines()] == list(range(1, 24))
