@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["CommunicationService", "Task", "TaskResult", "__version__"]
+__all__ = ["CommunicationService", "Task", "TaskRecorder", "TaskResult", "__version__"]
 
 if TYPE_CHECKING:
     from taskcast.client import CommunicationService
+    from taskcast.recorder import TaskRecorder
     from taskcast.task import Task, TaskResult
 
 
@@ -18,6 +19,10 @@ def __getattr__(name: str) -> Any:
         from taskcast.client import CommunicationService
 
         return CommunicationService
+    if name == "TaskRecorder":
+        from taskcast.recorder import TaskRecorder
+
+        return TaskRecorder
     if name in ("Task", "TaskResult"):
         from taskcast import task
 

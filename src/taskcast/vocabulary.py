@@ -20,6 +20,7 @@ class EventType(StrEnum):
     TASK_COMPLETED = "task_completed"
     TASK_FAILED = "task_failed"
     TASK_ABORTED = "task_aborted"
+    AGENT_HANDOFF = "agent_handoff"  # integrations: a run moved to another agent
     TASK_COMMAND = COMMAND_TYPE
     APPROVAL_REQUESTED = RemoteEvent.APPROVAL_REQUESTED.value
     QUESTION_ASKED = RemoteEvent.QUESTION_ASKED.value

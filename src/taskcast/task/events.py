@@ -43,10 +43,16 @@ def summarize_arguments(arguments: dict[str, Any], value_limit: int = 80) -> str
 
 def api_action_message(turn: AssistantTurn) -> str:
     """The assistant's response as text; never empty."""
-    if turn.text.strip():
-        return turn.text
-    if turn.tool_calls:
-        return render_tool_calls(turn.tool_calls)
+    return response_message(turn.text, turn.tool_calls)
+
+
+def response_message(text: str, tool_calls: list[ToolCall]) -> str:
+    """A model response as the seed's ``message``: its text, else its tool calls rendered,
+    never empty — for the Task and for every integration alike."""
+    if text.strip():
+        return text
+    if tool_calls:
+        return render_tool_calls(tool_calls)
     return "(empty response)"
 
 
@@ -57,15 +63,87 @@ def api_action_payload(task_id: str, turn: AssistantTurn) -> dict[str, Any]:
 def llm_usage_payload(
     task_id: str, provider: str, model: str, turn: AssistantTurn
 ) -> dict[str, Any]:
+    return usage_payload(
+        task_id,
+        provider,
+        model,
+        response_model=turn.model or model,
+        input_tokens=turn.usage.input_tokens,
+        output_tokens=turn.usage.output_tokens,
+        cached_tokens=turn.usage.cached_tokens,
+        latency_ms=turn.latency_ms,
+        finish_reason=turn.finish_reason,
+    )
+
+
+def usage_payload(
+    task_id: str,
+    provider: str,
+    model: str,
+    *,
+    response_model: str | None = None,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    cached_tokens: int = 0,
+    latency_ms: int | None = None,
+    finish_reason: str | None = None,
+) -> dict[str, Any]:
+    """``llm_usage``: one model response's tokens (OpenTelemetry GenAI names in comments)."""
     return {
         "taskId": task_id,
         "provider": provider,  # gen_ai.provider.name
         "model": model,  # gen_ai.request.model
-        "responseModel": turn.model or model,  # gen_ai.response.model
-        "inputTokens": turn.usage.input_tokens,  # gen_ai.usage.input_tokens
-        "outputTokens": turn.usage.output_tokens,  # gen_ai.usage.output_tokens
-        "cachedTokens": turn.usage.cached_tokens,  # gen_ai.usage.cache_read.input_tokens
-        "latencyMs": turn.latency_ms,
-        "finishReason": turn.finish_reason,  # gen_ai.response.finish_reasons
+        "responseModel": response_model or model,  # gen_ai.response.model
+        "inputTokens": input_tokens,  # gen_ai.usage.input_tokens
+        "outputTokens": output_tokens,  # gen_ai.usage.output_tokens
+        "cachedTokens": cached_tokens,  # gen_ai.usage.cache_read.input_tokens
+        "latencyMs": latency_ms,
+        "finishReason": finish_reason,  # gen_ai.response.finish_reasons
         "timestamp": now_ms(),
     }
+
+
+def tool_executed_payload(
+    tool: str,
+    arguments: dict[str, Any],
+    output: str,
+    *,
+    success: bool,
+    approved: bool = True,
+    duration_ms: int = 0,
+    truncated: bool = False,
+) -> dict[str, Any]:
+    """``tool_executed``: one tool run, its arguments summarised and its output cut."""
+    return {
+        "tool": tool,
+        "arguments": summarize_arguments(arguments),
+        "success": success,
+        "approved": approved,
+        "durationMs": duration_ms,
+        "output": truncate(output, MAX_OUTPUT),
+        "truncated": truncated or len(output) > MAX_OUTPUT,
+    }
+
+
+def final_payload(
+    status: str,
+    *,
+    turns: int,
+    duration_ms: int,
+    input_tokens: int,
+    output_tokens: int,
+    result: str = "",
+    error: str = "",
+) -> dict[str, Any]:
+    """The payload of the event that ends a task (completed, failed, aborted)."""
+    payload: dict[str, Any] = {
+        "turns": turns,
+        "durationMs": duration_ms,
+        "inputTokens": input_tokens,
+        "outputTokens": output_tokens,
+    }
+    if status == "completed":
+        payload["result"] = truncate(result, MAX_OUTPUT)
+    elif status == "failed":
+        payload["error"] = truncate(error, MAX_OUTPUT)
+    return payload

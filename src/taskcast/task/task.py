@@ -30,9 +30,11 @@ from taskcast.task.emitter import Emitter, MessageSink
 from taskcast.task.events import (
     MAX_OUTPUT,
     api_action_payload,
+    final_payload,
     llm_usage_payload,
     now_ms,
     summarize_arguments,
+    tool_executed_payload,
     truncate,
 )
 from taskcast.task.handoff import LeaseKeeper, fetch_history
@@ -418,15 +420,15 @@ class Task:
             result = ToolResult(f"the user denied {call.name}{denial}", is_error=True)
         self._emit(
             EventType.TOOL_EXECUTED,
-            {
-                "tool": call.name,
-                "arguments": summarize_arguments(call.arguments),
-                "success": not result.is_error,
-                "approved": approved,
-                "durationMs": int((time.monotonic() - started) * 1000),
-                "output": truncate(result.content, MAX_OUTPUT),
-                "truncated": result.truncated or len(result.content) > MAX_OUTPUT,
-            },
+            tool_executed_payload(
+                call.name,
+                call.arguments,
+                result.content,
+                success=not result.is_error,
+                approved=approved,
+                duration_ms=int((time.monotonic() - started) * 1000),
+                truncated=result.truncated,
+            ),
         )
         return result
 
@@ -475,19 +477,18 @@ class Task:
             int((time.monotonic() - started) * 1000),
             list(self.denied),
         )
-        payload: dict[str, Any] = {
-            "turns": turns,
-            "durationMs": outcome.duration_ms,
-            "inputTokens": self.usage.input_tokens,
-            "outputTokens": self.usage.output_tokens,
-        }
+        payload = final_payload(
+            status,
+            turns=turns,
+            duration_ms=outcome.duration_ms,
+            input_tokens=self.usage.input_tokens,
+            output_tokens=self.usage.output_tokens,
+            result=result,
+            error=error,
+        )
         if self.denied:  # say so: "completed" is not "did what it said" when tools were denied
             payload["deniedTools"] = list(self.denied)
-        if status == "completed":
-            payload["result"] = truncate(result, MAX_OUTPUT)
-        elif status == "failed":
-            payload["error"] = truncate(error, MAX_OUTPUT)
-        elif status == "aborted":
+        if status == "aborted":
             payload["by"] = self._aborted_by or LOCAL_USER
             payload["reason"] = self._abort_reason
         self._emit(FINAL_EVENTS[status], payload)
