@@ -225,3 +225,97 @@ def test_an_integration_without_its_extra_names_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
     )
     assert "pip install 'taskcast[langchain]'" in out.stdout, out
+
+
+# --- OpenAI Agents SDK ---------------------------------------------------------------
+
+
+def _agents(llm: FakeLLM) -> Any:
+    from agents import Agent, OpenAIChatCompletionsModel, function_tool, set_tracing_disabled
+    from openai import AsyncOpenAI
+
+    set_tracing_disabled(True)  # no trace upload to OpenAI from a test
+    client = AsyncOpenAI(base_url=f"{llm.base}/v1", api_key="sk-test")
+    model = OpenAIChatCompletionsModel(model="gpt-agents", openai_client=client)
+
+    @function_tool
+    def lookup(topic: str) -> str:
+        """Look a topic up."""
+        return f"notes on {topic}"
+
+    @function_tool
+    def broken(topic: str) -> str:
+        """Always fails."""
+        raise RuntimeError("no such thing")
+
+    writer = Agent(name="writer", instructions="Write the answer.", model=model)
+    return Agent(
+        name="triage",
+        instructions="Look things up, then hand off.",
+        model=model,
+        tools=[lookup, broken],
+        handoffs=[writer],
+    )
+
+
+async def test_an_openai_agents_run_with_tools_and_a_handoff(start_hub: Any, llm: FakeLLM) -> None:
+    from taskcast.integrations.openai_agents import TaskcastRunHooks
+
+    hub = start_hub()
+    llm.replies = [
+        Reply(
+            tool_calls=[
+                {"id": "t1", "name": "lookup", "arguments": {"topic": "otters"}},
+                {"id": "t2", "name": "broken", "arguments": {"topic": "otters"}},
+            ]
+        ),
+        Reply(tool_calls=[{"id": "h1", "name": "transfer_to_writer", "arguments": {}}]),
+        Reply(text="Otters hold hands while sleeping."),
+    ]
+    service = CommunicationService(hub.url)
+    hooks = TaskcastRunHooks(service, task_id="agents-1")
+    from agents import Runner
+
+    result = await Runner.run(_agents(llm), "tell me about otters", hooks=hooks)
+    assert result.final_output == "Otters hold hands while sleeping."
+    assert await service.aflush(10)
+    events = await task_events(hub, "agents-1")
+    assert kinds(events) == [
+        "task_started",
+        "api_action",
+        "llm_usage",
+        "tool_executed",
+        "tool_executed",
+        "api_action",
+        "llm_usage",
+        "agent_handoff",
+        "api_action",
+        "llm_usage",
+        "task_completed",
+    ]
+    actions = [e["payload"] for e in events if e["type"] == "api_action"]
+    assert all(set(p) == SEED_KEYS for p in actions)
+    assert actions[0]["message"] == 'lookup(topic="otters"); broken(topic="otters")'
+    assert actions[1]["message"] == "transfer_to_writer()"
+    assert actions[2]["message"] == "Otters hold hands while sleeping."
+    tools = {e["payload"]["tool"]: e["payload"] for e in events if e["type"] == "tool_executed"}
+    assert tools["lookup"]["success"] and tools["lookup"]["output"] == "notes on otters"
+    assert tools["lookup"]["arguments"] == 'topic="otters"'
+    assert not tools["broken"]["success"]
+    (handoff,) = [e["payload"] for e in events if e["type"] == "agent_handoff"]
+    assert (handoff["fromAgent"], handoff["toAgent"]) == ("triage", "writer")
+    usage = [e["payload"] for e in events if e["type"] == "llm_usage"]
+    assert [(u["model"], u["inputTokens"], u["outputTokens"]) for u in usage] == [
+        ("gpt-agents", 11, 7)
+    ] * 3
+    assert events[0]["payload"]["prompt"] == "tell me about otters"
+    assert events[-1]["payload"]["result"] == "Otters hold hands while sleeping."
+
+    # A run that raises (the model endpoint fails for good): task_failed through hooks.run.
+    llm.replies = [Reply(status=400)]
+    failing = TaskcastRunHooks(service, task_id="agents-2")
+    with pytest.raises(Exception, match="scripted failure"):
+        await failing.run(_agents(llm), "this will fail")
+    assert await service.aflush(10)
+    assert kinds(await task_events(hub, "agents-2")) == ["task_started", "task_failed"]
+    await service.aclose()
