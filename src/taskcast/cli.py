@@ -839,6 +839,76 @@ def demo(keep: bool, open_browser: bool, store_url: str, port: int) -> None:
     sys.exit(asyncio.run(run_demo(store_url, port, keep=keep, open_browser=open_browser)))
 
 
+@main.command()
+@click.option("--channel", default="tasks.>", show_default=True, help="Pattern of the tasks.")
+@click.option(
+    "--endpoint",
+    required=True,
+    help="OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318 (/v1/traces is added).",
+)
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    help="HTTP header for the endpoint, KEY=VALUE (repeat; e.g. an API key).",
+)
+@click.option(
+    "--cursor-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".taskcast/otel-cursor.json"),
+    show_default=True,
+    help="Where the last exported seq is kept (resume point after a restart).",
+)
+@click.option("--since", type=int, default=0, show_default=True, help="First run: start after.")
+@click.option("--service-name", default="taskcast", show_default=True)
+@_hub_option
+@click.option("--token", envvar="TASKCAST_TOKEN")
+@click.option("-v", "--verbose", is_flag=True)
+def otel(
+    channel: str,
+    endpoint: str,
+    headers: tuple[str, ...],
+    cursor_file: Path,
+    since: int,
+    service_name: str,
+    hub: str,
+    token: str | None,
+    verbose: bool,
+) -> None:
+    """Send every task to OpenTelemetry as a trace (needs taskcast[otel])."""
+    try:
+        from taskcast.integrations.otel import Cursor, follow_into, otlp_http_exporter
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _setup_logging(verbose)
+    try:
+        validate_pattern(channel)
+        pairs = dict(header.split("=", 1) for header in headers)
+    except (InvalidChannel, ValueError) as exc:
+        raise click.BadParameter(str(exc) or "--header takes KEY=VALUE") from None
+    exporter = otlp_http_exporter(endpoint, pairs)
+
+    def status(state: str, error: str | None) -> None:
+        if state == "subscribed":
+            click.echo(f"following {channel} on {hub}, exporting to {endpoint}", err=True)
+        else:
+            click.echo(f"cannot reach the hub at {hub}: {error}; retrying", err=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            follow_into(
+                exporter,
+                hub,
+                channel,
+                Cursor(cursor_file),
+                since=since,
+                token=token,
+                service_name=service_name,
+                on_status=status,
+            )
+        )
+
+
 # --- remote orchestration (docs/orchestration.md) ------------------------------------
 
 
