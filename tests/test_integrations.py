@@ -319,3 +319,139 @@ async def test_an_openai_agents_run_with_tools_and_a_handoff(start_hub: Any, llm
     assert await service.aflush(10)
     assert kinds(await task_events(hub, "agents-2")) == ["task_started", "task_failed"]
     await service.aclose()
+
+
+# --- remote approval through the hub ---------------------------------------------------
+
+
+async def decide_remotely(
+    hub: HubProcess, task_id: str, action: str, **extra: Any
+) -> dict[str, Any]:
+    """Act as a person at the dashboard: wait for the task's open request, answer it."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(400):
+            async with session.get(f"{hub.http}/api/pending", params={"taskId": task_id}) as r:
+                pending = await r.json()
+            if pending:
+                break
+            await asyncio.sleep(0.05)
+        (request,) = pending
+        body = {"action": action, "requestId": request["requestId"], **extra}
+        async with session.post(f"{hub.http}/api/tasks/{task_id}/commands", json=body) as r:
+            assert r.status == 200, await r.text()
+        return dict(request)
+
+
+async def test_an_agents_sdk_tool_approval_is_asked_through_the_hub(
+    start_hub: Any, llm: FakeLLM
+) -> None:
+    from agents import Agent, OpenAIChatCompletionsModel, function_tool, set_tracing_disabled
+    from openai import AsyncOpenAI
+
+    from taskcast.integrations.openai_agents import TaskcastRunHooks
+
+    set_tracing_disabled(True)
+    removed: list[str] = []
+
+    @function_tool(needs_approval=True)
+    def delete_file(path: str) -> str:
+        """Delete a file (asks a person first)."""
+        removed.append(path)
+        return f"deleted {path}"
+
+    client = AsyncOpenAI(base_url=f"{llm.base}/v1", api_key="sk-test")
+    agent = Agent(
+        name="cleaner",
+        model=OpenAIChatCompletionsModel(model="gpt-agents", openai_client=client),
+        tools=[delete_file],
+    )
+    llm.replies = [
+        Reply(tool_calls=[{"id": "d1", "name": "delete_file", "arguments": {"path": "old.log"}}]),
+        Reply(text="Deleted old.log."),
+    ]
+    hub = start_hub()
+    service = CommunicationService(hub.url)
+    hooks = TaskcastRunHooks(service, task_id="approve-1")
+    run = asyncio.create_task(hooks.run(agent, "clean up", remote_approvals=True))
+    request = await decide_remotely(hub, "approve-1", "approve")
+    result = await asyncio.wait_for(run, 30)
+    assert result.final_output == "Deleted old.log." and removed == ["old.log"]
+    assert request["tool"] == "delete_file" and request["arguments"] == {"path": "old.log"}
+    assert await service.aflush(10)
+    events = kinds(await task_events(hub, "approve-1"))
+    assert events.count("task_started") == 1 and events[-1] == "task_completed"
+    assert events.index("approval_requested") < events.index("approval_resolved")
+    assert events.index("approval_resolved") < events.index("tool_executed")
+    await service.aclose()
+
+
+async def test_a_langgraph_interrupt_is_answered_through_the_hub(
+    start_hub: Any, llm: FakeLLM
+) -> None:
+    from langchain_core.messages import ToolMessage
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.graph import START, MessagesState, StateGraph
+    from langgraph.prebuilt import tools_condition
+    from langgraph.types import interrupt
+
+    from taskcast.integrations.langchain import TaskcastCallbackHandler
+
+    @tool
+    def drop_table(name: str) -> str:
+        """Drop a database table."""
+        return f"dropped {name}"
+
+    model = ChatOpenAI(model="gpt-test", base_url=f"{llm.base}/v1", api_key="sk-test")
+    bound = model.bind_tools([drop_table])
+
+    async def call_model(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [await bound.ainvoke(state["messages"])]}
+
+    async def guarded_tools(state: MessagesState) -> dict[str, Any]:
+        answers = []
+        for call in state["messages"][-1].tool_calls:
+            decision = interrupt({"tool": call["name"], "arguments": call["args"]})
+            if decision["approved"]:
+                content = str(await drop_table.ainvoke(call["args"]))
+            else:
+                content = f"denied by {decision['by']}: {decision['reason']}"
+            answers.append(ToolMessage(content, tool_call_id=call["id"], name=call["name"]))
+        return {"messages": answers}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("model", call_model)
+    builder.add_node("tools", guarded_tools)
+    builder.add_edge(START, "model")
+    builder.add_conditional_edges("model", tools_condition)
+    builder.add_edge("tools", "model")
+    graph = builder.compile(checkpointer=InMemorySaver())
+
+    llm.replies = [
+        Reply(tool_calls=[{"id": "x1", "name": "drop_table", "arguments": {"name": "users"}}]),
+        Reply(text="I did not drop it: it was denied."),
+    ]
+    hub = start_hub()
+    service = CommunicationService(hub.url)
+    handler = TaskcastCallbackHandler(service, task_id="interrupt-1")
+    run = asyncio.create_task(
+        handler.run_graph(
+            graph,
+            {"messages": [("user", "drop the users table")]},
+            {"configurable": {"thread_id": "t1"}},
+        )
+    )
+    await decide_remotely(hub, "interrupt-1", "deny", reason="production data")
+    state = await asyncio.wait_for(run, 30)
+    assert state["messages"][-1].content == "I did not drop it: it was denied."
+    denial = state["messages"][-2]
+    assert denial.content.startswith("denied by ") and "production data" in denial.content
+    assert await service.aflush(10)
+    events = await task_events(hub, "interrupt-1")
+    names = kinds(events)
+    assert names.count("task_started") == 1 and names.count("task_completed") == 1
+    assert names.count("api_action") == 2 and "tool_executed" not in names  # never ran
+    (resolved,) = [e["payload"] for e in events if e["type"] == "approval_resolved"]
+    assert resolved["decision"] == "deny" and resolved["reason"] == "production data"
+    await service.aclose()

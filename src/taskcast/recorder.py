@@ -21,14 +21,17 @@ from taskcast.task.conversation import ToolCall
 from taskcast.task.emitter import Emitter, MessageSink
 from taskcast.task.events import (
     MAX_OUTPUT,
+    approval_arguments,
     final_payload,
     now_ms,
     response_message,
+    summarize_arguments,
     tool_executed_payload,
     truncate,
     usage_payload,
 )
 from taskcast.task.redaction import Redactor
+from taskcast.task.remote_link import Outcome, RemoteLink
 from taskcast.vocabulary import EventType
 
 log = logging.getLogger("taskcast.recorder")
@@ -62,9 +65,12 @@ class TaskRecorder:
         self.output_tokens = 0
         self.result: str | None = None  # the task's result; the last response by default
         self.status: str | None = None  # None until started; then running, completed, failed
+        self.service = service
         self._emitter = Emitter(service)
         self._redactor = Redactor(redact_patterns)
         self._started = time.monotonic()
+        self._remote: RemoteLink | None = None
+        self.aborted_by: str | None = None  # set when someone sent `abort` through the hub
 
     # --- the task's life --------------------------------------------------------
 
@@ -100,6 +106,9 @@ class TaskRecorder:
             return
         self.start()
         self.status = status
+        if self._remote is not None:
+            self._remote.stop()
+            self._remote = None
         event = EventType.TASK_COMPLETED if status == "completed" else EventType.TASK_FAILED
         self._emit(
             event,
@@ -182,6 +191,50 @@ class TaskRecorder:
         """``agent_handoff``: the conversation moves from one agent to another."""
         self.start()
         self._emit(EventType.AGENT_HANDOFF, {"fromAgent": from_agent, "toAgent": to_agent})
+
+    # --- asking people through the hub (docs/orchestration.md) --------------------
+
+    async def request_approval(
+        self, tool: str, arguments: dict[str, Any] | None = None, *, timeout: float = 600.0
+    ) -> Outcome:
+        """Publish ``approval_requested`` for a tool call and wait for the first
+        ``approve``/``deny`` sent to the task (``taskcast approve``, the dashboard); a
+        timeout denies. Needs a ``CommunicationService`` (it follows ``control.<taskId>``)."""
+        arguments = arguments or {}
+        details = {
+            "tool": tool,
+            **approval_arguments(arguments),
+            "summary": summarize_arguments(arguments),
+        }
+        return await self._link(timeout).request_approval(details)
+
+    async def ask(
+        self, question: str, options: list[str] | None = None, *, timeout: float = 600.0
+    ) -> str | None:
+        """Publish ``question_asked`` and wait for a ``reply``; None on timeout."""
+        outcome = await self._link(timeout).ask_question(question, options, None)
+        return outcome.answer
+
+    def _link(self, timeout: float) -> RemoteLink:
+        self.start()
+        if self._remote is None:
+            service = self.service
+            if not all(hasattr(service, name) for name in ("on", "off", "follow", "unfollow")):
+                raise TypeError("asking through the hub needs a CommunicationService")
+            self._remote = RemoteLink(
+                self.task_id,
+                service,  # type: ignore[arg-type]
+                self._emit,
+                timeout=timeout,
+                on_abort=self._abort_from_remote,
+            )
+            self._remote.start()
+        self._remote.timeout = timeout
+        return self._remote
+
+    def _abort_from_remote(self, by: str, reason: str | None) -> None:
+        self.aborted_by = by
+        log.warning("task %s: abort requested by %s (%s)", self.task_id, by, reason)
 
     def _emit(self, event_type: str, payload: dict[str, Any]) -> None:
         payload = self._redactor.payload({"taskId": self.task_id, **payload, "timestamp": now_ms()})

@@ -49,6 +49,8 @@ class TaskcastCallbackHandler(BaseCallbackHandler):
         self.redact_patterns = tuple(redact_patterns)
         self.recorder: TaskRecorder | None = None
         self._root: UUID | None = None
+        self._paused = False  # the last run stopped at an interrupt: the next one resumes it
+        self._interrupted = False  # a node of the current run raised an interrupt
         self._models: dict[UUID, tuple[str, str, float]] = {}  # provider, model, started
         self._tools: dict[UUID, tuple[str, dict[str, Any], float]] = {}
 
@@ -58,6 +60,9 @@ class TaskcastCallbackHandler(BaseCallbackHandler):
         if parent_run_id is not None or self._root is not None:
             return
         self._root = run_id
+        if self._paused and self.recorder is not None:
+            self._paused = False  # resuming after an interrupt: the same task goes on
+            return
         self.recorder = TaskRecorder(
             self.service,
             self.task_id or str(run_id),
@@ -66,14 +71,60 @@ class TaskcastCallbackHandler(BaseCallbackHandler):
         )
         self.recorder.start(prompt)
 
-    def _end(self, run_id: UUID, *, result: str | None = None, error: Any = None) -> None:
+    def _end(
+        self, run_id: UUID, *, result: str | None = None, error: Any = None, paused: bool = False
+    ) -> None:
         if run_id != self._root or self.recorder is None:
+            return
+        self._root = None
+        interrupted, self._interrupted = self._interrupted, False
+        if paused or interrupted or type(error).__name__ in PAUSES:
+            self._paused = True  # waiting for a person: resumed by the next run
             return
         if error is None:
             self.recorder.complete(result)
-        elif type(error).__name__ not in PAUSES:
+        else:
             self.recorder.fail(error)
-        self._root, self.recorder = None, None  # the next outermost run is a new task
+        self.recorder = None  # the next outermost run is a new task
+
+    async def run_graph(
+        self,
+        graph: Any,
+        input: Any,
+        config: dict[str, Any] | None = None,
+        *,
+        approval_timeout: float = 600.0,
+    ) -> Any:
+        """Run a LangGraph graph with this handler and answer each ``interrupt`` through
+        the hub, resuming until the graph ends. An interrupt whose value is a dict with a
+        ``tool`` is an approval (resumed with ``{"approved", "by", "reason"}``); any
+        other value is a question (resumed with the reply text, or None on timeout).
+        The graph needs a checkpointer and ``config`` a ``thread_id``, as for any resume."""
+        from langgraph.types import Command
+
+        config = dict(config or {})
+        config["callbacks"] = [*(config.get("callbacks") or []), self]
+        result = await graph.ainvoke(input, config)
+        while isinstance(result, dict) and result.get("__interrupt__"):
+            answers = {}
+            for pending in result["__interrupt__"]:
+                answers[pending.id] = await self._answer(pending.value, approval_timeout)
+            result = await graph.ainvoke(Command(resume=answers), config)
+        return result
+
+    async def _answer(self, value: Any, timeout: float) -> Any:
+        recorder = self.recorder or TaskRecorder(self.service, self.task_id)
+        if isinstance(value, dict) and isinstance(value.get("tool"), str):
+            arguments = value.get("arguments")
+            outcome = await recorder.request_approval(
+                value["tool"], arguments if isinstance(arguments, dict) else {}, timeout=timeout
+            )
+            return {"approved": outcome.approved, "by": outcome.by, "reason": outcome.reason}
+        options = value.get("options") if isinstance(value, dict) else None
+        question = value.get("question") if isinstance(value, dict) else value
+        return await recorder.ask(
+            _text_of(question), options if isinstance(options, list) else None, timeout=timeout
+        )
 
     def on_chain_start(
         self,
@@ -87,9 +138,12 @@ class TaskcastCallbackHandler(BaseCallbackHandler):
         self._begin(run_id, parent_run_id, _prompt_of(inputs), "unknown")
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end(run_id, result=_result_of(outputs))
+        paused = isinstance(outputs, dict) and bool(outputs.get("__interrupt__"))
+        self._end(run_id, result=_result_of(outputs), paused=paused)
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        if type(error).__name__ in PAUSES:
+            self._interrupted = True  # a node stopped for a person; the graph returns paused
         self._end(run_id, error=error)
 
     # --- model responses ------------------------------------------------------------

@@ -5,8 +5,9 @@ every model response becomes one seed-exact ``api_action`` plus ``llm_usage``, e
 function tool run a ``tool_executed``, every hand-off between agents an
 ``agent_handoff``, and the final output ``task_completed``. The SDK has no hook for a
 run that raises: ``await hooks.run(agent, input, ...)`` runs it and records
-``task_failed`` too (or call ``hooks.fail(error)`` yourself). One hooks object may serve
-runs one after another; each is its own task unless ``task_id`` is given.
+``task_failed`` too (or call ``hooks.fail(error)`` yourself), and with
+``remote_approvals=True`` routes the SDK's tool approvals through the hub. One hooks
+object may serve runs one after another; each is its own task unless ``task_id`` is given.
 """
 
 from __future__ import annotations
@@ -60,10 +61,38 @@ class TaskcastRunHooks(RunHooks[Any]):
             )
         return self.recorder
 
-    async def run(self, agent: Agent[Any], input: Any, **kwargs: Any) -> Any:
-        """``Runner.run`` with these hooks, recording ``task_failed`` if it raises."""
+    async def run(
+        self,
+        agent: Agent[Any],
+        input: Any,
+        *,
+        remote_approvals: bool = False,
+        approval_timeout: float = 600.0,
+        **kwargs: Any,
+    ) -> Any:
+        """``Runner.run`` with these hooks, recording ``task_failed`` if it raises.
+
+        With ``remote_approvals``, a tool that needs approval (``needs_approval``) is
+        asked through the hub — ``approval_requested``, answered by ``taskcast approve``
+        / ``deny`` or the dashboard — and the run resumes with the decision."""
         try:
-            return await Runner.run(agent, input, hooks=self, **kwargs)
+            result = await Runner.run(agent, input, hooks=self, **kwargs)
+            while remote_approvals and result.interruptions:
+                state = result.to_state()
+                for item in result.interruptions:
+                    recorder = self._task(agent)
+                    outcome = await recorder.request_approval(
+                        str(item.tool_name),
+                        _arguments_of(item.arguments or ""),
+                        timeout=approval_timeout,
+                    )
+                    if outcome.approved:
+                        state.approve(item)
+                    else:
+                        why = f" ({outcome.reason})" if outcome.reason else ""
+                        state.reject(item, rejection_message=f"denied by {outcome.by}{why}")
+                result = await Runner.run(agent, state, hooks=self, **kwargs)
+            return result
         except BaseException as error:
             self.fail(error)
             raise

@@ -147,3 +147,19 @@ def final_payload(
     elif status == "failed":
         payload["error"] = truncate(error, MAX_OUTPUT)
     return payload
+
+
+MAX_APPROVAL_ARGUMENTS = 512 * 1024  # characters: well inside the hub's 1 MiB frame limit
+
+
+def approval_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The full arguments for an approver — unless they would not fit in one event; then
+    each long string is cut and ``argumentsTruncated`` says so."""
+    if len(json.dumps(arguments, ensure_ascii=False)) <= MAX_APPROVAL_ARGUMENTS:
+        return {"arguments": arguments}
+    share = MAX_APPROVAL_ARGUMENTS // max(1, len(arguments))
+    cut = {
+        key: truncate(value, share) if isinstance(value, str) else value
+        for key, value in arguments.items()
+    }
+    return {"arguments": cut, "argumentsTruncated": True}

@@ -30,6 +30,7 @@ from taskcast.task.emitter import Emitter, MessageSink
 from taskcast.task.events import (
     MAX_OUTPUT,
     api_action_payload,
+    approval_arguments,
     final_payload,
     llm_usage_payload,
     now_ms,
@@ -552,22 +553,6 @@ def _can_follow(service: object) -> bool:
     return all(
         callable(getattr(service, name, None)) for name in ("on", "off", "follow", "unfollow")
     )
-
-
-MAX_APPROVAL_ARGUMENTS = 512 * 1024  # characters: well inside the hub's 1 MiB frame limit
-
-
-def approval_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The full arguments for an approver — unless they would not fit in one event; then
-    each long string is cut and ``argumentsTruncated`` says so."""
-    if len(json.dumps(arguments, ensure_ascii=False)) <= MAX_APPROVAL_ARGUMENTS:
-        return {"arguments": arguments}
-    share = MAX_APPROVAL_ARGUMENTS // max(1, len(arguments))
-    cut = {
-        key: truncate(value, share) if isinstance(value, str) else value
-        for key, value in arguments.items()
-    }
-    return {"arguments": cut, "argumentsTruncated": True}
 
 
 def _worth_hiding(api_key: object) -> bool:
