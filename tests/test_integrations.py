@@ -5,6 +5,7 @@ clients talking to the fake OpenAI server over HTTP."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -455,3 +456,59 @@ async def test_a_langgraph_interrupt_is_answered_through_the_hub(
     (resolved,) = [e["payload"] for e in events if e["type"] == "approval_resolved"]
     assert resolved["decision"] == "deny" and resolved["reason"] == "production data"
     await service.aclose()
+
+
+# --- the examples of docs/integrations.md run as they are --------------------------------
+
+COUNT = {"id": "w1", "name": "word_count", "arguments": {"text": "the quick brown fox"}}
+EXAMPLE_REPLIES = {
+    "recorder": [Reply(tool_calls=[COUNT]), Reply(text="4 words.")],
+    "langchain": [Reply(tool_calls=[COUNT]), Reply(text="4 words.")],
+    "openai-agents": [
+        Reply(tool_calls=[COUNT]),
+        Reply(tool_calls=[{"id": "h1", "name": "transfer_to_writer", "arguments": {}}]),
+        Reply(text="The text has 4 words."),
+    ],
+}
+
+
+def doc_examples() -> dict[str, str]:
+    text = (REPO / "docs" / "integrations.md").read_text()
+    found = {}
+    for part in text.split("<!-- example: ")[1:]:
+        name, _, rest = part.partition(" -->")
+        found[name] = rest.split("```python\n", 1)[1].split("```", 1)[0]
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLE_REPLIES))
+async def test_the_documented_examples_run(
+    name: str, start_hub: Any, llm: FakeLLM, tmp_path: Path
+) -> None:
+    hub = start_hub()
+    llm.replies = list(EXAMPLE_REPLIES[name])
+    script = tmp_path / f"{name}.py"
+    script.write_text(doc_examples()[name])
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OPENAI")},
+        "TASKCAST_HUB": hub.url,
+        "OPENAI_BASE_URL": f"{llm.base}/v1",
+        "OPENAI_API_KEY": "sk-test",
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(script)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not llm.replies  # every scripted response was asked for
+    async with aiohttp.ClientSession() as session, session.get(f"{hub.http}/api/tasks") as r:
+        (task,) = await r.json()
+    events = kinds(await task_events(hub, task["taskId"]))
+    assert events[0] == "task_started" and events[-1] == "task_completed"
+    assert events.count("api_action") == len(EXAMPLE_REPLIES[name])
+    assert "tool_executed" in events
