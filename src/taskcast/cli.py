@@ -883,9 +883,11 @@ def otel(
     _setup_logging(verbose)
     try:
         validate_pattern(channel)
-        pairs = dict(header.split("=", 1) for header in headers)
-    except (InvalidChannel, ValueError) as exc:
-        raise click.BadParameter(str(exc) or "--header takes KEY=VALUE") from None
+    except InvalidChannel as exc:
+        raise click.BadParameter(str(exc)) from None
+    if any("=" not in header for header in headers):
+        raise click.BadParameter("--header takes KEY=VALUE")
+    pairs = dict(header.split("=", 1) for header in headers)
     exporter = otlp_http_exporter(endpoint, pairs)
 
     def status(state: str, error: str | None) -> None:
