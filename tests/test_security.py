@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import os
 import ssl
@@ -16,10 +15,8 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +26,7 @@ from taskcast.client import CommunicationService
 from taskcast.task import ScriptedProvider, Task
 from taskcast.task.redaction import Redactor
 from tests.conftest import REPO, HubProcess
-from tests.helpers import SECRET, bearer, publish_acked, recv, seed, send, token
+from tests.helpers import SECRET, bearer, publish_acked, recv, seed, self_signed, send, token
 
 
 async def upgrade_status(url: str, headers: dict[str, str] | None = None) -> int:
@@ -239,38 +236,6 @@ async def test_oversized_frame_and_idle_and_handshake_timeouts(start_hub: Any) -
     assert await asyncio.wait_for(reader.read(), 10) == b""
     assert time.monotonic() - started < 5
     writer.close()
-
-
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    import ipaddress
-
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 async def test_tls_round_trip(secure_hub: Any, tmp_path: Path) -> None:
