@@ -219,6 +219,15 @@ def _verifier(
     show_default=True,
     help="Mark a webhook failed after failing this long (30m, 12h, 1d, seconds).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Hub processes sharing the port (SO_REUSEPORT), one per core or per ~15,000 "
+    "connections; needs --store nats://… (the log they all share).",
+)
+@click.option("--reuse-port", is_flag=True, hidden=True)  # set on each worker by --workers
 @click.option("-v", "--verbose", is_flag=True)
 def hub(
     host: str,
@@ -254,12 +263,28 @@ def hub(
     handshake_timeout: float,
     allow_private_webhooks: bool,
     webhook_give_up: str,
+    workers: int,
+    reuse_port: bool,
     verbose: bool,
 ) -> None:
     """Run the hub: websocket /ws, the HTTP API and the dashboard on one port."""
     from taskcast.hub.server import TooFewFiles, UnsafeBind, announce, serve
 
     _setup_logging(verbose)
+    if workers > 1:
+        if not store_url.startswith(("nats://", "tls://")):
+            raise click.UsageError(
+                "--workers needs a log every worker shares: --store nats://… "
+                "(SQLite has one writer; see docs/architecture.md)"
+            )
+        from taskcast.hub.workers import Supervisor, WorkerFailed
+
+        try:
+            options = sys.argv[sys.argv.index("hub") + 1 :]  # this command's own options
+            supervisor = Supervisor(["hub", *options], workers, host, port)
+            sys.exit(supervisor.run(announce))
+        except (OSError, WorkerFailed) as exc:
+            raise click.ClickException(str(exc)) from exc
     ttl_limit = _parse_ttl(max_token_ttl)
     try:
         verifier = _verifier(secret_file, public_key_file, algorithm, ttl_limit or None)
@@ -268,6 +293,7 @@ def hub(
     config = HubConfig(
         host=host,
         port=port,
+        reuse_port=reuse_port,
         store=store_url,
         retention=Retention(max_events=retain_events, max_age_seconds=retain_seconds),
         fsync=fsync,

@@ -16,6 +16,7 @@ MIB = 1024 * 1024
 class HubConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    reuse_port: bool = False  # a worker of `--workers N`: shares the port (SO_REUSEPORT)
     store: str = DEFAULT_STORE
     retention: Retention = field(default_factory=Retention)
     fsync: bool = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import os
 import time
 from typing import Any
 
@@ -77,6 +78,7 @@ async def healthz(request: web.Request) -> web.Response:
             "subscribers": hub.subscribers,
             "subscriptions": len(hub.index),
             "tasks": len(hub.summaries.tasks),
+            "pid": os.getpid(),  # which process answered (one of --workers N)
         }
     )
 

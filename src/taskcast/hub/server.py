@@ -151,7 +151,12 @@ async def serve(
         await hub.start()
         await runner.setup()
         site = web.TCPSite(
-            runner, config.host, config.port, reuse_address=True, ssl_context=ssl_context
+            runner,
+            config.host,
+            config.port,
+            reuse_address=True,
+            reuse_port=config.reuse_port or None,
+            ssl_context=ssl_context,
         )
         await site.start()
         port = runner.addresses[0][1] if runner.addresses else config.port
