@@ -112,3 +112,19 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
+
+
+def test_workers_do_not_outlive_a_supervisor_killed_with_9(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    hub = HubProcess(
+        nats_server.url, "--workers", "2", "--nats-stream", unique_stream("orphan")
+    ).start(tmp_path / "hub.log")
+    workers = asyncio.run(pids(hub))
+    hub.kill9()
+    for pid in workers:
+        for _ in range(200):
+            if not _alive(pid):
+                break
+            threading.Event().wait(0.05)
+        assert not _alive(pid), f"worker {pid} outlived its supervisor"

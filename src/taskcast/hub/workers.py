@@ -11,6 +11,8 @@ SIGINT/SIGTERM on, and restarts a worker that dies.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import signal
 import socket
@@ -25,6 +27,7 @@ log = logging.getLogger("taskcast.hub")
 READY_PREFIX = "taskcast hub listening on "
 START_TIMEOUT_SECONDS = 60.0
 RESTART_DELAY_SECONDS = 1.0
+PR_SET_PDEATHSIG = 1
 
 
 class WorkerFailed(RuntimeError):
@@ -58,6 +61,14 @@ def worker_argv(argv: list[str], port: int) -> list[str]:
     return [*out, "--port", str(port), "--reuse-port"]
 
 
+def _die_with_parent() -> None:
+    """In the worker, before exec: SIGTERM when the supervisor dies, even by kill -9
+    (Linux ``PR_SET_PDEATHSIG``), so no worker outlives it holding the port."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Supervisor:
     def __init__(self, argv: list[str], workers: int, host: str, port: int) -> None:
         self.count = workers
@@ -70,7 +81,9 @@ class Supervisor:
 
     def _spawn(self, index: int) -> str:
         """Start worker ``index``; its announced URL once it listens."""
-        proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            self.argv, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent
+        )
         self.procs[index] = proc
         assert proc.stdout is not None
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
