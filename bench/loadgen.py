@@ -4,11 +4,13 @@ Each runs in its own process so the server under test, not the client, is measur
 Subscribers only count frames in throughput mode; in latency mode they decode each
 frame and compare its ``sentNs`` (CLOCK_MONOTONIC, shared by all processes) with now.
 
-Three wire dialects, one per kind of server:
+Four wire dialects, one per kind of server:
 - ``taskcast``: subscribe frame, acknowledged publishes (a window of unacked events);
 - ``plain``: a relay that forwards every text frame to every other client;
 - ``socketio``: Engine.IO/Socket.IO v4 over a websocket (``40`` connect, ``42[...]``
-  events, ``2``/``3`` ping/pong).
+  events, ``2``/``3`` ping/pong);
+- ``nats``: the NATS client protocol over the server's websocket listener (``CONNECT``,
+  ``SUB tasks.>``, ``PUB``/``MSG``; core NATS, nothing stored), in binary frames.
 """
 
 from __future__ import annotations
@@ -50,12 +52,51 @@ def api_action(i: int, sent_ns: int) -> dict[str, Any]:
 _encode = msgspec.json.Encoder().encode
 
 
+NATS_CONNECT = b'CONNECT {"verbose":false,"pedantic":false,"protocol":1}\r\n'
+NATS_SUBJECT = b"tasks.bench"
+
+
 def encode_event(mode: str, i: int) -> bytes:
     """Compact JSON, as every client library sends it."""
     event = _encode(api_action(i, time.monotonic_ns()))
     if mode == "socketio":
         return b'42["event",' + event + b"]"
+    if mode == "nats":
+        return b"PUB %s %d\r\n%s\r\n" % (NATS_SUBJECT, len(event), event)
     return event
+
+
+class NatsStream:
+    """Splits the NATS protocol bytes of a websocket stream into ``MSG`` payloads (a
+    frame may hold many messages, or part of one) and notes ``PONG``/``PING``."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.pongs = 0
+        self.pings = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self.buffer += data
+        payloads: list[bytes] = []
+        buffer = self.buffer
+        while True:
+            end = buffer.find(b"\r\n")
+            if end < 0:
+                break
+            line = bytes(buffer[:end])
+            if line.startswith(b"MSG "):
+                size = int(line.rsplit(b" ", 1)[1])
+                if len(buffer) < end + 2 + size + 2:
+                    break  # the rest of this message is in a later frame
+                payloads.append(bytes(buffer[end + 2 : end + 2 + size]))
+                del buffer[: end + 2 + size + 2]
+                continue
+            if line == b"PONG":
+                self.pongs += 1
+            elif line == b"PING":
+                self.pings += 1
+            del buffer[: end + 2]
+        return payloads
 
 
 def cpu_seconds_of(pid: int) -> float:
@@ -107,14 +148,21 @@ class _Shared:
 class _Subscriber(WSListener):  # type: ignore[misc]
     def __init__(self, shared: _Shared) -> None:
         self.shared = shared
+        self.nats = NatsStream() if shared.mode == "nats" else None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         if self.shared.mode == "taskcast":
             transport.send(WSMsgType.TEXT, SUBSCRIBE)
         elif self.shared.mode in ("plain", "taskcast-replay"):
             self.shared.ready += 1  # a replaying subscriber subscribes only on "go"
+        elif self.shared.mode == "nats":
+            # PING after SUB: the PONG says the subscription is in place.
+            transport.send(WSMsgType.BINARY, NATS_CONNECT + b"SUB tasks.> 1\r\nPING\r\n")
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if self.nats is not None:
+            self._nats_frame(transport, frame)
+            return
         if frame.msg_type != WSMsgType.TEXT:
             return
         shared = self.shared
@@ -145,6 +193,30 @@ class _Subscriber(WSListener):  # type: ignore[misc]
         if not shared.count:
             shared.first_ns = now
         shared.count += 1
+        shared.last_ns = now
+        if shared.count >= shared.expected:
+            shared.done.set()
+
+    def _nats_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        assert self.nats is not None
+        shared = self.shared
+        pongs = self.nats.pongs
+        payloads = self.nats.feed(frame.get_payload_as_bytes())
+        if self.nats.pongs > pongs and pongs == 0:
+            shared.ready += 1
+        while self.nats.pings:
+            self.nats.pings -= 1
+            transport.send(WSMsgType.BINARY, b"PONG\r\n")
+        if not payloads:
+            return
+        now = time.monotonic_ns()
+        if shared.latency:
+            for data in payloads:
+                sent = shared.decode(data)["payload"]["sentNs"]
+                shared.latencies.append((now - sent) / 1000)
+        if not shared.count:
+            shared.first_ns = now
+        shared.count += len(payloads)
         shared.last_ns = now
         if shared.count >= shared.expected:
             shared.done.set()
@@ -204,12 +276,23 @@ class _Publisher(WSListener):  # type: ignore[misc]
         self.acked = 0
         self.window = asyncio.Event()
         self.ready = asyncio.Event()
+        self.nats = NatsStream() if mode == "nats" else None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
-        if self.mode != "socketio":
+        if self.mode == "nats":
+            transport.send(WSMsgType.BINARY, NATS_CONNECT + b"PING\r\n")
+        elif self.mode != "socketio":
             self.ready.set()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if self.nats is not None:
+            self.nats.feed(frame.get_payload_as_bytes())
+            if self.nats.pongs:
+                self.ready.set()
+            while self.nats.pings:
+                self.nats.pings -= 1
+                transport.send(WSMsgType.BINARY, b"PONG\r\n")
+            return
         if frame.msg_type != WSMsgType.TEXT:
             return
         head = frame.get_payload_as_memoryview()[:12]
@@ -256,8 +339,9 @@ def publisher_process(
                     burst = window - (sent - listener.acked)
                 else:
                     burst = 100
+                kind = WSMsgType.BINARY if mode == "nats" else WSMsgType.TEXT
                 for _ in range(min(burst, events - sent)):
-                    transport.send(WSMsgType.TEXT, encode_event(mode, sent))
+                    transport.send(kind, encode_event(mode, sent))
                     sent += 1
                 if not acks:
                     await asyncio.sleep(0)
@@ -266,7 +350,8 @@ def publisher_process(
             while sent < events:
                 credit += rate * tick
                 while credit >= 1 and sent < events:
-                    transport.send(WSMsgType.TEXT, encode_event(mode, sent))
+                    kind = WSMsgType.BINARY if mode == "nats" else WSMsgType.TEXT
+                    transport.send(kind, encode_event(mode, sent))
                     sent += 1
                     credit -= 1
                 next_at += tick

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -113,6 +114,38 @@ def picows_floor() -> Server:
     )
 
 
+def nats_websocket() -> Server:
+    """A NATS server (Go) with its websocket listener; core NATS pub/sub, nothing stored."""
+    directory = Path(tempfile.mkdtemp(prefix="taskcast-bench-nats-"))
+    config = directory / "nats.conf"
+    port = _free_port()
+    config.write_text(
+        f"listen: 127.0.0.1:{_free_port()}\n"
+        f"websocket {{ host: 127.0.0.1, port: {port}, no_tls: true, compression: false }}\n"
+        "max_pending: 64MB\n"
+    )
+    binary = Path(sys.executable).parent / "nats-server"
+    process = subprocess.Popen(
+        [str(binary), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return Server("NATS server (Go, websocket)", f"ws://127.0.0.1:{port}", process, "nats")
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("nats-server did not start")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 PEERS: dict[str, Callable[[], Server]] = {
     "taskcast": taskcast,
     "node-ws": node_ws,
@@ -120,6 +153,7 @@ PEERS: dict[str, Callable[[], Server]] = {
     "python-socketio": python_socketio,
     "starlette": starlette,
     "picows": picows_floor,
+    "nats": nats_websocket,
 }
 
 
