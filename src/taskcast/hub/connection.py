@@ -129,8 +129,7 @@ class ClientConnection:
         self.outbound = OutboundBuffer(buffer_limit)
         self._subscriptions: dict[str, Subscription[ClientConnection]] = {}
         self.replays: dict[str, asyncio.Task[None]] = {}  # by pattern
-        # A connection's replays read the log one page at a time, taking turns.
-        self.replay_turn = asyncio.Lock()
+        self._replay_turn: asyncio.Lock | None = None  # made on first replay
         self.expiry: asyncio.TimerHandle | None = None  # closes at the token's exp
         self.published = False
         # An event of this connection was not stored: later ones are refused until the
@@ -138,7 +137,9 @@ class ClientConnection:
         self.publish_failed = False
         self._closing = False
         self._wake = asyncio.Event()
-        self._written = asyncio.Event()
+        # Made only when someone waits for a write (replay back-pressure, a flush): an
+        # asyncio.Event holds a deque from birth, and most connections never need one.
+        self._written: asyncio.Event | None = None
         self._writer_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -209,11 +210,24 @@ class ClientConnection:
             self.outbound.put(frame, seq)
             self._wake.set()
 
+    def _written_event(self) -> asyncio.Event:
+        """The event the writer sets after each write, cleared for a new wait."""
+        if self._written is None:
+            self._written = asyncio.Event()
+        self._written.clear()
+        return self._written
+
+    @property
+    def replay_turn(self) -> asyncio.Lock:
+        """A connection's replays read the log one page at a time, taking turns."""
+        if self._replay_turn is None:
+            self._replay_turn = asyncio.Lock()
+        return self._replay_turn
+
     async def wait_for_room(self) -> None:
         """Back-pressure for replay: wait until the queue is below its low-water mark."""
         while not self._closing and not self.outbound.below_low_water():
-            self._written.clear()
-            await self._written.wait()
+            await self._written_event().wait()
 
     async def _write_loop(self) -> None:
         sink = self.sink
@@ -225,17 +239,18 @@ class ClientConnection:
                     if sink.closed:
                         raise ConnectionResetError("closed")
                     await sink.write(self.outbound.take())
-                    self._written.set()
+                    if self._written is not None:
+                        self._written.set()
         except (ConnectionError, RuntimeError):
             # The peer went away mid-write; the reader side notices and cleans up.
             self._closing = True
-            self._written.set()
+            if self._written is not None:
+                self._written.set()
 
     async def flush(self) -> None:
         """Wait until queued frames reached the socket (before a graceful close)."""
         while self.outbound.frames and not self._closing:
-            self._written.clear()
-            await self._written.wait()
+            await self._written_event().wait()
 
     async def close(self, code: int, reason: dict[str, object] | None = None) -> None:
         self.stop_writer()
@@ -253,6 +268,7 @@ class ClientConnection:
         for replay in self.replays.values():
             replay.cancel()  # a client that left costs no more reads
         self.replays.clear()
-        self._written.set()
+        if self._written is not None:
+            self._written.set()
         if self._writer_task is not None:
             self._writer_task.cancel()
