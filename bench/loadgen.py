@@ -232,18 +232,26 @@ def subscriber_process(
     results: Any,
     timeout: float,
     go: Any,
+    source: str | None = None,
 ) -> None:
-    """Open ``connections`` subscribers; report once each got ``events`` (or on timeout)."""
+    """Open ``connections`` subscribers; report once each got ``events`` (or on timeout).
+    ``source``: the local address to connect from (each 127.x.y.z has its own ~28,000
+    ephemeral ports, so tens of thousands of connections need several)."""
 
     async def main() -> SubscriberResult:
         shared = _Shared(events * connections, latency, mode, asyncio.Event())
         transports = []
+        extra: dict[str, Any] = {"local_addr": (source, 0)} if source else {}
         for _ in range(connections):
             transport, _listener = await ws_connect(
-                lambda: _Subscriber(shared), url, websocket_handshake_timeout=30
+                lambda: _Subscriber(shared),
+                url,
+                websocket_handshake_timeout=30,
+                read_buffer_init_size=2048,
+                **extra,
             )
             transports.append(transport)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 30 + connections / 1000
         while shared.ready < connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         ready.put(os.getpid())

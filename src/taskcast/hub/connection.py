@@ -1,7 +1,10 @@
 """One client of the hub — a websocket or an SSE stream — its outbound queue and writer.
 
-Fan-out never awaits a socket: it appends to the connection's ``OutboundBuffer``
-and wakes the writer task, so a slow reader can only fill its own buffer.
+Fan-out never awaits a socket: it appends to the connection's ``OutboundBuffer``.
+A websocket is then written directly, once per loop pass (a ``call_soon`` callback:
+everything a fan-out pass queued goes in one write, and no task wakes per delivery);
+only a client that stops reading gets a task, which waits for its socket to drain
+while its buffer fills. SSE goes through aiohttp's stream writer, in a writer task.
 """
 
 from __future__ import annotations
@@ -46,6 +49,21 @@ class WebSocketSink:
     """Writes a whole batch of websocket frames with one transport write (see wsframe);
     aiohttp still owns the handshake, reading, pings and the close handshake."""
 
+    def write_direct(self, frames: list[tuple[int, bytes]]) -> bool:
+        """Write now, without awaiting; True when the client is behind (the transport
+        holds more than WRITE_HIGH_WATER) and the writer must wait for it to read."""
+        transport = self.transport
+        transport.write(text_frames([frame for _, frame in frames]))
+        return transport.get_write_buffer_size() > WRITE_HIGH_WATER
+
+    async def drained(self) -> None:
+        """Until the client has read enough (or the socket is closing)."""
+        transport = self.transport
+        delay = 0.001
+        while transport.get_write_buffer_size() > WRITE_HIGH_WATER and not transport.is_closing():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
     def __init__(
         self, ws: web.WebSocketResponse, transport: asyncio.Transport, close_timeout: float = 2.0
     ) -> None:
@@ -58,13 +76,8 @@ class WebSocketSink:
         return self.ws.closed or self.transport.is_closing()
 
     async def write(self, frames: list[tuple[int, bytes]]) -> None:
-        transport = self.transport
-        transport.write(text_frames([frame for _, frame in frames]))
-        delay = 0.001
-        # The client is not reading: wait (without holding anyone else up) until it does.
-        while transport.get_write_buffer_size() > WRITE_HIGH_WATER and not transport.is_closing():
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        if self.write_direct(frames):
+            await self.drained()
 
     async def close(self, code: int, reason: bytes) -> None:
         """Close with ``code``; a peer that reads nothing cannot even take the close
@@ -136,9 +149,13 @@ class ClientConnection:
         # client reconnects and resends in order (Hub._held_back).
         self.publish_failed = False
         self._closing = False
-        self._wake = asyncio.Event()
-        # Made only when someone waits for a write (replay back-pressure, a flush): an
-        # asyncio.Event holds a deque from birth, and most connections never need one.
+        # A websocket is written directly (see the module docstring); other sinks by a task.
+        self._direct = sink if isinstance(sink, WebSocketSink) else None
+        self._scheduled = False  # a direct write is already due this loop pass
+        self._draining: asyncio.Task[None] | None = None  # waiting for a client to read
+        # Made only when needed: an asyncio.Event holds a deque from birth, and most
+        # connections never wait for a write.
+        self._wake: asyncio.Event | None = None
         self._written: asyncio.Event | None = None
         self._writer_task: asyncio.Task[None] | None = None
 
@@ -146,7 +163,9 @@ class ClientConnection:
         return f"<connection #{self.number} {self.peer}>"
 
     def start(self) -> None:
-        self._writer_task = asyncio.create_task(self._write_loop(), name=repr(self))
+        if self._direct is None:
+            self._wake = asyncio.Event()
+            self._writer_task = asyncio.create_task(self._write_loop(), name=repr(self))
 
     # --- state the hub reads (one home: the hub never reaches into the queue) ----
 
@@ -201,14 +220,52 @@ class ClientConnection:
             return True
         if not self.outbound.offer(frame, seq):
             return False
-        self._wake.set()
+        self._kick()
         return True
 
     def put_replay(self, frame: bytes, seq: int) -> None:
         """Queue a replayed event; the replay waits for room (``wait_for_room``) instead."""
         if not self._closing:
             self.outbound.put(frame, seq)
-            self._wake.set()
+            self._kick()
+
+    def _kick(self) -> None:
+        """Something was queued: have it written."""
+        if self._direct is None:
+            if self._wake is not None:
+                self._wake.set()
+        elif not self._scheduled and self._draining is None:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._write_now)
+
+    def _write_now(self) -> None:
+        """Write everything queued in one go; when the client is behind, a task waits
+        for it to read (meanwhile the queue grows, up to the slow-consumer limit)."""
+        self._scheduled = False
+        if self._closing or self._draining is not None or not self.outbound.frames:
+            return
+        sink = self._direct
+        assert sink is not None
+        if sink.closed:
+            self._closing = True  # the reader side notices and cleans up
+            self._notify_written()
+            return
+        behind = sink.write_direct(self.outbound.take())
+        self._notify_written()
+        if behind:
+            self._draining = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            assert self._direct is not None
+            await self._direct.drained()
+        finally:
+            self._draining = None
+        self._write_now()
+
+    def _notify_written(self) -> None:
+        if self._written is not None:
+            self._written.set()
 
     def _written_event(self) -> asyncio.Event:
         """The event the writer sets after each write, cleared for a new wait."""
@@ -230,22 +287,22 @@ class ClientConnection:
             await self._written_event().wait()
 
     async def _write_loop(self) -> None:
-        sink = self.sink
+        """The writer of sinks that must be awaited (SSE)."""
+        sink, wake = self.sink, self._wake
+        assert wake is not None
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
+                await wake.wait()
+                wake.clear()
                 while self.outbound.frames:
                     if sink.closed:
                         raise ConnectionResetError("closed")
                     await sink.write(self.outbound.take())
-                    if self._written is not None:
-                        self._written.set()
+                    self._notify_written()
         except (ConnectionError, RuntimeError):
             # The peer went away mid-write; the reader side notices and cleans up.
             self._closing = True
-            if self._written is not None:
-                self._written.set()
+            self._notify_written()
 
     async def flush(self) -> None:
         """Wait until queued frames reached the socket (before a graceful close)."""
@@ -254,9 +311,10 @@ class ClientConnection:
 
     async def close(self, code: int, reason: dict[str, object] | None = None) -> None:
         self.stop_writer()
-        if self._writer_task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._writer_task
+        for task in (self._writer_task, self._draining):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         self.outbound.clear()
         with contextlib.suppress(Exception):
             await self.sink.close(code, encode(reason) if reason else b"")
@@ -268,7 +326,8 @@ class ClientConnection:
         for replay in self.replays.values():
             replay.cancel()  # a client that left costs no more reads
         self.replays.clear()
-        if self._written is not None:
-            self._written.set()
+        self._notify_written()
         if self._writer_task is not None:
             self._writer_task.cancel()
+        if self._draining is not None:
+            self._draining.cancel()

@@ -1,0 +1,304 @@
+"""How cost grows with subscribers: ``python bench/scale.py`` (part of ``make bench``).
+
+One hot channel, subscribers at each size (100, 1,000, 10,000, 50,000 by default):
+- throughput: one publisher as fast as the server takes it; deliveries/s, and the
+  server's CPU per delivery (the figure that must stay flat as subscribers grow);
+- latency: a paced publisher (20,000 deliveries/s in all, at least 1 event/s, so more
+  subscribers means fewer events) and p50/p99 publish→deliver;
+- memory: the server's RSS per connected subscriber.
+
+Servers: taskcast as one process on SQLite, taskcast ``--workers 4`` over NATS
+JetStream (the only way past one process's 20,000 open files), a Node ``ws`` relay
+and a NATS server (Go, websocket) — each at the sizes it can hold. Subscribers are
+spread over several load-generator processes, each connecting from its own
+127.0.0.x address. Prints a table, draws the curves into docs/scale-*.png and writes
+its section into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.nats_servers import NatsServer, jetstream_ready
+
+from loadgen import cpu_seconds_of, publisher_process, rss_bytes_of, spawn, subscriber_process
+from servers import REPO, Server, _start, ensure_node_modules, nats_websocket, node_ws, taskcast
+
+BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
+PER_PROCESS = 8_400  # subscribers per load-generator process
+LATENCY_DELIVERIES = 20_000
+FD_LIMIT = 20_000  # one process's open files on this machine (hard limit)
+Result = dict[str, Any]
+
+
+class Target:
+    """A server under test: its URL, its processes (CPU, memory) and how many it holds."""
+
+    def __init__(self, name: str, servers: list[Server], capacity: int, extra: Any = None):
+        self.name = name
+        self.servers = servers
+        self.capacity = capacity
+        self.extra = extra
+
+    @property
+    def url(self) -> str:
+        return self.servers[0].url
+
+    @property
+    def mode(self) -> str:
+        return self.servers[0].mode
+
+    def pids(self) -> list[int]:
+        pids = [server.process.pid for server in self.servers]
+        for pid in list(pids):  # --workers: the supervisor's children do the work
+            children = Path(f"/proc/{pid}/task/{pid}/children")
+            if children.exists():
+                pids += [int(child) for child in children.read_text().split()]
+        return pids
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+        if self.extra is not None:
+            self.extra.stop()
+
+
+def taskcast_workers(workers: int) -> Target:
+    root = Path(tempfile.mkdtemp(prefix="taskcast-scale-"))
+    (root / "js").mkdir()
+    nats = NatsServer("scale", root / "js").start()
+    jetstream_ready(nats.url)
+    server = _start(
+        f"taskcast --workers {workers} (NATS)",
+        "taskcast",
+        [
+            sys.executable,
+            "-m",
+            "taskcast",
+            "hub",
+            "--port",
+            "0",
+            "--store",
+            nats.url,
+            "--workers",
+            str(workers),
+            "--max-connections",
+            "19000",
+            "--publish-rate",
+            "0",
+            "--max-connections-per-ip",
+            "0",
+            "--retain-events",
+            "1000000",
+        ],
+    )
+    return Target(f"taskcast --workers {workers} (NATS)", [server], workers * 19_000, nats)
+
+
+def run_point(target: Target, subscribers: int, *, latency: bool) -> Result:
+    ctx = mp.get_context("spawn")
+    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    processes = max(2, -(-subscribers // PER_PROCESS))
+    per_process = subscribers // processes
+    total = per_process * processes
+    # Latency: paced at LATENCY_DELIVERIES/s in all (1 event/s at least) for ~5 s, light
+    # enough that the Python load generators are not what is measured.
+    rate = max(1.0, LATENCY_DELIVERIES / total) if latency else None
+    events = max(5, int(rate * 5)) if rate is not None else max(5, 2_000_000 // total)
+    rss_before = sum(rss_bytes_of(pid) for pid in target.pids())
+    started = time.monotonic()
+    subs = [
+        spawn(
+            subscriber_process,
+            target.url,
+            target.mode,
+            per_process,
+            events,
+            latency,
+            ready,
+            results,
+            240.0,
+            go,
+            f"127.0.0.{2 + index}",
+        )
+        for index in range(processes)
+    ]
+    for _ in subs:
+        ready.get(timeout=600)
+    connect_seconds = time.monotonic() - started
+    time.sleep(1.0)
+    rss_after = sum(rss_bytes_of(pid) for pid in target.pids())
+    publisher_results, finish = ctx.Queue(), ctx.Event()
+    publisher = spawn(
+        publisher_process,
+        target.url,
+        target.mode,
+        events,
+        rate,
+        1000,
+        ready,
+        go,
+        publisher_results,
+        finish,
+    )
+    ready.get(timeout=60)
+    cpu_before = sum(cpu_seconds_of(pid) for pid in target.pids())
+    go.set()
+    published = publisher_results.get(timeout=600)
+    received = [results.get(timeout=600) for _ in subs]
+    cpu = sum(cpu_seconds_of(pid) for pid in target.pids()) - cpu_before
+    finish.set()
+    for process in [*subs, publisher]:
+        process.join(30)
+    delivered = sum(r.count for r in received)
+    elapsed = (max(r.last_ns for r in received) - published["start_ns"]) / 1e9
+    latencies = sorted(x for r in received for x in r.latencies_us)
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(len(latencies) * p))] / 1000
+
+    return {
+        "subscribers": per_process * processes,
+        "connected": sum(r.connected for r in received),
+        "delivered": delivered,
+        "expected": events * per_process * processes,
+        "deliveries_per_s": delivered / elapsed if elapsed > 0 else 0.0,
+        "us_per_delivery": cpu / delivered * 1e6 if delivered else float("nan"),
+        "kib_per_connection": (rss_after - rss_before) / 1024 / max(1, per_process * processes),
+        "connect_seconds": connect_seconds,
+        "p50_ms": pct(0.50) if latencies else float("nan"),
+        "p99_ms": pct(0.99) if latencies else float("nan"),
+        "rate": rate,
+    }
+
+
+def plot(rows: list[tuple[str, Result]], key: str, ylabel: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for name in dict.fromkeys(name for name, _ in rows):
+        points = sorted((r["subscribers"], r[key]) for n, r in rows if n == name)
+        axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=name)
+    axes.set_xscale("log")
+    axes.set_xlabel("subscribers (one hot channel)")
+    axes.set_ylabel(ylabel)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{BEGIN}\n{section}\n{END}"
+    if BEGIN in text:
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="100,1000,10000,50000")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--peers", default="taskcast,taskcast-workers,node-ws,nats")
+    parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    makers: dict[str, Callable[[], Target]] = {
+        "taskcast": lambda: Target(
+            "taskcast (SQLite, 1 process)",
+            [taskcast(None, "--max-connections", "19000")],
+            FD_LIMIT - 300,
+        ),
+        "taskcast-workers": lambda: taskcast_workers(args.workers),
+        "node-ws": lambda: Target("Node ws relay", [node_ws()], FD_LIMIT - 100),
+        "nats": lambda: Target("NATS server (Go, websocket)", [nats_websocket()], FD_LIMIT - 100),
+    }
+    wanted = [name for name in args.peers.split(",") if name]
+    if "node-ws" in wanted:
+        ensure_node_modules()
+    rows: list[tuple[str, Result]] = []
+    skipped: list[str] = []
+    for name in wanted:
+        for size in sizes:
+            target = makers[name]()
+            try:
+                if size > target.capacity:
+                    skipped.append(
+                        f"{target.name} at {size:,} (one process holds < {FD_LIMIT:,} files)"
+                    )
+                    continue
+                for latency in (False, True):
+                    result = run_point(target, size, latency=latency)
+                    result["mode"] = "latency" if latency else "throughput"
+                    rows.append((target.name, result))
+                    print(
+                        f"{target.name:34s} {size:>6,} {result['mode']:10s} "
+                        f"{result['deliveries_per_s']:>11,.0f}/s  {result['us_per_delivery']:6.2f} µs CPU/delivery  "
+                        f"p50 {result['p50_ms']:7.2f} p99 {result['p99_ms']:7.2f} ms  "
+                        f"{result['kib_per_connection']:5.1f} KiB/conn  "
+                        f"{result['delivered']:,}/{result['expected']:,}",
+                        flush=True,
+                    )
+            finally:
+                target.stop()
+    through = [(n, r) for n, r in rows if r["mode"] == "throughput"]
+    paced = [(n, r) for n, r in rows if r["mode"] == "latency"]
+    docs = args.output.parent
+    plot(through, "deliveries_per_s", "deliveries/s", docs / "scale-throughput.png")
+    plot(through, "us_per_delivery", "server CPU µs per delivery", docs / "scale-cost.png")
+    plot(paced, "p99_ms", "p99 publish→deliver (ms), 20k deliveries/s", docs / "scale-p99.png")
+    lines = [
+        "## Scale: one hot channel, 100 to 50,000 subscribers — `python bench/scale.py`",
+        "",
+        "One run (each point once: tens of thousands of connections take a while). "
+        "Throughput: one publisher as fast as the server takes it, 2,000,000 deliveries. "
+        "Latency: paced so that deliveries total 20,000/s (at least 1 event/s). Server CPU and RSS are summed "
+        "over all its processes (with `--workers`, the workers; NATS's own server not "
+        "included). The hub and the load generators share the 2 cores.",
+        "",
+        "| server | subscribers | deliveries/s | server CPU µs per delivery | p50 ms | p99 ms "
+        "| KiB per connection | connect s | delivered |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    by_point = {(n, r["subscribers"], r["mode"]): r for n, r in rows}
+    for name, r in through:
+        lat = by_point.get((name, r["subscribers"], "latency"), {})
+        lines.append(
+            f"| {name} | {r['subscribers']:,} | {r['deliveries_per_s']:,.0f} "
+            f"| {r['us_per_delivery']:.2f} | {lat.get('p50_ms', float('nan')):.2f} "
+            f"| {lat.get('p99_ms', float('nan')):.2f} | {r['kib_per_connection']:.1f} "
+            f"| {r['connect_seconds']:.0f} | {r['delivered']:,}/{r['expected']:,} |"
+        )
+    if skipped:
+        lines += ["", "Not run: " + "; ".join(skipped) + "."]
+    lines += [
+        "",
+        "![deliveries/s](scale-throughput.png)",
+        "![CPU per delivery](scale-cost.png)",
+        "![p99 latency](scale-p99.png)",
+    ]
+    section = "\n".join(lines)
+    print(section)
+    write_section(args.output, section)
+
+
+if __name__ == "__main__":
+    main()
