@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench soak clean
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ test: $(BIN)/.installed lint
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/cluster.py
+	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/publishers.py
+	$(BIN)/python bench/storm.py
+
+soak: $(BIN)/.installed
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) .taskcast .pytest_cache .mypy_cache .ruff_cache

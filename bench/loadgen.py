@@ -36,12 +36,12 @@ SUBSCRIBE = b'{"type":"subscribe","channel":"tasks.>"}'
 SUBSCRIBE_FROM_START = b'{"type":"subscribe","channel":"tasks.>","since":0}'
 
 
-def api_action(i: int, sent_ns: int) -> dict[str, Any]:
+def api_action(i: int, sent_ns: int, task: str = "bench") -> dict[str, Any]:
     text = f"step {i}: " + "x" * PAYLOAD_PAD
     return {
         "type": "api_action",
         "payload": {
-            "taskId": "bench",
+            "taskId": task,
             "message": text[:PAYLOAD_PAD],
             "timestamp": time.time_ns() // 1_000_000,
             "sentNs": sent_ns,
@@ -58,7 +58,9 @@ NATS_SUBJECT = b"tasks.bench"
 
 def encode_event(mode: str, i: int) -> bytes:
     """Compact JSON, as every client library sends it."""
-    event = _encode(api_action(i, time.monotonic_ns()))
+    # taskcast-soak: a new task every 1,000 events (task summaries must not pile up).
+    task = f"soak-{i // 1000}" if mode == "taskcast-soak" else "bench"
+    event = _encode(api_action(i, time.monotonic_ns(), task))
     if mode == "socketio":
         return b'42["event",' + event + b"]"
     if mode == "nats":
@@ -304,7 +306,7 @@ class _Publisher(WSListener):  # type: ignore[misc]
         if frame.msg_type != WSMsgType.TEXT:
             return
         head = frame.get_payload_as_memoryview()[:12]
-        if self.mode == "taskcast":
+        if self.mode.startswith("taskcast"):
             if head == b'{"type":"ack':
                 self.acked += 1
                 self.window.set()
@@ -335,7 +337,7 @@ def publisher_process(
         await asyncio.wait_for(listener.ready.wait(), 30)
         ready.put(os.getpid())
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
-        acks = mode == "taskcast"
+        acks = mode.startswith("taskcast")
         start = time.monotonic_ns()
         sent = 0
         if rate is None:

@@ -1,0 +1,141 @@
+"""A long run: ``python bench/soak.py`` (10 minutes by default; not in ``make bench``).
+
+200 subscribers on ``tasks.>``, one publisher at 2,000 acknowledged events/s, a new
+task every 1,000 events, on the SQLite hub with retention of the last 200,000 events.
+Every 10 s it samples the hub's RSS, open file descriptors and task summaries; at the
+end it checks every subscriber got every event. What must hold: RSS and descriptors
+flat once retention is reached, summaries bounded by what retention keeps, nothing
+lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import re
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loadgen import publisher_process, rss_bytes_of, spawn, subscriber_process
+from servers import REPO, taskcast
+
+BEGIN, END = "<!-- soak:begin -->", "<!-- soak:end -->"
+
+
+def sample(pid: int, http: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{http}/healthz", timeout=10) as reply:
+        health = json.loads(reply.read())
+    return {
+        "rss_mib": rss_bytes_of(pid) / 2**20,
+        "fds": len(os.listdir(f"/proc/{pid}/fd")),
+        "tasks": health["tasks"],
+        "head": health["head"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument("--rate", type=float, default=2000.0)
+    parser.add_argument("--subscribers", type=int, default=200)
+    parser.add_argument("--retain", type=int, default=200_000)
+    parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    server = taskcast(None, "--retain-events", str(args.retain), "--trim-interval", "5")
+    http = server.url.replace("ws://", "http://").removesuffix("/ws")
+    events = int(args.rate * args.seconds)
+    samples: list[tuple[float, dict[str, Any]]] = []
+    try:
+        ctx = mp.get_context("spawn")
+        ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+        subs = [
+            spawn(
+                subscriber_process,
+                server.url,
+                "taskcast",
+                args.subscribers // 2,
+                events,
+                False,
+                ready,
+                results,
+                args.seconds + 120,
+                go,
+            )
+            for _ in range(2)
+        ]
+        for _ in subs:
+            ready.get(timeout=120)
+        publisher_results, finish = ctx.Queue(), ctx.Event()
+        publisher = spawn(
+            publisher_process,
+            server.url,
+            "taskcast-soak",
+            events,
+            args.rate,
+            1000,
+            ready,
+            go,
+            publisher_results,
+            finish,
+        )
+        ready.get(timeout=60)
+        started = time.monotonic()
+        go.set()
+        while publisher.is_alive() and publisher_results.empty():
+            samples.append((time.monotonic() - started, sample(server.process.pid, http)))
+            print(f"{samples[-1][0]:6.0f} s  {samples[-1][1]}", flush=True)
+            time.sleep(10)
+        published = publisher_results.get(timeout=120)
+        received = [results.get(timeout=args.seconds + 180) for _ in subs]
+        samples.append((time.monotonic() - started, sample(server.process.pid, http)))
+        finish.set()
+        for process in [*subs, publisher]:
+            process.join(30)
+    finally:
+        server.stop()
+    delivered = sum(r.count for r in received)
+    expected = events * (args.subscribers // 2) * 2
+    warm = [s for t, s in samples if t >= args.seconds / 3] or [samples[-1][1]]
+    section = "\n".join(
+        [
+            f"## Soak: {args.seconds / 60:g} minutes — `python bench/soak.py`",
+            "",
+            f"{args.subscribers} subscribers, {args.rate:,.0f} acknowledged events/s, a new "
+            f"task every 1,000 events, SQLite keeping the last {args.retain:,} events; "
+            "sampled every 10 s (one run).",
+            "",
+            "| | first sample | after the first third: min | max | last |",
+            "|---|---:|---:|---:|---:|",
+            *(
+                f"| {label} | {samples[0][1][key]:,.0f} | {min(s[key] for s in warm):,.0f} "
+                f"| {max(s[key] for s in warm):,.0f} | {samples[-1][1][key]:,.0f} |"
+                for label, key in (
+                    ("hub RSS (MiB)", "rss_mib"),
+                    ("open file descriptors", "fds"),
+                    ("task summaries", "tasks"),
+                )
+            ),
+            "",
+            f"Published and acknowledged {published['acked']:,} of {events:,}; delivered "
+            f"{delivered:,} of {expected:,}.",
+        ]
+    )
+    print(section)
+    text = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
+    block = f"{BEGIN}\n{section}\n{END}"
+    if BEGIN in text:
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    args.output.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
