@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing as mp
 import os
 import random
@@ -189,7 +190,11 @@ def main() -> None:
         children = Path(f"/proc/{hub.process.pid}/task/{hub.process.pid}/children")
         if children.exists():
             pids += [int(pid) for pid in children.read_text().split()]
-        return sum(rss_bytes_of(pid) for pid in pids)
+        total = 0
+        for pid in pids:
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                total += rss_bytes_of(pid)  # (a worker may just have ended: the restart)
+        return total
 
     try:
         for _ in procs:
