@@ -93,8 +93,8 @@ def main() -> None:
             print(f"{samples[-1][0]:6.0f} s  {samples[-1][1]}", flush=True)
             time.sleep(10)
         published = publisher_results.get(timeout=120)
-        received = [results.get(timeout=args.seconds + 180) for _ in subs]
         samples.append((time.monotonic() - started, sample(server.process.pid, http)))
+        received = [results.get(timeout=args.seconds + 180) for _ in subs]
         finish.set()
         for process in [*subs, publisher]:
             process.join(30)
