@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -32,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.nats_servers import NatsServer, jetstream_ready
 
 from loadgen import cpu_seconds_of, publisher_process, spawn, subscriber_process
+from report import write_section
 from servers import REPO, Server, taskcast
 
-BEGIN, END = "<!-- cluster:begin -->", "<!-- cluster:end -->"
 Result = dict[str, Any]
 
 
@@ -249,16 +248,6 @@ def table(title: str, unit: str, rows: list[tuple[str, Result]], base: float) ->
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
@@ -329,7 +318,7 @@ def main() -> None:
         ]
     )
     print(section)
-    write_section(args.output, section)
+    write_section(args.output, "cluster", section)
 
 
 if __name__ == "__main__":

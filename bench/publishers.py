@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -25,9 +24,9 @@ import msgspec
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from loadgen import api_action, cpu_seconds_of, spawn
+from report import write_section
 from servers import REPO, taskcast
 
-BEGIN, END = "<!-- publishers:begin -->", "<!-- publishers:end -->"
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
@@ -137,13 +136,7 @@ def main() -> None:
         ]
     )
     print(section)
-    text = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    args.output.write_text(text)
+    write_section(args.output, "publishers", section)
 
 
 if __name__ == "__main__":

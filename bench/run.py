@@ -32,6 +32,7 @@ from loadgen import (
     spawn,
     subscriber_process,
 )
+from report import marked_sections
 from servers import NODE, PEERS, REPO, Server, ensure_node_modules, taskcast
 
 Result = dict[str, Any]
@@ -441,13 +442,11 @@ def write_report(args: argparse.Namespace, sections: list[str]) -> None:
             *(section + "\n" for section in sections),
         ]
     )
-    # bench/cluster.py writes its own section; keep it when this report is rewritten.
+    # The other bench scripts write their own marked sections: keep them.
     previous = args.output.read_text() if args.output.exists() else ""
-    begin, end = previous.find("<!-- cluster:begin -->"), previous.find("<!-- cluster:end -->")
-    if 0 <= begin < end:
-        report = (
-            report.rstrip() + "\n\n" + previous[begin : end + len("<!-- cluster:end -->")] + "\n"
-        )
+    kept = marked_sections(previous)
+    if kept:
+        report = report.rstrip() + "\n\n" + "\n\n".join(kept) + "\n"
     print(report)
     args.output.write_text(report)
 

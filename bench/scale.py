@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import re
 import sys
 import tempfile
 import time
@@ -33,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.nats_servers import NatsServer, jetstream_ready
 
 from loadgen import cpu_seconds_of, publisher_process, rss_bytes_of, spawn, subscriber_process
+from report import write_section
 from servers import REPO, Server, _start, ensure_node_modules, nats_websocket, node_ws, taskcast
 
-BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
 PER_PROCESS = 8_400  # subscribers per load-generator process
 LATENCY_DELIVERIES = 20_000
 FD_LIMIT = 20_000  # one process's open files on this machine (hard limit)
@@ -203,16 +202,6 @@ def plot(rows: list[tuple[str, Result]], key: str, ylabel: str, path: Path) -> N
     plt.close(figure)
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="100,1000,10000,50000")
@@ -297,7 +286,7 @@ def main() -> None:
     ]
     section = "\n".join(lines)
     print(section)
-    write_section(args.output, section)
+    write_section(args.output, "scale", section)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import re
 import sys
 import time
 import urllib.request
@@ -24,9 +23,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import publisher_process, rss_bytes_of, spawn, subscriber_process
+from report import write_section
 from servers import REPO, taskcast
-
-BEGIN, END = "<!-- soak:begin -->", "<!-- soak:end -->"
 
 
 def sample(pid: int, http: str) -> dict[str, Any]:
@@ -128,13 +126,7 @@ def main() -> None:
         ]
     )
     print(section)
-    text = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    args.output.write_text(text)
+    write_section(args.output, "soak", section)
 
 
 if __name__ == "__main__":

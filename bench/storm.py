@@ -19,7 +19,6 @@ import contextlib
 import multiprocessing as mp
 import os
 import random
-import re
 import signal
 import sys
 import tempfile
@@ -36,9 +35,9 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 from tests.nats_servers import NatsServer, jetstream_ready
 
 from loadgen import rss_bytes_of, spawn
+from report import write_section
 from servers import REPO, _start
 
-BEGIN, END = "<!-- storm:begin -->", "<!-- storm:end -->"
 PER_PROCESS = 5_000
 _decode = msgspec.json.Decoder().decode
 
@@ -254,13 +253,7 @@ def main() -> None:
         ]
     )
     print(section)
-    text = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    args.output.write_text(text)
+    write_section(args.output, "storm", section)
     os._exit(0)  # the load generators' queues need no orderly teardown
 
 
