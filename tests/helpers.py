@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import ipaddress
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,25 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+def scripted_run(tmp_path: Path, task_id: str, *extra: str) -> list[str]:
+    """``taskcast run`` of the built-in scripted agent (no model needed), auto-approved:
+    23 events on ``tasks.<task_id>``."""
+    return [
+        sys.executable,
+        "-m",
+        "taskcast",
+        "run",
+        "write hello and run it",
+        "--approve",
+        "auto",
+        "--cwd",
+        str(tmp_path / "work"),
+        "--mkdir",
+        "--history-dir",
+        str(tmp_path / "h"),
+        "--task-id",
+        task_id,
+        *extra,
+    ]

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from taskcast.client import CommunicationService, Outbox, subscribe
 from taskcast.task import ScriptedProvider, Task
 from tests.conftest import REPO, HubProcess
-from tests.helpers import wait_until
+from tests.helpers import scripted_run, wait_until
 from tests.test_hub_crash import read_whole_log
 
 
@@ -244,22 +244,7 @@ async def test_cli_run_and_listen_end_to_end(start_hub: Any, tmp_path: Path) -> 
     )
     run = await asyncio.to_thread(
         subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "taskcast",
-            "run",
-            "write hello and run it",
-            "--approve",
-            "auto",
-            "--cwd",
-            str(tmp_path / "work"),
-            "--mkdir",
-            "--history-dir",
-            str(tmp_path / "h"),
-            "--task-id",
-            "cli-task",
-        ],
+        scripted_run(tmp_path, "cli-task"),
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -34,7 +34,7 @@ from taskcast.store.nats_layout import (
     subject_prefix,
 )
 from tests.conftest import REPO, HubProcess
-from tests.helpers import publish_acked, seed, self_signed
+from tests.helpers import publish_acked, scripted_run, seed, self_signed
 from tests.nats_servers import NatsServer, free_port, unique_stream
 
 texts = st.text(min_size=1, max_size=40)
@@ -276,26 +276,7 @@ async def test_cli_run_and_listen_skip_a_dead_node(start_hub: Any, tmp_path: Pat
     )
     run = await asyncio.to_thread(
         subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "taskcast",
-            "run",
-            "write hello and run it",
-            "--approve",
-            "auto",
-            "--cwd",
-            str(tmp_path / "work"),
-            "--mkdir",
-            "--history-dir",
-            str(tmp_path / "h"),
-            "--task-id",
-            "failover",
-            "--hub",
-            dead,
-            "--hub",
-            hub.url,
-        ],
+        scripted_run(tmp_path, "failover", "--hub", dead, "--hub", hub.url),
         cwd=REPO,
         env=env,
         capture_output=True,
