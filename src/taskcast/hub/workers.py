@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import logging
 import signal
 import socket
@@ -62,12 +61,15 @@ def worker_argv(argv: list[str], port: int) -> list[str]:
     return [*out, "--port", str(port), "--reuse-port"]
 
 
+# Resolved here, in the supervisor: between fork and exec only the call itself may run.
+_LIBC = ctypes.CDLL(None, use_errno=True)  # this process's symbols, libc's prctl among them
+
+
 def _die_with_parent() -> None:
     """In the worker, before exec: SIGTERM when the supervisor dies, even by kill -9
     (Linux ``PR_SET_PDEATHSIG``), so no worker outlives it holding the port."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    with contextlib.suppress(AttributeError):
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Supervisor:
