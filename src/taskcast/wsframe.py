@@ -2,8 +2,9 @@
 
 aiohttp writes one frame per ``transport.write`` — one ``send`` syscall per
 delivered event, which profiling showed to be over 40% of the hub's time in
-fan-out. Server-to-client frames are unmasked and uncompressed here, so a whole
-batch can be framed in one buffer and written with one call.
+fan-out. Server-to-client frames are unmasked and uncompressed here, so an event is
+framed once for all its subscribers and a connection's whole batch goes out in one
+call.
 """
 
 from __future__ import annotations
@@ -24,11 +25,6 @@ def text_frame_header(length: int) -> bytes:
     return _HEADER_64.pack(_TEXT_FIN, 127, length)
 
 
-def text_frames(payloads: list[bytes]) -> bytes:
-    """Several text frames in one buffer, in order."""
-    parts: list[bytes] = []
-    append = parts.append
-    for payload in payloads:
-        append(text_frame_header(len(payload)))
-        append(payload)
-    return b"".join(parts)
+def text_frame(payload: bytes) -> bytes:
+    """One whole text frame: an event framed once is written to every subscriber."""
+    return text_frame_header(len(payload)) + payload

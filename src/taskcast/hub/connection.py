@@ -21,7 +21,7 @@ from taskcast.auth import ANONYMOUS_ADMIN, Principal
 from taskcast.broker import OutboundBuffer, Subscription
 from taskcast.frames import encode
 from taskcast.ratelimit import TokenBucket
-from taskcast.wsframe import text_frames
+from taskcast.wsframe import text_frame
 
 log = logging.getLogger("taskcast.hub")
 
@@ -50,10 +50,12 @@ class WebSocketSink:
     aiohttp still owns the handshake, reading, pings and the close handshake."""
 
     def write_direct(self, frames: list[tuple[int, bytes]]) -> bool:
-        """Write now, without awaiting; True when the client is behind (the transport
-        holds more than WRITE_HIGH_WATER) and the writer must wait for it to read."""
+        """Write frames that are already framed (``ClientConnection.deliver`` frames
+        them; the hub frames each event once for all its subscribers) now, without
+        awaiting; True when the client is behind (the transport holds more than
+        WRITE_HIGH_WATER) and the writer must wait for it to read."""
         transport = self.transport
-        transport.write(text_frames([frame for _, frame in frames]))
+        transport.write(b"".join([frame for _, frame in frames]))
         return transport.get_write_buffer_size() > WRITE_HIGH_WATER
 
     async def drained(self) -> None:
@@ -76,7 +78,9 @@ class WebSocketSink:
         return self.ws.closed or self.transport.is_closing()
 
     async def write(self, frames: list[tuple[int, bytes]]) -> None:
-        if self.write_direct(frames):
+        """Frame and write payloads (the ``Sink`` protocol; connections use write_direct)."""
+        framed = [(seq, text_frame(payload)) for seq, payload in frames]
+        if self.write_direct(framed):
             await self.drained()
 
     async def close(self, code: int, reason: bytes) -> None:
@@ -213,11 +217,14 @@ class ClientConnection:
 
     # --- queueing -------------------------------------------------------------
 
-    def deliver(self, frame: bytes, seq: int = 0) -> bool:
+    def deliver(self, frame: bytes, seq: int = 0, framed: bytes | None = None) -> bool:
         """Queue a live event or a reply (ack, error, pong); False when the buffer is
-        full — a client that does not read, whatever it was sent, is a slow consumer."""
+        full — a client that does not read, whatever it was sent, is a slow consumer.
+        ``framed``: the same event as a websocket frame, made once for all subscribers."""
         if self._closing:
             return True
+        if self._direct is not None:
+            frame = framed if framed is not None else text_frame(frame)
         if not self.outbound.offer(frame, seq):
             return False
         self._kick()
@@ -226,7 +233,7 @@ class ClientConnection:
     def put_replay(self, frame: bytes, seq: int) -> None:
         """Queue a replayed event; the replay waits for room (``wait_for_room``) instead."""
         if not self._closing:
-            self.outbound.put(frame, seq)
+            self.outbound.put(text_frame(frame) if self._direct is not None else frame, seq)
             self._kick()
 
     def _kick(self) -> None:

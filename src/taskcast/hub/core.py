@@ -62,6 +62,7 @@ from taskcast.store import AppendResult, EventQuery, EventStore, SharedLog, Stor
 from taskcast.summaries import TaskSummaries
 from taskcast.vocabulary import FINAL_STATUSES, ErrorCode
 from taskcast.webhooks.worker import WebhookDispatcher
+from taskcast.wsframe import text_frame
 
 log = logging.getLogger("taskcast.hub")
 
@@ -294,12 +295,14 @@ class Hub:
         self.webhooks.notify()
 
     def _deliver(self, seq: int, channel: str, frame: bytes, slow: list[ClientConnection]) -> int:
-        """Queue one event for every live subscription it matches; count deliveries."""
+        """Queue one event for every live subscription it matches; count deliveries.
+        The websocket frame is made once here, not once per subscriber."""
         count = 0
+        framed = text_frame(frame)
         for subscription in self.index.match(channel):
             connection = subscription.connection
             if subscription.live and not connection.closing:  # closing: not delivered
-                if connection.deliver(frame, seq):
+                if connection.deliver(frame, seq, framed):
                     count += 1
                 else:
                     slow.append(connection)
