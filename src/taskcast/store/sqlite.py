@@ -11,6 +11,7 @@ user (0600, directory 0700): they hold every prompt and tool output.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -71,6 +72,9 @@ _INSERT = (
 _COLUMNS = "seq, id, channel, type, task_id, source, ts, body, publisher"
 
 
+CHECKPOINT_SECONDS = 1.0
+
+
 class StoreLocked(RuntimeError):
     """Another hub process already owns this log file."""
 
@@ -95,6 +99,8 @@ class SqliteStore:
         self._lock_file: IO[bytes] | None = None
         self._head = 0
         self._oldest = 1
+        self._stopping = threading.Event()
+        self._checkpointer: threading.Thread | None = None
 
     @property
     def head(self) -> int:
@@ -135,6 +141,10 @@ class SqliteStore:
         # FULL (--fsync) also survives power loss, at the cost of an fsync per batch.
         conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
         conn.execute("PRAGMA busy_timeout=5000")
+        # Checkpoints move the WAL into the database file; done inside a commit (SQLite's
+        # default, every 1,000 pages) they stall that commit and every event waiting on
+        # it. A thread of its own does them instead (``_checkpoint_loop``).
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         _migrate(conn)
         conn.executescript(_SCHEMA)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -143,8 +153,26 @@ class SqliteStore:
         self._head = max(row[0] if row else 0, stored_max)
         self._oldest = conn.execute("SELECT MIN(seq) FROM events").fetchone()[0] or self._head + 1
         self._write_conn = conn
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="taskcast-sqlite-ckpt", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        """PASSIVE checkpoints every CHECKPOINT_SECONDS on a connection of their own:
+        they never wait for the writer, and the writer never waits for them."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._stopping.wait(CHECKPOINT_SECONDS):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
 
     async def close(self) -> None:
+        self._stopping.set()
+        if self._checkpointer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
         if self._write_conn is not None:
             await self._on_writer(self._write_conn.close)
             self._write_conn = None
