@@ -248,6 +248,7 @@ async def test_a_hub_talks_to_a_nats_that_wants_tls_and_a_password(
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the system CAs, plus this test's
         wrong = f"nats://hub:nope@127.0.0.1:{secured.port}"
         refused = _hub_fails("--store", wrong, "--nats-tls")
+        assert "nope" not in refused  # a password in the URL is never shown
         assert "cannot reach NATS" in refused and "authorization violation" in refused.lower()
         hub = HubProcess(url, "--nats-tls").start(tmp_path / "hub.log")
         try:
@@ -255,10 +256,13 @@ async def test_a_hub_talks_to_a_nats_that_wants_tls_and_a_password(
                 ws = await session.ws_connect(hub.url)
                 (ack,) = await publish_acked(ws, [seed("tls", "over TLS")])
                 assert ack["seq"] == 1
+                async with session.get(f"{hub.http}/healthz") as r:
+                    assert "hub:***@127.0.0.1" in (await r.json())["store"]
         finally:
             hub.terminate()
     finally:
         secured.stop()
+    assert "s3cret" not in (tmp_path / "hub.log").read_text()
 
 
 async def test_cli_run_and_listen_skip_a_dead_node(start_hub: Any, tmp_path: Path) -> None:

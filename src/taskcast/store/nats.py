@@ -54,6 +54,7 @@ from taskcast.store.nats_layout import (
     plan_stream,
     record_id_of,
     record_key,
+    shown_servers,
     stored_event,
     stream_conflict,
     subject_of,
@@ -65,6 +66,7 @@ log = logging.getLogger("taskcast.store.nats")
 # Heartbeats of the feed consumer: two missed ones and it is recreated where it stopped.
 FEED_HEARTBEAT_SECONDS = 1.0
 CAS_ATTEMPTS = 20
+CLOSE_TIMEOUT_SECONDS = 3.0
 FEED_COALESCE_SECONDS = 0.002
 
 
@@ -111,7 +113,8 @@ class NatsStore:
 
     @property
     def description(self) -> str:
-        return f"nats:{','.join(self.servers)} stream {self.plan.name} R{self.plan.replicas}"
+        servers = shown_servers(self.servers)
+        return f"nats:{servers} stream {self.plan.name} R{self.plan.replicas}"
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -146,7 +149,7 @@ class NatsStore:
             # (an authorization violation, a TLS failure) says more than the timeout.
             detail = self._last_error or str(exc) or "no answer"
             raise NatsUnavailable(
-                f"cannot reach NATS at {','.join(self.servers)}: {detail}"
+                f"cannot reach NATS at {shown_servers(self.servers)}: {detail}"
             ) from exc
         self._nc = client
         self._js = self._nc.jetstream(timeout=self._timeout)
@@ -218,10 +221,14 @@ class NatsStore:
         await self._caught_up.wait()
 
     async def close(self) -> None:
+        """Close the NATS connection. Not ``drain()``: the hub has already settled every
+        publish, and a drain waits for each subscription (up to 30 s) — a SIGTERM
+        must not. Bounded in case the connection is mid-reconnect."""
         self._closing = True
         if self._nc is not None:
             with contextlib.suppress(Exception):
-                await self._nc.drain()
+                async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                    await self._nc.close()
             self._nc = None
 
     async def _disconnected(self) -> None:
@@ -232,7 +239,8 @@ class NatsStore:
     async def _reconnected(self) -> None:
         assert self._nc is not None
         url = self._nc.connected_url
-        log.info("reconnected to NATS at %s", url.netloc if url is not None else "?")
+        where = f"{url.hostname}:{url.port}" if url is not None else "?"  # no userinfo
+        log.info("reconnected to NATS at %s", where)
 
     async def _error(self, exc: Exception) -> None:
         self._last_error = str(exc) or type(exc).__name__

@@ -16,6 +16,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -44,6 +45,21 @@ def subject_prefix(stream: str) -> str:
     if not _STREAM_NAME.fullmatch(stream):
         raise InvalidStreamName(f"invalid NATS stream name {stream!r}: use [A-Za-z0-9_-]")
     return stream.lower()
+
+
+def shown_servers(servers: list[str]) -> str:
+    """The NATS URLs as logs, errors and /healthz may show them: a password in a URL
+    (``nats://user:secret@host``) is masked."""
+    shown = []
+    for server in servers:
+        parts = urlsplit(server)
+        if parts.password is not None:
+            netloc = f"{parts.username}:***@{parts.hostname}"
+            if parts.port is not None:
+                netloc += f":{parts.port}"
+            server = urlunsplit(parts._replace(netloc=netloc))
+        shown.append(server)
+    return ",".join(shown)
 
 
 def subject_of(prefix: str, channel: str) -> str:
