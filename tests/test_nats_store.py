@@ -291,3 +291,17 @@ async def test_cli_run_and_listen_skip_a_dead_node(start_hub: Any, tmp_path: Pat
     assert "all events acknowledged" in run.stdout
     out, _ = await asyncio.to_thread(listener.communicate, timeout=30)
     assert [json.loads(line)["seq"] for line in out.splitlines()] == list(range(1, 24))
+
+
+def test_a_node_stops_at_once_even_while_another_holds_the_webhook_lease(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """SIGTERM right after start, while a dead node's webhook leader lease still runs:
+    the stop must not wait on the leadership loop (it once hung here)."""
+    stream = unique_stream("stop")
+    first = HubProcess(nats_server.url, "--nats-stream", stream).start(tmp_path / "a.log")
+    first.kill9()
+    for attempt in range(3):
+        second = HubProcess(nats_server.url, "--nats-stream", stream)
+        second.start(tmp_path / f"b{attempt}.log")
+        assert second.terminate() == 0  # within terminate's 20 s, cleanly

@@ -660,4 +660,6 @@ class Hub:
         await self.webhooks.stop()
         for task in [*self._tasks, *self._closers]:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._closers, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):  # a stop must end, whatever a store does
+            async with asyncio.timeout(self.config.shutdown_timeout_seconds):
+                await asyncio.gather(*self._tasks, *self._closers, return_exceptions=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import ipaddress
 import logging
 import resource
@@ -25,6 +26,7 @@ from taskcast.ratelimit import TokenBucket
 from taskcast.store import open_store
 from taskcast.vocabulary import FINAL_STATUSES, ErrorCode, EventType, TaskStatus
 
+STUCK_STOP_SECONDS = 15.0
 log = logging.getLogger("taskcast.hub")
 
 
@@ -176,6 +178,8 @@ async def serve(
             ready(url)
         await stop.wait()
         log.info("shutting down: committing pending events, closing clients")
+        # A stop that hangs says where: every thread's stack in the log after 15 s.
+        faulthandler.dump_traceback_later(STUCK_STOP_SECONDS, exit=False)
         await site.stop()
     finally:
         await hub.stop()

@@ -14,6 +14,7 @@ saved cursors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 from collections.abc import Callable
@@ -45,7 +46,8 @@ REQUEST_TIMEOUT_SECONDS = 10.0
 PAGE = 200
 LEADER_KIND, LEADER_ID = "leader", "webhooks"
 LEADER_TTL_SECONDS = 10.0  # how long a dead leader's deliveries wait for a successor
-LEADER_BEAT_SECONDS = 2.0  # lease renewal, and how soon another node's change is seen
+LEADER_BEAT_SECONDS = 2.0
+STOP_TIMEOUT_SECONDS = 5.0  # lease renewal, and how soon another node's change is seen
 
 
 class WebhookDispatcher:
@@ -73,6 +75,7 @@ class WebhookDispatcher:
         self.leading = not clustered
         self.node = random_id()[-12:]
         self._beat: asyncio.Task[None] | None = None
+        self._stopping = False
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -89,14 +92,17 @@ class WebhookDispatcher:
             self._launch(hook)
 
     async def _lead(self) -> None:
-        """Claim or renew the leader lease, then match the registry to the store."""
-        while True:
+        """Claim or renew the leader lease, then match the registry to the store. Ends
+        on ``stop()`` even if a cancellation is swallowed inside the NATS client."""
+        while not self._stopping:
             try:
                 leading = await self._claim()
                 records = await self.store.load_records(KIND)
             except Exception as exc:
                 log.warning("webhook leadership check failed: %s", exc)
                 leading, records = False, None
+            if self._stopping:
+                return
             if leading and not self.leading:
                 log.info("this node now delivers webhooks (leader %s)", self.node)
             if records is not None:
@@ -153,9 +159,12 @@ class WebhookDispatcher:
         self._wake.pop(hook_id, None)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._beat is not None:
             self._beat.cancel()
-            await asyncio.gather(self._beat, return_exceptions=True)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
+                    await asyncio.gather(self._beat, return_exceptions=True)
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
