@@ -59,6 +59,7 @@ from taskcast.hub.connection import (
 from taskcast.leases import Lease, acquire, may_release
 from taskcast.ratelimit import BucketTable
 from taskcast.store import AppendResult, EventQuery, EventStore, SharedLog, StoredEvent
+from taskcast.store.base import stored_row
 from taskcast.summaries import TaskSummaries
 from taskcast.vocabulary import FINAL_STATUSES, ErrorCode
 from taskcast.webhooks.worker import WebhookDispatcher
@@ -258,48 +259,38 @@ class Hub:
             origin.publish_failed = True
 
     def _fan_out(self, batch: list[Pending], results: list[AppendResult], stamp: int) -> None:
-        stats = self.stats
-        published, delivered = stats.published, stats.delivered
-        observe = self.summaries.observe
         slow: list[ClientConnection] = []
         for (publish, reply, origin), result in zip(batch, results, strict=True):
-            if result.duplicate:
-                stats.duplicates += 1
-            elif result.error is not None:
-                log.warning("event %s not stored: %s", publish.id, result.error)
-                self._publish_failed(origin)
-            else:
-                seq = result.seq
-                count = self._deliver(seq, publish.channel, with_seq(publish.body, seq), slow)
-                kind = stats.type_label(publish.type)
-                published[kind] = published.get(kind, 0) + 1
-                delivered[kind] = delivered.get(kind, 0) + count
-                observe(
-                    seq,
-                    stamp,
-                    publish.type,
-                    publish.task_id,
-                    publish.source,
-                    publish.body,
-                    publish.channel,
-                    publish.payload,  # decoded once, at parse time
-                )
-                self.published_head = seq
-                if publish.type == COMMAND_TYPE:
-                    self._answer_command_for_ended_task(
-                        seq, publish.id, publish.publisher, publish.channel, publish.payload
-                    )
+            if self._stored_anew(publish, origin, result):
+                event = StoredEvent(*stored_row(result.seq, publish, stamp))
+                self._fan_out_stored(event, slow, publish.payload)  # decoded at parse time
             reply(result)
         for connection in slow:
             self._drop_slow_consumer(connection)
         self.webhooks.notify()
 
+    def _stored_anew(
+        self, publish: Publish, origin: ClientConnection | None, result: AppendResult
+    ) -> bool:
+        """Count a repeat or a refusal; True for an event stored for the first time."""
+        if result.duplicate:
+            self.stats.duplicates += 1
+        elif result.error is not None:
+            log.warning("event %s not stored: %s", publish.id, result.error)
+            self._publish_failed(origin)
+        else:
+            return True
+        return False
+
     def _deliver(self, seq: int, channel: str, frame: bytes, slow: list[ClientConnection]) -> int:
         """Queue one event for every live subscription it matches; count deliveries.
         The websocket frame is made once here, not once per subscriber."""
+        subscriptions = self.index.match(channel)
+        if not subscriptions:
+            return 0
         count = 0
         framed = text_frame(frame)
-        for subscription in self.index.match(channel):
+        for subscription in subscriptions:
             connection = subscription.connection
             if subscription.live and not connection.closing:  # closing: not delivered
                 if connection.deliver(frame, seq, framed):
@@ -314,11 +305,7 @@ class Hub:
         """Answer what needs no fan-out now; hold each new event's ack until the log
         brings it back here (``_follow_log``)."""
         for (publish, reply, origin), result in zip(batch, results, strict=True):
-            if result.duplicate:
-                self.stats.duplicates += 1
-            elif result.error is not None:
-                log.warning("event %s not stored: %s", publish.id, result.error)
-                self._publish_failed(origin)
+            self._stored_anew(publish, origin, result)
             if result.error is None and result.seq > self.published_head:
                 self._held_count += 1
                 heapq.heappush(self._held, (result.seq, self._held_count, reply, result))
@@ -340,7 +327,15 @@ class Hub:
             self._drop_slow_consumer(connection)
         self.webhooks.notify()
 
-    def _fan_out_stored(self, event: StoredEvent, slow: list[ClientConnection]) -> None:
+    def _fan_out_stored(
+        self,
+        event: StoredEvent,
+        slow: list[ClientConnection],
+        payload: dict[str, Any] | None = None,
+    ) -> None:
+        """Deliver one stored event, count it, fold it into the summaries and move
+        ``published_head`` — for the commit loop and a shared log's feed alike.
+        ``payload``: the event's payload when it is already decoded."""
         stats = self.stats
         seq = event.seq
         count = self._deliver(seq, event.channel, with_seq(event.body, seq), slow)
@@ -348,17 +343,22 @@ class Hub:
         stats.published[kind] = stats.published.get(kind, 0) + 1
         stats.delivered[kind] = stats.delivered.get(kind, 0) + count
         self.summaries.observe(
-            seq, event.ts, event.type, event.task_id, event.source, event.body, event.channel
+            seq,
+            event.ts,
+            event.type,
+            event.task_id,
+            event.source,
+            event.body,
+            event.channel,
+            payload,
         )
         self.published_head = seq
         if event.type == COMMAND_TYPE:
-            payload = decode(event.body).get("payload")
+            if payload is None:
+                decoded = decode(event.body).get("payload")
+                payload = decoded if isinstance(decoded, dict) else {}
             self._answer_command_for_ended_task(
-                seq,
-                event.id,
-                event.publisher,
-                event.channel,
-                payload if isinstance(payload, dict) else {},
+                seq, event.id, event.publisher, event.channel, payload
             )
 
     def _answer_command_for_ended_task(
@@ -367,7 +367,7 @@ class Hub:
         command_id: str,
         by: str,
         channel: str,
-        payload: dict[str, Any] | None,  # decoded once, when the command was parsed
+        payload: dict[str, Any],
     ) -> None:
         """A command for a task the log shows as ended has no runner to answer it: the
         hub answers ``command_rejected`` (``task_ended``) on the task's channel. Its id
@@ -377,7 +377,6 @@ class Hub:
         summary = self.summaries.get(owner[1]) if owner is not None else None
         if summary is None or summary.status not in FINAL_STATUSES.values():
             return
-        payload = payload or {}
         rejection = parse_event(
             {
                 "id": f"command-{seq}-rejected",
