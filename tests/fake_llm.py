@@ -43,6 +43,19 @@ class FakeLLM:
         self.base = f"http://127.0.0.1:{port}"
         return self
 
+    def cli_args(self) -> list[str]:
+        """``taskcast run`` options that point its OpenAI provider at this server."""
+        return [
+            "--provider",
+            "openai",
+            "--model",
+            "gpt-test",
+            "--base-url",
+            f"{self.base}/v1",
+            "--api-key",
+            "k",
+        ]
+
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()

@@ -93,14 +93,7 @@ async def test_resume_on_another_machine_after_kill_9_one_runner_at_a_time(
         Reply(text="", tool_calls=[DONE]),
     ]
     common = [
-        "--provider",
-        "openai",
-        "--model",
-        "gpt-test",
-        "--base-url",
-        f"{llm.base}/v1",
-        "--api-key",
-        "k",
+        *llm.cli_args(),
         "--hub",
         hub.url,
         "--approve",
