@@ -213,3 +213,15 @@ async def test_the_cli_exports_over_otlp_http_and_survives_kill_9(
         children = [s for s in receiver.spans if s.parent_span_id == root.span_id]
         assert len(children) == 4 and all(c.trace_id == root.trace_id for c in children)
     assert receiver.requests >= 3  # the 503 was retried
+
+
+def test_otel_says_when_the_hub_cannot_be_reached_and_gives_up(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "taskcast", "otel", "--hub", "ws://127.0.0.1:1/ws",
+         "--endpoint", "http://127.0.0.1:2", "--cursor-file", str(tmp_path / "c.json"),
+         "--connect-timeout", "1.5"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.count("cannot reach the hub at ws://127.0.0.1:1/ws") == 1  # once
+    assert "no connection to ws://127.0.0.1:1/ws within 1.5 s" in done.stderr

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -820,9 +820,25 @@ async def watch_hub(
     connect_timeout: float,
     handle: Callable[[dict[str, Any]], bool],
 ) -> None:
-    """Feed each event of ``pattern`` to ``handle`` until it returns True. Says on stderr
-    when the hub cannot be reached (and is retried), and gives up with an error when it
-    was never reached within ``connect_timeout`` seconds (0: never)."""
+    """Feed each event of ``pattern`` to ``handle`` until it returns True (see
+    ``stay_connected`` for what it says while the hub cannot be reached)."""
+
+    async def feed(status: Callable[[str, str | None], None]) -> None:
+        async for frame in subscribe(hub, pattern, since, token=token, on_status=status):
+            if handle(frame):
+                return
+
+    await stay_connected(hub, connect_timeout, feed)
+
+
+async def stay_connected(
+    hub: str,
+    connect_timeout: float,
+    run: Callable[[Callable[[str, str | None], None]], Coroutine[Any, Any, None]],
+) -> None:
+    """Run a subscriber (``run(on_status)``). Says on stderr when the hub cannot be
+    reached (once per new error; it is retried), and gives up with an error when it was
+    never reached within ``connect_timeout`` seconds (0: never)."""
     reached = False
     last_error: str | None = None
 
@@ -837,12 +853,7 @@ async def watch_hub(
             click.echo(f"cannot reach the hub at {hub}: {error}; retrying", err=True)
             last_error = error
 
-    async def feed() -> None:
-        async for frame in subscribe(hub, pattern, since, token=token, on_status=status):
-            if handle(frame):
-                return
-
-    follower = asyncio.create_task(feed())
+    follower = asyncio.create_task(run(status))
     if connect_timeout:
         done, _ = await asyncio.wait({follower}, timeout=connect_timeout)
         if not done and not reached:
@@ -889,6 +900,7 @@ def demo(keep: bool, open_browser: bool, store_url: str, port: int) -> None:
 @click.option("--service-name", default="taskcast", show_default=True)
 @_hub_option
 @click.option("--token", envvar="TASKCAST_TOKEN")
+@_connect_timeout_option
 @click.option("-v", "--verbose", is_flag=True)
 def otel(
     channel: str,
@@ -899,6 +911,7 @@ def otel(
     service_name: str,
     hub: str,
     token: str | None,
+    connect_timeout: float,
     verbose: bool,
 ) -> None:
     """Send every task to OpenTelemetry as a trace (needs taskcast[otel])."""
@@ -915,26 +928,22 @@ def otel(
         raise click.BadParameter("--header takes KEY=VALUE")
     pairs = dict(header.split("=", 1) for header in headers)
     exporter = otlp_http_exporter(endpoint, pairs)
+    click.echo(f"following {channel} on {hub}, exporting to {endpoint}", err=True)
 
-    def status(state: str, error: str | None) -> None:
-        if state == "subscribed":
-            click.echo(f"following {channel} on {hub}, exporting to {endpoint}", err=True)
-        else:
-            click.echo(f"cannot reach the hub at {hub}: {error}; retrying", err=True)
+    async def export(status: Callable[[str, str | None], None]) -> None:
+        await follow_into(
+            exporter,
+            hub,
+            channel,
+            Cursor(cursor_file),
+            since=since,
+            token=token,
+            service_name=service_name,
+            on_status=status,
+        )
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            follow_into(
-                exporter,
-                hub,
-                channel,
-                Cursor(cursor_file),
-                since=since,
-                token=token,
-                service_name=service_name,
-                on_status=status,
-            )
-        )
+        asyncio.run(stay_connected(hub, connect_timeout, export))
 
 
 # --- remote orchestration (docs/orchestration.md) ------------------------------------
