@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from taskcast.auth import Principal
+from taskcast.auth import ANONYMOUS_ADMIN, AuthError, Principal, bearer_token
 from taskcast.commands import COMMAND_TYPE
 from taskcast.frames import FrameError
 from taskcast.hub.config import HubConfig
@@ -30,6 +30,21 @@ HTTP_STATUS: dict[str, int] = {
     ErrorCode.SHUTTING_DOWN: 503,
 }
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "127.0.0.1", "::1"})
+
+
+def authenticated(
+    config: HubConfig, authorization: str | None, query_token: str | None
+) -> Principal | FrameError:
+    """Who a request is: its principal, or why not (the token is never echoed)."""
+    if config.verifier is None:
+        return ANONYMOUS_ADMIN
+    token = bearer_token(authorization, query_token)
+    if token is None:
+        return FrameError(ErrorCode.UNAUTHORIZED, "a bearer token is required")
+    try:
+        return config.verifier.verify(token)
+    except AuthError as exc:
+        return FrameError(ErrorCode.UNAUTHORIZED, str(exc))
 
 
 def connection_refusal(

@@ -20,6 +20,7 @@ from aiohttp import web
 from taskcast.auth import ANONYMOUS_ADMIN, Principal
 from taskcast.broker import OutboundBuffer, Subscription
 from taskcast.frames import encode
+from taskcast.hub.config import HubConfig
 from taskcast.ratelimit import TokenBucket
 from taskcast.wsframe import text_frame
 
@@ -45,9 +46,16 @@ class Sink(Protocol):
     async def close(self, code: int, reason: bytes) -> None: ...
 
 
-class WebSocketSink:
-    """Writes a whole batch of websocket frames with one transport write (see wsframe);
-    aiohttp still owns the handshake, reading, pings and the close handshake."""
+class DirectSink:
+    """A websocket the hub writes itself, already framed (see wsframe), without awaiting:
+    one ``transport.write`` per batch. Both websocket doors are one."""
+
+    __slots__ = ()
+    transport: asyncio.Transport
+
+    @property
+    def closed(self) -> bool:
+        raise NotImplementedError
 
     def write_direct(self, frames: list[tuple[int, bytes]]) -> bool:
         """Write frames that are already framed (``ClientConnection.deliver`` frames
@@ -65,6 +73,12 @@ class WebSocketSink:
         while transport.get_write_buffer_size() > WRITE_HIGH_WATER and not transport.is_closing():
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+
+class WebSocketSink(DirectSink):
+    """A websocket upgraded by aiohttp's ``/ws`` route (an upgrade on a connection that
+    already served HTTP requests; see websocket_door): aiohttp does the handshake,
+    reading, pings and the close handshake."""
 
     def __init__(
         self, ws: web.WebSocketResponse, transport: asyncio.Transport, close_timeout: float = 2.0
@@ -154,7 +168,7 @@ class ClientConnection:
         self.publish_failed = False
         self._closing = False
         # A websocket is written directly (see the module docstring); other sinks by a task.
-        self._direct = sink if isinstance(sink, WebSocketSink) else None
+        self._direct = sink if isinstance(sink, DirectSink) else None
         self._scheduled = False  # a direct write is already due this loop pass
         self._draining: asyncio.Task[None] | None = None  # waiting for a client to read
         # Made only when needed: an asyncio.Event holds a deque from birth, and most
@@ -338,3 +352,11 @@ class ClientConnection:
             self._writer_task.cancel()
         if self._draining is not None:
             self._draining.cancel()
+
+
+def open_connection(
+    sink: Sink, config: HubConfig, peer: str, principal: Principal
+) -> ClientConnection:
+    """A websocket client of either door, with its publish rate limit when one is set."""
+    bucket = TokenBucket(config.publish_rate, config.publish_burst) if config.publish_rate else None
+    return ClientConnection(sink, config.max_subscriber_buffer, peer, principal, bucket)

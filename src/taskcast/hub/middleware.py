@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from taskcast.auth import ANONYMOUS_ADMIN, AuthError, Principal, bearer_token
+from taskcast.auth import Principal
 from taskcast.frames import FrameError
-from taskcast.hub.access import HTTP_STATUS, browser_refusal
+from taskcast.hub.access import HTTP_STATUS, authenticated, browser_refusal
 from taskcast.hub.config import HubConfig
 from taskcast.vocabulary import ErrorCode
 
@@ -37,15 +37,12 @@ def http_refusal(error: FrameError) -> web.HTTPException:
 
 def authenticate(request: web.Request, config: HubConfig) -> Principal:
     """The request's principal; raises 401 without a valid token (the token is never echoed)."""
-    if config.verifier is None:
-        return ANONYMOUS_ADMIN
-    token = bearer_token(request.headers.get("Authorization"), request.query.get("token"))
-    if token is None:
-        raise http_refusal(FrameError(ErrorCode.UNAUTHORIZED, "a bearer token is required"))
-    try:
-        return config.verifier.verify(token)
-    except AuthError as exc:
-        raise http_refusal(FrameError(ErrorCode.UNAUTHORIZED, str(exc))) from None
+    outcome = authenticated(
+        config, request.headers.get("Authorization"), request.query.get("token")
+    )
+    if isinstance(outcome, FrameError):
+        raise http_refusal(outcome)
+    return outcome
 
 
 def make_access_middleware(config: HubConfig, refused: Callable[[str], None]) -> Middleware:

@@ -18,15 +18,18 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from taskcast.commands import CommandAction, Rejection, RemoteEvent, RequestKind
 from taskcast.frames import error_frame
 from taskcast.hub.config import HubConfig
-from taskcast.hub.connection import ClientConnection, WebSocketSink
+from taskcast.hub.connection import WebSocketSink, open_connection
 from taskcast.hub.core import Hub
 from taskcast.hub.http_api import HUB_KEY, add_routes
 from taskcast.hub.middleware import http_refusal, make_access_middleware, principal_of
-from taskcast.ratelimit import TokenBucket
+from taskcast.hub.websocket_door import Doors
 from taskcast.store import open_store
 from taskcast.vocabulary import FINAL_STATUSES, ErrorCode, EventType, TaskStatus
 
 STUCK_STOP_SECONDS = 15.0
+# Connections the kernel queues before the hub accepts them: room for a reconnect storm
+# (the kernel caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 4096
 log = logging.getLogger("taskcast.hub")
 
 
@@ -52,13 +55,11 @@ async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
     transport = request.transport
     if transport is None:  # the client went away during the handshake
         return ws
-    bucket = TokenBucket(config.publish_rate, config.publish_burst) if config.publish_rate else None
-    connection = ClientConnection(
+    connection = open_connection(
         WebSocketSink(ws, transport, config.close_timeout_seconds),
-        config.max_subscriber_buffer,
+        config,
         peer,
         principal_of(request),
-        bucket,
     )
     hub.attach(connection)
     try:
@@ -149,19 +150,26 @@ async def serve(
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     signals_installed = False
+    listener: asyncio.Server | None = None
+    doors: Doors | None = None
     try:
         await hub.start()
         await runner.setup()
-        site = web.TCPSite(
-            runner,
+        assert runner.server is not None
+        # Every connection enters by the front door: websockets are served there,
+        # anything else is handed to aiohttp (websocket_door.py says why).
+        doors = Doors(hub, runner.server)
+        doors.start()
+        listener = await loop.create_server(
+            doors,
             config.host,
             config.port,
             reuse_address=True,
             reuse_port=config.reuse_port or None,
-            ssl_context=ssl_context,
+            ssl=ssl_context,
+            backlog=LISTEN_BACKLOG,
         )
-        await site.start()
-        port = runner.addresses[0][1] if runner.addresses else config.port
+        port = listener.sockets[0].getsockname()[1] if listener.sockets else config.port
         url = f"{'wss' if ssl_context else 'ws'}://{config.host}:{port}/ws"
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
@@ -180,9 +188,12 @@ async def serve(
         log.info("shutting down: committing pending events, closing clients")
         # A stop that hangs says where: every thread's stack in the log after 15 s.
         faulthandler.dump_traceback_later(STUCK_STOP_SECONDS, exit=False)
-        await site.stop()
     finally:
+        if listener is not None:
+            listener.close()  # no new connections; the open ones are closed below
         await hub.stop()
+        if doors is not None:
+            await doors.stop()
         await runner.cleanup()
         await store.close()
         if signals_installed:

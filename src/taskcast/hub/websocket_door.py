@@ -1,0 +1,496 @@
+"""The hub's front door: a fresh connection whose first request is ``GET /ws`` is a
+websocket served here, by wsproto (sans-I/O) on the bare asyncio transport; any other
+first request is handed to aiohttp, which serves the rest of that connection.
+
+Why not aiohttp for websockets too: per idle subscriber it keeps the parsed upgrade
+request, a reader and its queue, a response object, a handler task and its coroutine
+frames through the middlewares — about 16 KB (docs/architecture.md). Here a websocket
+is this one object (it is also the connection's sink), a wsproto parser and the
+transport, and each frame is handled as it is read (no task wakes per message).
+
+An upgrade that arrives on a connection aiohttp already serves (a keep-alive HTTP
+client reusing it) is still served by aiohttp's ``/ws`` route; both doors decide with
+the same policy functions (``access.py``) and feed the same ``Hub``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from urllib.parse import parse_qsl, urlsplit
+
+from wsproto import ConnectionType
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from taskcast.auth import Principal
+from taskcast.frames import FrameError, error_frame
+from taskcast.hub.access import HTTP_STATUS, authenticated, browser_refusal
+from taskcast.hub.config import HubConfig
+from taskcast.hub.connection import ClientConnection, DirectSink, open_connection
+from taskcast.hub.core import Hub
+from taskcast.vocabulary import ErrorCode
+
+log = logging.getLogger("taskcast.hub")
+
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+_WEBSOCKET_REQUESTS = (b"GET /ws ", b"GET /ws?")
+_SNIFF_BYTES = len(_WEBSOCKET_REQUESTS[0])
+MAX_REQUEST_HEAD = 16 * 1024  # like h11's limit; aiohttp allows 8 KiB per header line
+
+
+class Route(enum.Enum):
+    UNDECIDED = "undecided"  # not enough bytes yet
+    WEBSOCKET = "websocket"
+    HTTP = "http"
+
+
+def route_of(head: bytes) -> Route:
+    """Where a fresh connection goes, from the first bytes it sent."""
+    if head.startswith(_WEBSOCKET_REQUESTS):
+        return Route.WEBSOCKET
+    if len(head) < _SNIFF_BYTES and any(p.startswith(head) for p in _WEBSOCKET_REQUESTS):
+        return Route.UNDECIDED
+    return Route.HTTP
+
+
+class Phase(enum.Enum):
+    SNIFFING = "sniffing"  # reading the first bytes
+    HANDSHAKE = "handshake"  # reading the upgrade request
+    OPEN = "open"
+    CLOSING = "closing"  # our close frame sent, waiting for the peer's
+    CLOSED = "closed"
+
+
+class Overdue(enum.Enum):
+    NOTHING = "nothing"
+    PING = "ping"  # quiet for idle/2: ask for a pong
+    HANDSHAKE = "handshake"  # no complete request within the handshake timeout
+    IDLE = "idle"  # no pong (nor anything else) within idle/4 of the ping
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    handshake: float
+    idle: float  # 0: no limit
+
+    @classmethod
+    def of(cls, config: HubConfig) -> Timeouts:
+        return cls(config.handshake_timeout_seconds, config.idle_timeout_seconds)
+
+    @property
+    def sweep_interval(self) -> float:
+        candidates = [self.handshake / 4, 1.0] + ([self.idle / 8] if self.idle else [])
+        return max(0.05, min(candidates))
+
+
+def overdue(
+    phase: Phase, opened: float, last_seen: float, ping_sent: float, now: float, limits: Timeouts
+) -> Overdue:
+    """What a connection's silence calls for — aiohttp's heartbeat, which the other door
+    uses with ``heartbeat=idle/2``: a ping after idle/2 without a frame; no frame within
+    idle/4 of it closes the connection. ``ping_sent`` is 0 when no ping is out."""
+    if phase is Phase.SNIFFING or phase is Phase.HANDSHAKE:
+        return Overdue.HANDSHAKE if now - opened > limits.handshake else Overdue.NOTHING
+    if phase is not Phase.OPEN or not limits.idle:
+        return Overdue.NOTHING
+    if ping_sent and last_seen <= ping_sent:
+        return Overdue.IDLE if now - ping_sent > limits.idle / 4 else Overdue.NOTHING
+    return Overdue.PING if now - last_seen >= limits.idle / 2 else Overdue.NOTHING
+
+
+def message_size(data: str | bytes | bytearray) -> int:
+    """Bytes of a (part of a) message, as the peer sent it."""
+    if isinstance(data, str) and not data.isascii():
+        return len(data.encode())
+    return len(data)
+
+
+def first_query_value(target: str, name: str) -> str | None:
+    for key, value in parse_qsl(urlsplit(target).query, keep_blank_values=True):
+        if key == name:
+            return value
+    return None
+
+
+class Doors:
+    """The hub's websocket doors: the factory the listening socket calls, and the
+    sweep that enforces the handshake and idle timeouts (one timer for all, not one per
+    connection)."""
+
+    def __init__(self, hub: Hub, http: Callable[[], asyncio.Protocol]) -> None:
+        self.hub = hub
+        self.http = http
+        self.limits = Timeouts.of(hub.config)
+        self.watched: set[WebSocketDoor] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def __call__(self) -> WebSocketDoor:
+        return WebSocketDoor(self)
+
+    def start(self) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.sweep_interval)
+            try:
+                self.sweep(time.monotonic())
+            except Exception:
+                log.exception("websocket timeout sweep failed")
+
+    def sweep(self, now: float) -> None:
+        limits = self.limits
+        for door in list(self.watched):
+            due = overdue(door.phase, door.opened, door.last_seen, door.ping_sent, now, limits)
+            if due is Overdue.PING:
+                door.ping(now)
+            elif due is Overdue.HANDSHAKE:
+                door.drop()
+            elif due is Overdue.IDLE:
+                self.hub.stats.idle_disconnects += 1
+                door.drop()
+
+
+class WebSocketDoor(asyncio.Protocol, DirectSink):
+    """One connection from its first byte: the sniffer, the websocket handshake, then
+    the open websocket and the ``Sink`` its ``ClientConnection`` writes to."""
+
+    __slots__ = (
+        "closed_waiter",
+        "connection",
+        "doors",
+        "handshake",
+        "head",
+        "last_seen",
+        "opened",
+        "parts",
+        "phase",
+        "ping_sent",
+        "size",
+        "transport",
+        "ws",
+    )
+
+    def __init__(self, doors: Doors) -> None:
+        self.doors = doors
+        self.phase = Phase.SNIFFING
+        self.head = b""
+        self.handshake: H11Handshake | None = None
+        self.ws: Connection | None = None
+        self.connection: ClientConnection | None = None
+        self.parts: list[str] | None = None  # a message that came in pieces
+        self.size = 0
+        self.opened = self.last_seen = time.monotonic()
+        self.ping_sent = 0.0
+        self.closed_waiter: asyncio.Future[None] | None = None
+
+    # --- asyncio.Protocol ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.doors.watched.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = time.monotonic()
+        phase = self.phase
+        if phase is Phase.OPEN or phase is Phase.CLOSING:
+            self._receive_frames(data)
+        elif phase is Phase.SNIFFING:
+            self._sniff(data)
+        elif phase is Phase.HANDSHAKE:
+            self._receive_handshake(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+
+    # --- the Sink a ClientConnection writes to ------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self.phase is not Phase.OPEN or self.transport.is_closing()
+
+    async def write(self, frames: list[tuple[int, bytes]]) -> None:
+        raise NotImplementedError("websockets are written by write_direct")
+
+    async def close(self, code: int, reason: bytes) -> None:
+        """Send a close frame and wait ``close_timeout`` for the peer's; a peer that
+        reads nothing cannot even take the close frame, so then the socket is dropped
+        with what it holds."""
+        transport = self.transport
+        try:
+            if self.phase is Phase.OPEN and self.ws is not None and not transport.is_closing():
+                self.phase = Phase.CLOSING
+                reason_text = reason.decode("utf-8", "replace") or None
+                transport.write(self.ws.send(CloseConnection(code=code, reason=reason_text)))
+                waiter = self.closed_waiter = asyncio.get_running_loop().create_future()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.doors.hub.config.close_timeout_seconds):
+                        await waiter
+        finally:
+            if not transport.is_closing() or transport.get_write_buffer_size():
+                transport.abort()
+
+    # --- the phases ---------------------------------------------------------
+
+    def _sniff(self, data: bytes) -> None:
+        head = self.head = self.head + data
+        route = route_of(head)
+        if route is Route.UNDECIDED:
+            return
+        self.head = b""
+        if route is Route.HTTP:
+            self._hand_to_http(head)
+            return
+        self.phase = Phase.HANDSHAKE
+        self.handshake = H11Handshake(ConnectionType.SERVER)
+        self._receive_handshake(head)
+
+    def _hand_to_http(self, head: bytes) -> None:
+        """aiohttp serves this connection from here on (its keep-alive, its timeouts)."""
+        self.doors.watched.discard(self)
+        self.phase = Phase.CLOSED
+        protocol = self.doors.http()
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        protocol.data_received(head)
+
+    def _receive_handshake(self, data: bytes) -> None:
+        """Buffer the request head; its end is the first blank line (an upgrade has no
+        body). wsproto gets the head alone: it does not pass on bytes that came after
+        it, so frames sent with the request are fed to the connection here."""
+        head = self.head = self.head + data
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(head) > MAX_REQUEST_HEAD:
+                self._refuse(FrameError(ErrorCode.TOO_LARGE, "request head too large"), 431)
+            return
+        self.head = b""
+        handshake = self.handshake
+        assert handshake is not None
+        try:
+            handshake.receive_data(head[: end + 4])
+            for event in handshake.events():
+                if isinstance(event, Request):
+                    self._upgrade(handshake, event, head[end + 4 :])
+                    return
+        except RemoteProtocolError as exc:
+            hint = exc.event_hint
+            status = hint.status_code if isinstance(hint, RejectConnection) else 400
+            error = FrameError(ErrorCode.INVALID_FRAME, f"not a websocket upgrade: {exc}")
+            self._refuse(error, status)
+
+    def _upgrade(self, handshake: H11Handshake, request: Request, trailing: bytes) -> None:
+        """The door policy, in the order the HTTP door applies it; then 101."""
+        hub = self.doors.hub
+        config = hub.config
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in request.extra_headers
+        }
+        transport = self.transport
+        refusal = browser_refusal(
+            config,
+            method="GET",
+            host=request.host,
+            origin=headers.get("origin"),
+            content_type=None,
+            scheme="https" if transport.get_extra_info("sslcontext") is not None else "http",
+        )
+        if refusal is not None:
+            hub.count_refused(refusal.code)
+            self._refuse(refusal)
+            return
+        principal = authenticated(
+            config, headers.get("authorization"), first_query_value(request.target, "token")
+        )
+        if isinstance(principal, FrameError):
+            hub.count_refused("unauthorized")
+            self._refuse(principal)
+            return
+        peer = peer_of(transport)
+        refusal = hub.admission_refusal(peer)
+        if refusal is not None:
+            hub.count_refused(refusal.code)
+            self._refuse(refusal)
+            return
+        self._accept(handshake, principal, peer, trailing)
+
+    def _accept(
+        self, handshake: H11Handshake, principal: Principal, peer: str, trailing: bytes
+    ) -> None:
+        self.transport.write(handshake.send(AcceptConnection()))
+        ws = handshake.connection
+        assert ws is not None
+        self.ws, self.handshake = ws, None
+        self.phase = Phase.OPEN
+        hub = self.doors.hub
+        self.connection = open_connection(self, hub.config, peer, principal)
+        hub.attach(self.connection)
+        if trailing:  # frames that came with the request
+            self._receive_frames(trailing)
+
+    def _refuse(self, error: FrameError, status: int | None = None) -> None:
+        """Answer the upgrade request with an HTTP error (the error frame as its body)
+        and close, like the HTTP door's ``http_refusal``."""
+        status = status or HTTP_STATUS.get(error.code, 400)
+        body = error.to_frame()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        if status == HTTPStatus.UNAUTHORIZED:
+            headers.append((b"www-authenticate", b'Bearer realm="taskcast"'))
+        handshake = self.handshake
+        try:
+            assert handshake is not None
+            answer = handshake.send(
+                RejectConnection(status_code=status, headers=headers, has_body=True)
+            ) + handshake.send(RejectData(data=body))
+        except (AssertionError, LocalProtocolError):  # the request could not be parsed
+            reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+            lines = [f"HTTP/1.1 {status} {reason}".encode()]
+            lines += [b"%s: %s" % header for header in headers]
+            answer = b"\r\n".join(lines) + b"\r\n\r\n" + body
+        self.phase = Phase.CLOSED
+        self.transport.write(answer)
+        self.transport.close()
+
+    def _receive_frames(self, data: bytes) -> None:
+        ws = self.ws
+        assert ws is not None
+        try:
+            ws.receive_data(data)
+        except LocalProtocolError:  # closed already
+            return
+        self._handle_events(ws)
+
+    def _handle_events(self, ws: Connection) -> None:
+        hub = self.doors.hub
+        connection = self.connection
+        assert connection is not None
+        try:
+            for event in ws.events():
+                if isinstance(event, (TextMessage, BytesMessage)):
+                    if self.phase is Phase.OPEN:
+                        self._message(event, hub, connection)
+                elif isinstance(event, Ping):
+                    if ws.state is ConnectionState.OPEN:
+                        self.transport.write(ws.send(event.response()))
+                elif isinstance(event, Pong):
+                    self.ping_sent = 0.0
+                elif isinstance(event, CloseConnection):
+                    self._closed_by_peer(ws, event)
+                    return
+        except Exception:
+            log.exception("%r: closing after an internal error", connection)
+            self._fail(CLOSE_INTERNAL_ERROR, "internal error")
+
+    def _message(
+        self, event: TextMessage | BytesMessage, hub: Hub, connection: ClientConnection
+    ) -> None:
+        self.size += message_size(event.data)
+        if self.size > hub.config.max_frame_bytes:
+            hub.stats.oversized_frames += 1
+            self._fail(CLOSE_MESSAGE_TOO_BIG, "message too big")
+            return
+        if isinstance(event, BytesMessage):  # counted, never kept
+            if event.message_finished:
+                self.size = 0
+                hub.reply(
+                    connection,
+                    error_frame(ErrorCode.BINARY_UNSUPPORTED, "frames must be JSON text frames"),
+                )
+            return
+        text = event.data
+        if not event.message_finished:
+            if self.parts is None:
+                self.parts = []
+            self.parts.append(text)
+            return
+        if self.parts is not None:
+            self.parts.append(text)
+            text = "".join(self.parts)
+            self.parts = None
+        self.size = 0
+        hub.handle_text(connection, text)
+
+    def _closed_by_peer(self, ws: Connection, event: CloseConnection) -> None:
+        """The peer's close (or wsproto's for a frame it could not parse): answer it
+        unless it answers ours, then close the socket — the server closes TCP first."""
+        with contextlib.suppress(LocalProtocolError):
+            if ws.state is ConnectionState.REMOTE_CLOSING:
+                self.transport.write(ws.send(event.response()))
+            elif ws.state is ConnectionState.OPEN:  # a frame that broke the protocol
+                self.transport.write(ws.send(CloseConnection(code=event.code)))
+        self.transport.close()
+        self._finish()
+
+    def _fail(self, code: int, reason: str) -> None:
+        ws = self.ws
+        if ws is not None and ws.state is ConnectionState.OPEN:
+            self.transport.write(ws.send(CloseConnection(code=code, reason=reason)))
+        self.transport.close()
+        self._finish()
+
+    # --- timeouts (driven by Doors.sweep) -----------------------------------
+
+    def ping(self, now: float) -> None:
+        ws = self.ws
+        if ws is not None and ws.state is ConnectionState.OPEN:
+            self.ping_sent = now
+            self.transport.write(ws.send(Ping()))
+
+    def drop(self) -> None:
+        """A dead or frozen peer, or a handshake that never completed."""
+        self.transport.abort()
+        self._finish()
+
+    def _finish(self) -> None:
+        """Once, however the connection ends: leave the hub and the sweep."""
+        self.phase = Phase.CLOSED
+        self.doors.watched.discard(self)
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            self.doors.hub.detach(connection)
+        waiter = self.closed_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def peer_of(transport: asyncio.BaseTransport) -> str:
+    """The peer's address, as aiohttp's ``request.remote`` gives it."""
+    peername = transport.get_extra_info("peername")
+    if isinstance(peername, (list, tuple)) and peername:
+        return str(peername[0])
+    return str(peername) if peername else "?"
