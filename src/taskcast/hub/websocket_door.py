@@ -1,11 +1,12 @@
 """The hub's front door: a fresh connection whose first request is ``GET /ws`` is a
-websocket served here, by wsproto (sans-I/O) on the bare asyncio transport; any other
+websocket served here on the bare asyncio transport (the handshake by wsproto, frames
+by ``wsframe``); any other
 first request is handed to aiohttp, which serves the rest of that connection.
 
 Why not aiohttp for websockets too: per idle subscriber it keeps the parsed upgrade
 request, a reader and its queue, a response object, a handler task and its coroutine
 frames through the middlewares — about 16 KB (docs/architecture.md). Here a websocket
-is this one object (it is also the connection's sink), a wsproto parser and the
+is this one object (it is also the connection's sink), a small frame reader and the
 transport, and each frame is handled as it is read (no task wakes per message).
 
 An upgrade that arrives on a connection aiohttp already serves (a keep-alive HTTP
@@ -26,18 +27,7 @@ from http import HTTPStatus
 from urllib.parse import parse_qsl, urlsplit
 
 from wsproto import ConnectionType
-from wsproto.connection import Connection, ConnectionState
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    Pong,
-    RejectConnection,
-    RejectData,
-    Request,
-    TextMessage,
-)
+from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
@@ -48,12 +38,19 @@ from taskcast.hub.config import HubConfig
 from taskcast.hub.connection import ClientConnection, DirectSink, open_connection
 from taskcast.hub.core import Hub
 from taskcast.vocabulary import ErrorCode
+from taskcast.wsframe import (
+    CLOSE_MESSAGE_TOO_BIG,
+    FrameReader,
+    Opcode,
+    close_frame,
+    close_reply,
+    control_frame,
+)
 
 log = logging.getLogger("taskcast.hub")
 
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
+BINARY_REFUSAL = error_frame(ErrorCode.BINARY_UNSUPPORTED, "frames must be JSON text frames")
 _WEBSOCKET_REQUESTS = (b"GET /ws ", b"GET /ws?")
 _SNIFF_BYTES = len(_WEBSOCKET_REQUESTS[0])
 MAX_REQUEST_HEAD = 16 * 1024  # like h11's limit; aiohttp allows 8 KiB per header line
@@ -117,13 +114,6 @@ def overdue(
     if ping_sent and last_seen <= ping_sent:
         return Overdue.IDLE if now - ping_sent > limits.idle / 4 else Overdue.NOTHING
     return Overdue.PING if now - last_seen >= limits.idle / 2 else Overdue.NOTHING
-
-
-def message_size(data: str | bytes | bytearray) -> int:
-    """Bytes of a (part of a) message, as the peer sent it."""
-    if isinstance(data, str) and not data.isascii():
-        return len(data.encode())
-    return len(data)
 
 
 def first_query_value(target: str, name: str) -> str | None:
@@ -190,12 +180,10 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
         "head",
         "last_seen",
         "opened",
-        "parts",
         "phase",
         "ping_sent",
-        "size",
+        "reader",
         "transport",
-        "ws",
     )
 
     def __init__(self, doors: Doors) -> None:
@@ -203,10 +191,8 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
         self.phase = Phase.SNIFFING
         self.head = b""
         self.handshake: H11Handshake | None = None
-        self.ws: Connection | None = None
+        self.reader: FrameReader | None = None  # made when the websocket opens
         self.connection: ClientConnection | None = None
-        self.parts: list[str] | None = None  # a message that came in pieces
-        self.size = 0
         self.opened = self.last_seen = time.monotonic()
         self.ping_sent = 0.0
         self.closed_waiter: asyncio.Future[None] | None = None
@@ -249,10 +235,9 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
         with what it holds."""
         transport = self.transport
         try:
-            if self.phase is Phase.OPEN and self.ws is not None and not transport.is_closing():
+            if self.phase is Phase.OPEN and not transport.is_closing():
                 self.phase = Phase.CLOSING
-                reason_text = reason.decode("utf-8", "replace") or None
-                transport.write(self.ws.send(CloseConnection(code=code, reason=reason_text)))
+                transport.write(close_frame(code, reason))
                 waiter = self.closed_waiter = asyncio.get_running_loop().create_future()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.doors.hub.config.close_timeout_seconds):
@@ -349,11 +334,10 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
         self, handshake: H11Handshake, principal: Principal, peer: str, trailing: bytes
     ) -> None:
         self.transport.write(handshake.send(AcceptConnection()))
-        ws = handshake.connection
-        assert ws is not None
-        self.ws, self.handshake = ws, None
-        self.phase = Phase.OPEN
         hub = self.doors.hub
+        self.handshake = None  # wsproto's part ends here; frames are read by FrameReader
+        self.reader = FrameReader(hub.config.max_frame_bytes)
+        self.phase = Phase.OPEN
         self.connection = open_connection(self, hub.config, peer, principal)
         hub.attach(self.connection)
         if trailing:  # frames that came with the request
@@ -387,89 +371,56 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
         self.transport.close()
 
     def _receive_frames(self, data: bytes) -> None:
-        ws = self.ws
-        assert ws is not None
-        try:
-            ws.receive_data(data)
-        except LocalProtocolError:  # closed already
-            return
-        self._handle_events(ws)
-
-    def _handle_events(self, ws: Connection) -> None:
-        hub = self.doors.hub
+        reader = self.reader
         connection = self.connection
-        assert connection is not None
+        if reader is None or connection is None:
+            return
+        hub = self.doors.hub
         try:
-            for event in ws.events():
-                if isinstance(event, (TextMessage, BytesMessage)):
+            for opcode, payload in reader.feed(data):
+                if isinstance(payload, str):  # a text message: the protocol's frames
                     if self.phase is Phase.OPEN:
-                        self._message(event, hub, connection)
-                elif isinstance(event, Ping):
-                    if ws.state is ConnectionState.OPEN:
-                        self.transport.write(ws.send(event.response()))
-                elif isinstance(event, Pong):
+                        hub.handle_text(connection, payload)
+                elif opcode is Opcode.PING:
+                    if self.phase is Phase.OPEN:
+                        self.transport.write(control_frame(Opcode.PONG, payload))
+                elif opcode is Opcode.PONG:
                     self.ping_sent = 0.0
-                elif isinstance(event, CloseConnection):
-                    self._closed_by_peer(ws, event)
+                elif opcode is Opcode.CLOSE:
+                    self._closed_by_peer(payload)
                     return
+                elif self.phase is Phase.OPEN:  # a binary message
+                    hub.reply(connection, BINARY_REFUSAL)
         except Exception:
             log.exception("%r: closing after an internal error", connection)
             self._fail(CLOSE_INTERNAL_ERROR, "internal error")
+            return
+        violation = reader.failed
+        if violation is not None:
+            if violation.code == CLOSE_MESSAGE_TOO_BIG:
+                hub.stats.oversized_frames += 1
+            self._fail(violation.code, violation.reason)
 
-    def _message(
-        self, event: TextMessage | BytesMessage, hub: Hub, connection: ClientConnection
-    ) -> None:
-        self.size += message_size(event.data)
-        if self.size > hub.config.max_frame_bytes:
-            hub.stats.oversized_frames += 1
-            self._fail(CLOSE_MESSAGE_TOO_BIG, "message too big")
-            return
-        if isinstance(event, BytesMessage):  # counted, never kept
-            if event.message_finished:
-                self.size = 0
-                hub.reply(
-                    connection,
-                    error_frame(ErrorCode.BINARY_UNSUPPORTED, "frames must be JSON text frames"),
-                )
-            return
-        text = event.data
-        if not event.message_finished:
-            if self.parts is None:
-                self.parts = []
-            self.parts.append(text)
-            return
-        if self.parts is not None:
-            self.parts.append(text)
-            text = "".join(self.parts)
-            self.parts = None
-        self.size = 0
-        hub.handle_text(connection, text)
-
-    def _closed_by_peer(self, ws: Connection, event: CloseConnection) -> None:
-        """The peer's close (or wsproto's for a frame it could not parse): answer it
-        unless it answers ours, then close the socket — the server closes TCP first."""
-        with contextlib.suppress(LocalProtocolError):
-            if ws.state is ConnectionState.REMOTE_CLOSING:
-                self.transport.write(ws.send(event.response()))
-            elif ws.state is ConnectionState.OPEN:  # a frame that broke the protocol
-                self.transport.write(ws.send(CloseConnection(code=event.code)))
+    def _closed_by_peer(self, payload: bytes) -> None:
+        """The peer's close: answer it unless it answers ours, then close the socket —
+        the server closes TCP first."""
+        if self.phase is Phase.OPEN:
+            self.transport.write(close_reply(payload))
         self.transport.close()
         self._finish()
 
     def _fail(self, code: int, reason: str) -> None:
-        ws = self.ws
-        if ws is not None and ws.state is ConnectionState.OPEN:
-            self.transport.write(ws.send(CloseConnection(code=code, reason=reason)))
+        if self.phase is Phase.OPEN:
+            self.transport.write(close_frame(code, reason.encode()))
         self.transport.close()
         self._finish()
 
     # --- timeouts (driven by Doors.sweep) -----------------------------------
 
     def ping(self, now: float) -> None:
-        ws = self.ws
-        if ws is not None and ws.state is ConnectionState.OPEN:
+        if self.phase is Phase.OPEN:
             self.ping_sent = now
-            self.transport.write(ws.send(Ping()))
+            self.transport.write(control_frame(Opcode.PING))
 
     def drop(self) -> None:
         """A dead or frozen peer, or a handshake that never completed."""
