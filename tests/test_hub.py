@@ -85,6 +85,37 @@ async def test_patterns_route_over_the_wire(start_hub: Any) -> None:
         assert await recv(star) == {"type": "pong", "id": 2}  # nothing delivered in between
 
 
+async def test_events_of_a_batch_go_out_in_order_each_before_its_ack(start_hub: Any) -> None:
+    """Events are delivered in runs (one chunk per subscriber for consecutive events of
+    the same channel); a run ends where the channel changes. Every subscriber sees each
+    event once in seq order, and a publisher subscribed to its own channels has each
+    event before its ack (read-your-writes on one connection)."""
+    hub = start_hub()
+    async with aiohttp.ClientSession() as session:
+        watcher = await session.ws_connect(hub.url)
+        await subscribe(watcher, "tasks.>")
+        publisher = await session.ws_connect(hub.url)
+        await subscribe(publisher, "tasks.>")
+        frames = [
+            {**seed(f"t{i % 3 if i % 7 else 9}", f"m{i}"), "id": f"run-{i}"} for i in range(300)
+        ]
+        for frame in frames:
+            await send(publisher, frame)
+        seen: set[str] = set()
+        acked: list[int] = []
+        while len(acked) < len(frames):
+            reply = await recv(publisher)
+            if reply["type"] == "ack":
+                assert reply["id"] in seen, "an ack before its event"
+                acked.append(reply["seq"])
+            else:
+                seen.add(reply["id"])
+        watched = await collect_events(watcher, len(frames))
+        assert [e["seq"] for e in watched] == sorted(acked) == acked
+        assert [e["id"] for e in watched] == [f["id"] for f in frames]
+        assert [e["payload"]["taskId"] for e in watched] == [f["payload"]["taskId"] for f in frames]
+
+
 async def test_resume_after_disconnect_gets_exactly_the_missed_events(start_hub: Any) -> None:
     hub = start_hub()
     async with aiohttp.ClientSession() as session:

@@ -231,16 +231,32 @@ class ClientConnection:
 
     # --- queueing -------------------------------------------------------------
 
-    def deliver(self, frame: bytes, seq: int = 0, framed: bytes | None = None) -> bool:
-        """Queue a live event or a reply (ack, error, pong); False when the buffer is
-        full — a client that does not read, whatever it was sent, is a slow consumer.
-        ``framed``: the same event as a websocket frame, made once for all subscribers."""
+    def deliver(self, frame: bytes, seq: int = 0) -> bool:
+        """Queue a reply (ack, error, pong); False when the buffer is full — a client
+        that does not read, whatever it was sent, is a slow consumer."""
         if self._closing:
             return True
         if self._direct is not None:
-            frame = framed if framed is not None else text_frame(frame)
+            frame = text_frame(frame)
         if not self.outbound.offer(frame, seq):
             return False
+        self._kick()
+        return True
+
+    def deliver_run(self, frames: list[bytes], seqs: list[int], framed: bytes) -> bool:
+        """Queue consecutive live events at once; False when the buffer is full. A
+        websocket takes ``framed`` — all of them framed, made once for all subscribers —
+        as one chunk; SSE takes them one by one."""
+        if self._closing:
+            return True
+        outbound = self.outbound
+        if self._direct is not None:
+            if not outbound.offer(framed, seqs[-1]):
+                return False
+        else:
+            for frame, seq in zip(frames, seqs, strict=True):
+                if not outbound.offer(frame, seq):
+                    return False
         self._kick()
         return True
 

@@ -85,7 +85,26 @@ LEASE_KIND = "lease"  # the store records that hold leases
 OTHER_LABEL = "other"
 
 # Upper bounds (seconds) of the store commit latency histogram.
+# A run's bytes before it is cut: one chunk per subscriber, far below any sane
+# --max-subscriber-buffer (a run is also cut at a quarter of it).
+RUN_BYTES = 64 * 1024
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(slots=True)
+class Run:
+    """Consecutive events bound for the same subscriptions, delivered together."""
+
+    frames: list[bytes] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, frame: bytes, seq: int, kind: str) -> None:
+        self.frames.append(frame)
+        self.seqs.append(seq)
+        self.kinds.append(kind)
+        self.size += len(frame)
 
 
 @dataclass(slots=True)
@@ -259,11 +278,16 @@ class Hub:
             origin.publish_failed = True
 
     def _fan_out(self, batch: list[Pending], results: list[AppendResult], stamp: int) -> None:
+        """Deliver what the batch stored, then ack it: a publisher subscribed to its own
+        channel has each event before its ack."""
         slow: list[ClientConnection] = []
-        for (publish, reply, origin), result in zip(batch, results, strict=True):
-            if self._stored_anew(publish, origin, result):
-                event = StoredEvent(*stored_row(result.seq, publish, stamp))
-                self._fan_out_stored(event, slow, publish.payload)  # decoded at parse time
+        stored = [
+            (StoredEvent(*stored_row(result.seq, publish, stamp)), publish.payload)
+            for (publish, _, origin), result in zip(batch, results, strict=True)
+            if self._stored_anew(publish, origin, result)  # payload: decoded at parse time
+        ]
+        self._fan_out_stored(stored, slow)
+        for (_, reply, _), result in zip(batch, results, strict=True):
             reply(result)
         for connection in slow:
             self._drop_slow_consumer(connection)
@@ -282,22 +306,28 @@ class Hub:
             return True
         return False
 
-    def _deliver(self, seq: int, channel: str, frame: bytes, slow: list[ClientConnection]) -> int:
-        """Queue one event for every live subscription it matches; count deliveries.
-        The websocket frame is made once here, not once per subscriber."""
-        subscriptions = self.index.match(channel)
-        if not subscriptions:
-            return 0
+    def _deliver_run(
+        self,
+        run: Run,
+        subscriptions: list[Subscription[ClientConnection]],
+        slow: list[ClientConnection],
+    ) -> None:
+        """Queue a run of consecutive events for every live subscription they all match:
+        framed once, one chunk per websocket (per subscriber the cost is per run, not
+        per event); count the deliveries."""
+        framed = b"".join([text_frame(frame) for frame in run.frames])
         count = 0
-        framed = text_frame(frame)
         for subscription in subscriptions:
             connection = subscription.connection
             if subscription.live and not connection.closing:  # closing: not delivered
-                if connection.deliver(frame, seq, framed):
+                if connection.deliver_run(run.frames, run.seqs, framed):
                     count += 1
                 else:
                     slow.append(connection)
-        return count
+        if count:
+            delivered = self.stats.delivered
+            for kind in run.kinds:
+                delivered[kind] += count
 
     # --- a shared log (cluster mode) ---------------------------------------------
 
@@ -317,8 +347,7 @@ class Hub:
         assert self.shared is not None
         slow: list[ClientConnection] = []
         while events := self.shared.events_after(self.published_head, 1000):
-            for event in events:
-                self._fan_out_stored(event, slow)
+            self._fan_out_stored([(event, None) for event in events], slow)
         held = self._held
         while held and held[0][0] <= self.published_head:
             _, _, reply, result = heapq.heappop(held)
@@ -329,37 +358,52 @@ class Hub:
 
     def _fan_out_stored(
         self,
-        event: StoredEvent,
+        events: list[tuple[StoredEvent, dict[str, Any] | None]],
         slow: list[ClientConnection],
-        payload: dict[str, Any] | None = None,
     ) -> None:
-        """Deliver one stored event, count it, fold it into the summaries and move
-        ``published_head`` — for the commit loop and a shared log's feed alike.
-        ``payload``: the event's payload when it is already decoded."""
+        """Deliver stored events in seq order, count them, fold them into the summaries
+        and move ``published_head`` — for the commit loop and a shared log's feed alike.
+        Each event's payload comes along when it is already decoded. Consecutive events
+        for the same subscriptions go out as one run (``_deliver_run``)."""
         stats = self.stats
-        seq = event.seq
-        count = self._deliver(seq, event.channel, with_seq(event.body, seq), slow)
-        kind = stats.type_label(event.type)
-        stats.published[kind] = stats.published.get(kind, 0) + 1
-        stats.delivered[kind] = stats.delivered.get(kind, 0) + count
-        self.summaries.observe(
-            seq,
-            event.ts,
-            event.type,
-            event.task_id,
-            event.source,
-            event.body,
-            event.channel,
-            payload,
-        )
-        self.published_head = seq
-        if event.type == COMMAND_TYPE:
-            if payload is None:
-                decoded = decode(event.body).get("payload")
-                payload = decoded if isinstance(decoded, dict) else {}
-            self._answer_command_for_ended_task(
-                seq, event.id, event.publisher, event.channel, payload
+        run_limit = min(RUN_BYTES, self.config.max_subscriber_buffer // 4)
+        run = Run()
+        run_for: list[Subscription[ClientConnection]] | None = None
+        for event, payload in events:
+            seq = event.seq
+            frame = with_seq(event.body, seq)
+            subscriptions = self.index.match(event.channel)
+            kind = stats.type_label(event.type)
+            stats.published[kind] = stats.published.get(kind, 0) + 1
+            stats.delivered.setdefault(kind, 0)
+            if run.frames and (subscriptions is not run_for or run.size > run_limit):
+                assert run_for is not None
+                self._deliver_run(run, run_for, slow)
+                run = Run()
+            if subscriptions:
+                run_for = subscriptions
+                run.add(frame, seq, kind)
+            self.summaries.observe(
+                seq,
+                event.ts,
+                event.type,
+                event.task_id,
+                event.source,
+                event.body,
+                event.channel,
+                payload,
             )
+            self.published_head = seq
+            if event.type == COMMAND_TYPE:
+                if payload is None:
+                    decoded = decode(event.body).get("payload")
+                    payload = decoded if isinstance(decoded, dict) else {}
+                self._answer_command_for_ended_task(
+                    seq, event.id, event.publisher, event.channel, payload
+                )
+        if run.frames:
+            assert run_for is not None
+            self._deliver_run(run, run_for, slow)
 
     def _answer_command_for_ended_task(
         self,
