@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import gc
 import ipaddress
 import logging
 import resource
@@ -27,6 +28,12 @@ from taskcast.store import open_store
 from taskcast.vocabulary import FINAL_STATUSES, ErrorCode, EventType, TaskStatus
 
 STUCK_STOP_SECONDS = 15.0
+# Python's cyclic GC runs a young collection every 700 container allocations; a publish
+# allocates tens (its JSON, its frame, its ack), so a busy hub collected thousands of
+# times a second. Every 50,000 instead: durable publishes with 8 publishers went from
+# 56,000 to 75,000/s (5 interleaved rounds). Garbage without cycles is freed at once
+# anyway; only cycles wait longer.
+GC_THRESHOLDS = (50_000, 20, 10)
 # Connections the kernel queues before the hub accepts them: room for a reconnect storm
 # (the kernel caps it at net.core.somaxconn).
 LISTEN_BACKLOG = 4096
@@ -136,6 +143,7 @@ async def serve(
 ) -> None:
     """Run a hub until SIGINT/SIGTERM (or ``stop``), then shut down gracefully."""
     check_exposure(config)
+    gc.set_threshold(*GC_THRESHOLDS)
     open_files = raise_open_files_limit(config.max_connections)
     ssl_context = tls_context(config)
     store = open_store(config.store, config.retention, fsync=config.fsync, nats=config.nats)
@@ -182,6 +190,8 @@ async def serve(
             open_files,
             config.max_connections,
         )
+        # What start-up made lives as long as the hub: never scan it again.
+        gc.freeze()
         if ready is not None:
             ready(url)
         await stop.wait()
