@@ -27,6 +27,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/cluster.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/scale.py --shape tasks
 	$(BIN)/python bench/publishers.py
 	$(BIN)/python bench/storm.py
 

@@ -56,16 +56,34 @@ NATS_CONNECT = b'CONNECT {"verbose":false,"pedantic":false,"protocol":1}\r\n'
 NATS_SUBJECT = b"tasks.bench"
 
 
-def encode_event(mode: str, i: int) -> bytes:
-    """Compact JSON, as every client library sends it."""
+def encode_event(mode: str, i: int, tasks: int = 0) -> bytes:
+    """Compact JSON, as every client library sends it. ``tasks``: spread the events
+    round-robin over that many tasks (``t0``, ``t1``, …; channel or subject
+    ``tasks.t<n>``) instead of one hot channel."""
     # taskcast-soak: a new task every 1,000 events (task summaries must not pile up).
-    task = f"soak-{i // 1000}" if mode == "taskcast-soak" else "bench"
+    if tasks:
+        task = f"t{i % tasks}"
+    elif mode == "taskcast-soak":
+        task = f"soak-{i // 1000}"
+    else:
+        task = "bench"
     event = _encode(api_action(i, time.monotonic_ns(), task))
     if mode == "socketio":
         return b'42["event",' + event + b"]"
     if mode == "nats":
-        return b"PUB %s %d\r\n%s\r\n" % (NATS_SUBJECT, len(event), event)
+        subject = f"tasks.{task}".encode() if tasks else NATS_SUBJECT
+        return b"PUB %s %d\r\n%s\r\n" % (subject, len(event), event)
     return event
+
+
+def subscribe_frame(mode: str, task: int | None) -> bytes:
+    """What a subscriber sends to follow one task (``tasks.t<n>``) or every task."""
+    if mode == "nats":
+        subject = b"tasks.>" if task is None else b"tasks.t%d" % task
+        return NATS_CONNECT + b"SUB %s 1\r\nPING\r\n" % subject
+    if task is None:
+        return SUBSCRIBE
+    return b'{"type":"subscribe","channel":"tasks.t%d"}' % task
 
 
 class NatsStream:
@@ -148,18 +166,19 @@ class _Shared:
 
 
 class _Subscriber(WSListener):  # type: ignore[misc]
-    def __init__(self, shared: _Shared) -> None:
+    def __init__(self, shared: _Shared, task: int | None = None) -> None:
         self.shared = shared
+        self.task = task  # follow this one task, or all
         self.nats = NatsStream() if shared.mode == "nats" else None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         if self.shared.mode == "taskcast":
-            transport.send(WSMsgType.TEXT, SUBSCRIBE)
+            transport.send(WSMsgType.TEXT, subscribe_frame("taskcast", self.task))
         elif self.shared.mode in ("plain", "taskcast-replay"):
             self.shared.ready += 1  # a replaying subscriber subscribes only on "go"
         elif self.shared.mode == "nats":
             # PING after SUB: the PONG says the subscription is in place.
-            transport.send(WSMsgType.BINARY, NATS_CONNECT + b"SUB tasks.> 1\r\nPING\r\n")
+            transport.send(WSMsgType.BINARY, subscribe_frame("nats", self.task))
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if self.nats is not None:
@@ -235,18 +254,21 @@ def subscriber_process(
     timeout: float,
     go: Any,
     source: str | None = None,
+    first_task: int | None = None,
 ) -> None:
     """Open ``connections`` subscribers; report once each got ``events`` (or on timeout).
     ``source``: the local address to connect from (each 127.x.y.z has its own ~28,000
-    ephemeral ports, so tens of thousands of connections need several)."""
+    ephemeral ports, so tens of thousands of connections need several).
+    ``first_task``: subscriber ``i`` follows task ``t<first_task + i>`` alone."""
 
     async def main() -> SubscriberResult:
         shared = _Shared(events * connections, latency, mode, asyncio.Event())
         transports = []
         extra: dict[str, Any] = {"local_addr": (source, 0)} if source else {}
-        for _ in range(connections):
+        for index in range(connections):
+            task = None if first_task is None else first_task + index
             transport, _listener = await ws_connect(
-                lambda: _Subscriber(shared),
+                lambda task=task: _Subscriber(shared, task),
                 url,
                 websocket_handshake_timeout=30,
                 read_buffer_init_size=2048,
@@ -329,8 +351,10 @@ def publisher_process(
     go: Any,
     results: Any,
     finish: Any,
+    tasks: int = 0,
 ) -> None:
-    """Publish ``events``: as fast as the server takes them, or paced at ``rate``/s."""
+    """Publish ``events``: as fast as the server takes them, or paced at ``rate``/s;
+    round-robin over ``tasks`` tasks when given (see ``encode_event``)."""
 
     async def main() -> None:
         transport, listener = await ws_connect(lambda: _Publisher(mode), url)
@@ -351,7 +375,7 @@ def publisher_process(
                     burst = 100
                 kind = WSMsgType.BINARY if mode == "nats" else WSMsgType.TEXT
                 for _ in range(min(burst, events - sent)):
-                    transport.send(kind, encode_event(mode, sent))
+                    transport.send(kind, encode_event(mode, sent, tasks))
                     sent += 1
                 if not acks:
                     await asyncio.sleep(0)
@@ -361,7 +385,7 @@ def publisher_process(
                 credit += rate * tick
                 while credit >= 1 and sent < events:
                     kind = WSMsgType.BINARY if mode == "nats" else WSMsgType.TEXT
-                    transport.send(kind, encode_event(mode, sent))
+                    transport.send(kind, encode_event(mode, sent, tasks))
                     sent += 1
                     credit -= 1
                 next_at += tick

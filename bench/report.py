@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-_BLOCK = re.compile(r"<!-- ([a-z]+):begin -->.*?<!-- \1:end -->", re.S)
+_BLOCK = re.compile(r"<!-- ([a-z-]+):begin -->.*?<!-- \1:end -->", re.S)
 
 
 def write_section(path: Path, name: str, section: str) -> None:

@@ -1,11 +1,18 @@
 """How cost grows with subscribers: ``python bench/scale.py`` (part of ``make bench``).
 
-One hot channel, subscribers at each size (100, 1,000, 10,000, 50,000 by default):
+``--shape hot`` (the default): one hot channel, subscribers at each size (100, 1,000,
+10,000, 50,000 by default):
 - throughput: one publisher as fast as the server takes it; deliveries/s, and the
   server's CPU per delivery (the figure that must stay flat as subscribers grow);
 - latency: a paced publisher (20,000 deliveries/s in all, at least 1 event/s, so more
   subscribers means fewer events) and p50/p99 publish→deliver;
 - memory: the server's RSS per connected subscriber.
+
+``--shape tasks``: as many tasks as subscribers, each subscriber following its own
+task (``tasks.t<n>``), every task publishing 1 event/s for 10 s — the dashboards-per-
+agent shape. Deliveries/s equal events/s; p50/p99 publish→deliver, CPU per delivery,
+and whether the hub kept the pace. The Node relay is left out (it broadcasts, no
+routing).
 
 Servers: taskcast as one process on SQLite, taskcast ``--workers 4`` over NATS
 JetStream (the only way past one process's 20,000 open files), a Node ``ws`` relay
@@ -37,6 +44,7 @@ from servers import REPO, Server, _start, ensure_node_modules, nats_websocket, n
 
 PER_PROCESS = 8_400  # subscribers per load-generator process
 LATENCY_DELIVERIES = 20_000
+TASK_SECONDS = 10  # --shape tasks: each task publishes 1 event/s for this long
 FD_LIMIT = 20_000  # one process's open files on this machine (hard limit)
 Result = dict[str, Any]
 
@@ -114,7 +122,9 @@ def run_point(target: Target, subscribers: int, *, latency: bool) -> Result:
     # Latency: paced at LATENCY_DELIVERIES/s in all (1 event/s at least) for ~5 s, light
     # enough that the Python load generators are not what is measured.
     rate = max(1.0, LATENCY_DELIVERIES / total) if latency else None
-    events = max(5, int(rate * 5)) if rate is not None else max(5, 2_000_000 // total)
+    # Throughput: 2,000,000 deliveries, but at least 200 events — with 40 events to
+    # 50,000 subscribers a pass would hold too few events to compare cost per delivery.
+    events = max(5, int(rate * 5)) if rate is not None else max(200, 2_000_000 // total)
     rss_before = sum(rss_bytes_of(pid) for pid in target.pids())
     started = time.monotonic()
     subs = [
@@ -182,7 +192,118 @@ def run_point(target: Target, subscribers: int, *, latency: bool) -> Result:
     }
 
 
-def plot(rows: list[tuple[str, Result]], key: str, ylabel: str, path: Path) -> None:
+def run_tasks_point(target: Target, tasks: int) -> Result:
+    """``tasks`` subscribers, each following its own task; 1 event/s per task."""
+    ctx = mp.get_context("spawn")
+    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    processes = max(2, -(-tasks // PER_PROCESS))
+    per_process = tasks // processes
+    total = per_process * processes
+    started = time.monotonic()
+    subs = [
+        spawn(
+            subscriber_process,
+            target.url,
+            target.mode,
+            per_process,
+            TASK_SECONDS,
+            True,
+            ready,
+            results,
+            240.0,
+            go,
+            f"127.0.0.{2 + index}",
+            index * per_process,
+        )
+        for index in range(processes)
+    ]
+    for _ in subs:
+        ready.get(timeout=600)
+    connect_seconds = time.monotonic() - started
+    publisher_results, finish = ctx.Queue(), ctx.Event()
+    events = total * TASK_SECONDS
+    publisher = spawn(
+        publisher_process,
+        target.url,
+        target.mode,
+        events,
+        float(total),
+        1000,
+        ready,
+        go,
+        publisher_results,
+        finish,
+        total,
+    )
+    ready.get(timeout=60)
+    cpu_before = sum(cpu_seconds_of(pid) for pid in target.pids())
+    go.set()
+    published = publisher_results.get(timeout=600)
+    received = [results.get(timeout=600) for _ in subs]
+    cpu = sum(cpu_seconds_of(pid) for pid in target.pids()) - cpu_before
+    finish.set()
+    for process in [*subs, publisher]:
+        process.join(30)
+    delivered = sum(r.count for r in received)
+    elapsed = (max(r.last_ns for r in received) - published["start_ns"]) / 1e9
+    latencies = sorted(x for r in received for x in r.latencies_us)
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(len(latencies) * p))] / 1000
+
+    return {
+        "subscribers": total,
+        "delivered": delivered,
+        "expected": events,
+        "deliveries_per_s": delivered / elapsed if elapsed > 0 else 0.0,
+        "target_per_s": float(total),
+        "us_per_delivery": cpu / delivered * 1e6 if delivered else float("nan"),
+        "connect_seconds": connect_seconds,
+        "p50_ms": pct(0.50) if latencies else float("nan"),
+        "p99_ms": pct(0.99) if latencies else float("nan"),
+    }
+
+
+def tasks_section(rows: list[tuple[str, Result]], skipped: list[str], docs: Path) -> str:
+    plot(rows, "p99_ms", "p99 publish→deliver (ms)", docs / "scale-tasks-p99.png", "tasks")
+    plot(
+        rows,
+        "us_per_delivery",
+        "server CPU µs per delivery",
+        docs / "scale-tasks-cost.png",
+        "tasks",
+    )
+    lines = [
+        "## Scale: many tasks at 1 event/s each — `python bench/scale.py --shape tasks`",
+        "",
+        f"As many tasks as subscribers; each subscriber follows its own task "
+        f"(`tasks.t<n>`), each task publishes 1 event/s for {TASK_SECONDS} s through one "
+        "publisher connection, so events/s = deliveries/s = tasks. One run. taskcast "
+        "commits every event before delivering it. The Node relay is not in this table: "
+        "it broadcasts every frame to every client (no routing).",
+        "",
+        "| server | tasks = subscribers | target deliveries/s | achieved deliveries/s "
+        "| server CPU µs per delivery | p50 ms | p99 ms | connect s | delivered |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in rows:
+        lines.append(
+            f"| {name} | {r['subscribers']:,} | {r['target_per_s']:,.0f} "
+            f"| {r['deliveries_per_s']:,.0f} | {r['us_per_delivery']:.2f} "
+            f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['connect_seconds']:.0f} "
+            f"| {r['delivered']:,}/{r['expected']:,} |"
+        )
+    if skipped:
+        lines += ["", "Not run: " + "; ".join(skipped) + "."]
+    lines += [
+        "",
+        "![p99 latency](scale-tasks-p99.png)",
+        "![CPU per delivery](scale-tasks-cost.png)",
+    ]
+    return "\n".join(lines)
+
+
+def plot(rows: list[tuple[str, Result]], key: str, ylabel: str, path: Path, x: str = "hot") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,7 +314,9 @@ def plot(rows: list[tuple[str, Result]], key: str, ylabel: str, path: Path) -> N
         points = sorted((r["subscribers"], r[key]) for n, r in rows if n == name)
         axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=name)
     axes.set_xscale("log")
-    axes.set_xlabel("subscribers (one hot channel)")
+    axes.set_xlabel(
+        "subscribers (one hot channel)" if x == "hot" else "tasks, 1 subscriber and 1 event/s each"
+    )
     axes.set_ylabel(ylabel)
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8)
@@ -207,6 +330,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000,50000")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--peers", default="taskcast,taskcast-workers,node-ws,nats")
+    parser.add_argument("--shape", choices=("hot", "tasks"), default="hot")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
@@ -221,6 +345,8 @@ def main() -> None:
         "nats": lambda: Target("NATS server (Go, websocket)", [nats_websocket()], FD_LIMIT - 100),
     }
     wanted = [name for name in args.peers.split(",") if name]
+    if args.shape == "tasks":
+        wanted = [name for name in wanted if name != "node-ws"]  # a broadcast relay
     if "node-ws" in wanted:
         ensure_node_modules()
     rows: list[tuple[str, Result]] = []
@@ -232,6 +358,18 @@ def main() -> None:
                 if size > target.capacity:
                     skipped.append(
                         f"{target.name} at {size:,} (one process holds < {FD_LIMIT:,} files)"
+                    )
+                    continue
+                if args.shape == "tasks":
+                    result = run_tasks_point(target, size)
+                    rows.append((target.name, result))
+                    print(
+                        f"{target.name:34s} {size:>6,} tasks "
+                        f"{result['deliveries_per_s']:>9,.0f}/s of {result['target_per_s']:,.0f}  "
+                        f"{result['us_per_delivery']:6.2f} µs CPU/delivery  "
+                        f"p50 {result['p50_ms']:7.2f} p99 {result['p99_ms']:7.2f} ms  "
+                        f"{result['delivered']:,}/{result['expected']:,}",
+                        flush=True,
                     )
                     continue
                 for latency in (False, True):
@@ -248,6 +386,11 @@ def main() -> None:
                     )
             finally:
                 target.stop()
+    if args.shape == "tasks":
+        section = tasks_section(rows, skipped, args.output.parent)
+        print(section)
+        write_section(args.output, "scale-tasks", section)
+        return
     through = [(n, r) for n, r in rows if r["mode"] == "throughput"]
     paced = [(n, r) for n, r in rows if r["mode"] == "latency"]
     docs = args.output.parent
@@ -258,7 +401,8 @@ def main() -> None:
         "## Scale: one hot channel, 100 to 50,000 subscribers — `python bench/scale.py`",
         "",
         "One run (each point once: tens of thousands of connections take a while). "
-        "Throughput: one publisher as fast as the server takes it, 2,000,000 deliveries. "
+        "Throughput: one publisher as fast as the server takes it, 2,000,000 deliveries "
+        "(at least 200 events: 10,000,000 deliveries at 50,000). "
         "Latency: paced so that deliveries total 20,000/s (at least 1 event/s). Server CPU and RSS are summed "
         "over all its processes (with `--workers`, the workers; NATS's own server not "
         "included). The hub and the load generators share the 2 cores.",
