@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from taskcast.broker import OutboundBuffer, ReplayCursor, Subscription, SubscriptionIndex
+from taskcast.channels import matches
 
 
 class Conn:
@@ -91,3 +95,36 @@ async def test_a_closing_connection_is_not_counted_as_delivered() -> None:
         assert hub.stats.delivered == {"api_action": 1}  # the open one only
     finally:
         await hub.stop()
+
+
+tokens = st.sampled_from(["tasks", "control", "t1", "t2", "x"])
+channels_st = st.lists(tokens, min_size=1, max_size=3).map(".".join)
+patterns_st = st.lists(
+    st.sampled_from(["tasks", "t1", "t2", "x", "*", ">"]), min_size=1, max_size=3
+)
+
+
+@given(
+    st.lists(patterns_st.filter(lambda p: ">" not in p[:-1]).map(".".join), max_size=12),
+    st.lists(st.integers(0, 11), max_size=6),
+    st.lists(channels_st, min_size=1, max_size=6),
+)
+def test_index_matches_exactly_what_brute_force_matches(
+    patterns: list[str], removals: list[int], channels: list[str]
+) -> None:
+    """Literal patterns looked up, wildcards tried: the same subscriptions as testing
+    every pattern, through adds, removes and the cache."""
+    index: SubscriptionIndex[object] = SubscriptionIndex()
+    live = [Subscription(object(), pattern) for pattern in patterns]
+    for subscription in live:
+        index.add(subscription)
+    for channel in channels:
+        index.match(channel)  # fill the cache before the removals
+    for position in removals:
+        if position < len(live):
+            index.remove(live.pop(position))
+    for channel in channels:
+        expected = {id(s) for s in live if matches(s.pattern, channel)}
+        found = index.match(channel)
+        assert {id(s) for s in found} == expected
+        assert len(found) == len(expected)
