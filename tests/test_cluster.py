@@ -86,7 +86,9 @@ async def test_every_node_numbers_every_event_alike_and_resumes_anywhere(nodes: 
         await publish_acked(to_a, [seed("z", f"late{n}") for n in range(5)])
         resumed = await session.ws_connect(c.url)
         reply = await subscribe_frame(resumed, "tasks.>", since=25)
-        assert reply["head"] == 45 and reply.get("recovered", True)
+        # C's head may still trail A's acks (each node follows the log at its own pace);
+        # whatever it has not read yet reaches the subscriber live, in order.
+        assert 25 <= reply["head"] <= 45 and reply.get("recovered", True)
         rest = await collect_events(resumed, 20)
         assert [e["seq"] for e in rest] == list(range(26, 46))
         # Summaries, the audit API and analytics answer the same on every node.
