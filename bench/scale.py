@@ -114,17 +114,49 @@ def taskcast_workers(workers: int) -> Target:
 
 
 def run_point(target: Target, subscribers: int, *, latency: bool) -> Result:
-    ctx = mp.get_context("spawn")
-    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    """One hot channel: throughput, or latency paced at LATENCY_DELIVERIES/s in all."""
     processes = max(2, -(-subscribers // PER_PROCESS))
-    per_process = subscribers // processes
-    total = per_process * processes
+    total = subscribers // processes * processes
     # Latency: paced at LATENCY_DELIVERIES/s in all (1 event/s at least) for ~5 s, light
     # enough that the Python load generators are not what is measured.
     rate = max(1.0, LATENCY_DELIVERIES / total) if latency else None
     # Throughput: 2,000,000 deliveries, but at least 200 events — with 40 events to
     # 50,000 subscribers a pass would hold too few events to compare cost per delivery.
     events = max(5, int(rate * 5)) if rate is not None else max(200, 2_000_000 // total)
+    result = drive(target, subscribers, per_subscriber=events, events=events, rate=rate)
+    return {**result, "expected": events * total, "rate": rate}
+
+
+def run_tasks_point(target: Target, tasks: int) -> Result:
+    """``tasks`` subscribers, each following its own task; 1 event/s per task."""
+    processes = max(2, -(-tasks // PER_PROCESS))
+    total = tasks // processes * processes
+    events = total * TASK_SECONDS
+    result = drive(
+        target, tasks, per_subscriber=TASK_SECONDS, events=events, rate=float(total), tasks=total
+    )
+    return {**result, "expected": events, "target_per_s": float(total)}
+
+
+def drive(
+    target: Target,
+    subscribers: int,
+    *,
+    per_subscriber: int,
+    events: int,
+    rate: float | None,
+    tasks: int = 0,
+) -> Result:
+    """Connect the subscribers (over several processes and source addresses), publish
+    ``events`` (as fast as taken, or at ``rate``/s; over ``tasks`` tasks, each
+    subscriber then following one), and measure what arrived, when, and at what CPU
+    and memory. Latencies are measured whenever the publisher is paced."""
+    ctx = mp.get_context("spawn")
+    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    processes = max(2, -(-subscribers // PER_PROCESS))
+    per_process = subscribers // processes
+    total = per_process * processes
+    latency = rate is not None
     rss_before = sum(rss_bytes_of(pid) for pid in target.pids())
     started = time.monotonic()
     subs = [
@@ -133,13 +165,14 @@ def run_point(target: Target, subscribers: int, *, latency: bool) -> Result:
             target.url,
             target.mode,
             per_process,
-            events,
+            per_subscriber,
             latency,
             ready,
             results,
             240.0,
             go,
             f"127.0.0.{2 + index}",
+            index * per_process if tasks else None,
         )
         for index in range(processes)
     ]
@@ -160,80 +193,7 @@ def run_point(target: Target, subscribers: int, *, latency: bool) -> Result:
         go,
         publisher_results,
         finish,
-    )
-    ready.get(timeout=60)
-    cpu_before = sum(cpu_seconds_of(pid) for pid in target.pids())
-    go.set()
-    published = publisher_results.get(timeout=600)
-    received = [results.get(timeout=600) for _ in subs]
-    cpu = sum(cpu_seconds_of(pid) for pid in target.pids()) - cpu_before
-    finish.set()
-    for process in [*subs, publisher]:
-        process.join(30)
-    delivered = sum(r.count for r in received)
-    elapsed = (max(r.last_ns for r in received) - published["start_ns"]) / 1e9
-    latencies = sorted(x for r in received for x in r.latencies_us)
-
-    def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(len(latencies) * p))] / 1000
-
-    return {
-        "subscribers": per_process * processes,
-        "connected": sum(r.connected for r in received),
-        "delivered": delivered,
-        "expected": events * per_process * processes,
-        "deliveries_per_s": delivered / elapsed if elapsed > 0 else 0.0,
-        "us_per_delivery": cpu / delivered * 1e6 if delivered else float("nan"),
-        "kib_per_connection": (rss_after - rss_before) / 1024 / max(1, per_process * processes),
-        "connect_seconds": connect_seconds,
-        "p50_ms": pct(0.50) if latencies else float("nan"),
-        "p99_ms": pct(0.99) if latencies else float("nan"),
-        "rate": rate,
-    }
-
-
-def run_tasks_point(target: Target, tasks: int) -> Result:
-    """``tasks`` subscribers, each following its own task; 1 event/s per task."""
-    ctx = mp.get_context("spawn")
-    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    processes = max(2, -(-tasks // PER_PROCESS))
-    per_process = tasks // processes
-    total = per_process * processes
-    started = time.monotonic()
-    subs = [
-        spawn(
-            subscriber_process,
-            target.url,
-            target.mode,
-            per_process,
-            TASK_SECONDS,
-            True,
-            ready,
-            results,
-            240.0,
-            go,
-            f"127.0.0.{2 + index}",
-            index * per_process,
-        )
-        for index in range(processes)
-    ]
-    for _ in subs:
-        ready.get(timeout=600)
-    connect_seconds = time.monotonic() - started
-    publisher_results, finish = ctx.Queue(), ctx.Event()
-    events = total * TASK_SECONDS
-    publisher = spawn(
-        publisher_process,
-        target.url,
-        target.mode,
-        events,
-        float(total),
-        1000,
-        ready,
-        go,
-        publisher_results,
-        finish,
-        total,
+        tasks,
     )
     ready.get(timeout=60)
     cpu_before = sum(cpu_seconds_of(pid) for pid in target.pids())
@@ -253,11 +213,11 @@ def run_tasks_point(target: Target, tasks: int) -> Result:
 
     return {
         "subscribers": total,
+        "connected": sum(r.connected for r in received),
         "delivered": delivered,
-        "expected": events,
         "deliveries_per_s": delivered / elapsed if elapsed > 0 else 0.0,
-        "target_per_s": float(total),
         "us_per_delivery": cpu / delivered * 1e6 if delivered else float("nan"),
+        "kib_per_connection": (rss_after - rss_before) / 1024 / max(1, total),
         "connect_seconds": connect_seconds,
         "p50_ms": pct(0.50) if latencies else float("nan"),
         "p99_ms": pct(0.99) if latencies else float("nan"),

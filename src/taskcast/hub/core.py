@@ -193,15 +193,7 @@ class Hub:
                 EventQuery(after=cursor, until=self.published_head, limit=10_000)
             )
             for event in page.events:
-                self.summaries.observe(
-                    event.seq,
-                    event.ts,
-                    event.type,
-                    event.task_id,
-                    event.source,
-                    event.body,
-                    event.channel,
-                )
+                self._observe(event)
             cursor = page.scanned_to
 
     # --- publishing -------------------------------------------------------
@@ -383,16 +375,7 @@ class Hub:
             if subscriptions:
                 run_for = subscriptions
                 run.add(frame, seq, kind)
-            self.summaries.observe(
-                seq,
-                event.ts,
-                event.type,
-                event.task_id,
-                event.source,
-                event.body,
-                event.channel,
-                payload,
-            )
+            self._observe(event, payload)
             self.published_head = seq
             if event.type == COMMAND_TYPE:
                 if payload is None:
@@ -404,6 +387,19 @@ class Hub:
         if run.frames:
             assert run_for is not None
             self._deliver_run(run, run_for, slow)
+
+    def _observe(self, event: StoredEvent, payload: dict[str, Any] | None = None) -> None:
+        """Fold a stored event into the task summaries."""
+        self.summaries.observe(
+            event.seq,
+            event.ts,
+            event.type,
+            event.task_id,
+            event.source,
+            event.body,
+            event.channel,
+            payload,
+        )
 
     def _answer_command_for_ended_task(
         self,
