@@ -73,9 +73,6 @@ _COLUMNS = "seq, id, channel, type, task_id, source, ts, body, publisher"
 
 
 CHECKPOINT_SECONDS = 1.0
-# A batch this small is committed on the event loop's own thread when the writer is
-# free: two thread hand-offs cost more than the commit itself (see append).
-INLINE_BATCH = 64
 
 
 class StoreLocked(RuntimeError):
@@ -94,9 +91,6 @@ class SqliteStore:
         self._retention = retention
         self._fsync = fsync
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="taskcast-sqlite-w")
-        # Held by whoever uses the write connection: the writer thread, or the loop's
-        # thread for a small batch (``append``).
-        self._write_lock = threading.Lock()
         self._readers = ThreadPoolExecutor(2, thread_name_prefix="taskcast-sqlite-r")
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
@@ -193,19 +187,6 @@ class SqliteStore:
             self._lock_file = None
 
     async def append(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
-        """Commit a batch. A small one (the light-load case, where latency matters) is
-        committed right here when the writer is free — no hand-off to the writer thread
-        and back; a big one (or with --fsync) goes to the writer thread, so parsing goes
-        on while SQLite writes."""
-        if (
-            len(events) <= INLINE_BATCH
-            and not self._fsync
-            and self._write_lock.acquire(blocking=False)
-        ):
-            try:
-                return self._append(events, now_ms)
-            finally:
-                self._write_lock.release()
         results: list[AppendResult] = await self._on_writer(self._append, events, now_ms)
         return results
 
@@ -403,11 +384,7 @@ class SqliteStore:
 
     async def _on_writer(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self._holding_write_lock, fn, *args)
-
-    def _holding_write_lock(self, fn: Any, *args: Any) -> Any:
-        with self._write_lock:
-            return fn(*args)
+        return await loop.run_in_executor(self._writer, fn, *args)
 
     def _conn(self) -> sqlite3.Connection:
         assert self._write_conn is not None, "store is not open"
