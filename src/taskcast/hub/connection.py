@@ -36,12 +36,11 @@ _ids = itertools.count(1)
 
 
 class Sink(Protocol):
-    """Where a connection's frames go: it frames a batch and writes it."""
+    """Where a connection's frames go: a websocket (a ``DirectSink``, written without
+    awaiting) or an SSE stream (``SSESink``, written by the connection's task)."""
 
     @property
     def closed(self) -> bool: ...
-
-    async def write(self, frames: list[tuple[int, bytes]]) -> None: ...
 
     async def close(self, code: int, reason: bytes) -> None: ...
 
@@ -90,12 +89,6 @@ class WebSocketSink(DirectSink):
     @property
     def closed(self) -> bool:
         return self.ws.closed or self.transport.is_closing()
-
-    async def write(self, frames: list[tuple[int, bytes]]) -> None:
-        """Frame and write payloads (the ``Sink`` protocol; connections use write_direct)."""
-        framed = [(seq, text_frame(payload)) for seq, payload in frames]
-        if self.write_direct(framed):
-            await self.drained()
 
     async def close(self, code: int, reason: bytes) -> None:
         """Close with ``code``; a peer that reads nothing cannot even take the close
@@ -326,7 +319,7 @@ class ClientConnection:
     async def _write_loop(self) -> None:
         """The writer of sinks that must be awaited (SSE)."""
         sink, wake = self.sink, self._wake
-        assert wake is not None
+        assert wake is not None and isinstance(sink, SSESink)
         try:
             while True:
                 await wake.wait()

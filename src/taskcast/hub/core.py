@@ -84,10 +84,10 @@ HUB_PUBLISHER = "taskcast-hub"  # the publisher of events the hub itself writes
 LEASE_KIND = "lease"  # the store records that hold leases
 OTHER_LABEL = "other"
 
-# Upper bounds (seconds) of the store commit latency histogram.
 # A run's bytes before it is cut: one chunk per subscriber, far below any sane
 # --max-subscriber-buffer (a run is also cut at a quarter of it).
 RUN_BYTES = 64 * 1024
+# Upper bounds (seconds) of the store commit latency histogram.
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -368,11 +368,10 @@ class Hub:
             kind = stats.type_label(event.type)
             stats.published[kind] = stats.published.get(kind, 0) + 1
             stats.delivered.setdefault(kind, 0)
-            if run.frames and (subscriptions is not run_for or run.size > run_limit):
-                assert run_for is not None
-                self._deliver_run(run, run_for, slow)
-                run = Run()
-            if subscriptions:
+            if subscriptions:  # an event for nobody does not cut a run
+                if run_for is not None and (subscriptions is not run_for or run.size > run_limit):
+                    self._deliver_run(run, run_for, slow)
+                    run = Run()
                 run_for = subscriptions
                 run.add(frame, seq, kind)
             self._observe(event, payload)
@@ -384,8 +383,7 @@ class Hub:
                 self._answer_command_for_ended_task(
                     seq, event.id, event.publisher, event.channel, payload
                 )
-        if run.frames:
-            assert run_for is not None
+        if run_for is not None:
             self._deliver_run(run, run_for, slow)
 
     def _observe(self, event: StoredEvent, payload: dict[str, Any] | None = None) -> None:

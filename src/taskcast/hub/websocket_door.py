@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, urlsplit
 from wsproto import ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
 from wsproto.handshake import H11Handshake
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+from wsproto.utilities import RemoteProtocolError
 
 from taskcast.auth import Principal
 from taskcast.frames import FrameError, error_frame
@@ -226,9 +226,6 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
     def closed(self) -> bool:
         return self.phase is not Phase.OPEN or self.transport.is_closing()
 
-    async def write(self, frames: list[tuple[int, bytes]]) -> None:
-        raise NotImplementedError("websockets are written by write_direct")
-
     async def close(self, code: int, reason: bytes) -> None:
         """Send a close frame and wait ``close_timeout`` for the peer's; a peer that
         reads nothing cannot even take the close frame, so then the socket is dropped
@@ -356,16 +353,10 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
         if status == HTTPStatus.UNAUTHORIZED:
             headers.append((b"www-authenticate", b'Bearer realm="taskcast"'))
         handshake = self.handshake
-        try:
-            assert handshake is not None
-            answer = handshake.send(
-                RejectConnection(status_code=status, headers=headers, has_body=True)
-            ) + handshake.send(RejectData(data=body))
-        except (AssertionError, LocalProtocolError):  # the request could not be parsed
-            reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
-            lines = [f"HTTP/1.1 {status} {reason}".encode()]
-            lines += [b"%s: %s" % header for header in headers]
-            answer = b"\r\n".join(lines) + b"\r\n\r\n" + body
+        assert handshake is not None  # refusals happen during the handshake only
+        answer = handshake.send(
+            RejectConnection(status_code=status, headers=headers, has_body=True)
+        ) + handshake.send(RejectData(data=body))
         self.phase = Phase.CLOSED
         self.transport.write(answer)
         self.transport.close()
