@@ -23,6 +23,7 @@ import os
 import resource
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -121,10 +122,57 @@ class NatsStream:
 
 def cpu_seconds_of(pid: int) -> float:
     """User+system CPU time of a process, from /proc."""
+    user, system = cpu_split_of(pid)
+    return user + system
+
+
+def cpu_split_of(pid: int) -> tuple[float, float]:
+    """User and system CPU time of a process, from /proc: system time is the kernel's
+    socket work done on the process's behalf."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def tcp_counters() -> dict[str, int]:
+    """The host's TCP counters that say its kernel ran short of socket memory: how
+    often it entered memory pressure, pruned receive queues, dropped segments there,
+    and how many segments were sent again (/proc/net/netstat and /proc/net/snmp)."""
+    wanted = {
+        ("TcpExt", "TCPMemoryPressures"): "memory_pressures",
+        ("TcpExt", "PruneCalled"): "prunes",
+        ("TcpExt", "TCPRcvQDrop"): "receive_queue_drops",
+        ("Tcp", "RetransSegs"): "retransmitted_segments",
+    }
+    counters: dict[str, int] = {}
+    for path in ("/proc/net/netstat", "/proc/net/snmp"):
+        with open(path) as table:
+            lines = table.read().splitlines()
+        for names, values in zip(lines[::2], lines[1::2], strict=True):
+            prefix, _, header = names.partition(": ")
+            for name, value in zip(header.split(), values.split()[1:], strict=True):
+                key = wanted.get((prefix, name))
+                if key is not None:
+                    counters[key] = int(value)
+    return counters
+
+
+def tcp_memory_pages() -> int:
+    """Pages the host's TCP sockets hold now (both ends of every loopback connection)."""
+    with open("/proc/net/sockstat") as sockstat:
+        for line in sockstat:
+            if line.startswith("TCP:"):
+                fields = line.split()
+                return int(fields[fields.index("mem") + 1])
+    return 0
+
+
+def tcp_memory_limits() -> tuple[int, int, int]:
+    """net.ipv4.tcp_mem in pages: below the first the kernel leaves TCP alone, above
+    the second it is under memory pressure, the third is the hard limit."""
+    low, pressure, high = Path("/proc/sys/net/ipv4/tcp_mem").read_text().split()
+    return int(low), int(pressure), int(high)
 
 
 def rss_bytes_of(pid: int) -> int:

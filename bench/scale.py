@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,10 +40,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.nats_servers import NatsServer, jetstream_ready
 
-from loadgen import cpu_seconds_of, publisher_process, rss_bytes_of, spawn, subscriber_process
+from loadgen import (
+    cpu_split_of,
+    publisher_process,
+    rss_bytes_of,
+    spawn,
+    subscriber_process,
+    tcp_counters,
+    tcp_memory_limits,
+    tcp_memory_pages,
+)
 from report import write_section
 from servers import REPO, Server, _start, ensure_node_modules, nats_websocket, node_ws, taskcast
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
 PER_PROCESS = 8_400  # subscribers per load-generator process
 LATENCY_DELIVERIES = 20_000
 TASK_SECONDS = 10  # --shape tasks: each task publishes 1 event/s for this long
@@ -196,12 +208,18 @@ def drive(
         tasks,
     )
     ready.get(timeout=60)
-    cpu_before = sum(cpu_seconds_of(pid) for pid in target.pids())
+    tcp_before = tcp_counters()
+    watch = TcpMemoryWatch()
+    cpu_before = [cpu_split_of(pid) for pid in target.pids()]
     go.set()
     published = publisher_results.get(timeout=600)
     received = [results.get(timeout=600) for _ in subs]
-    cpu = sum(cpu_seconds_of(pid) for pid in target.pids()) - cpu_before
+    cpu_after = [cpu_split_of(pid) for pid in target.pids()]
+    tcp_peak_pages = watch.stop()
+    tcp_after = tcp_counters()
     finish.set()
+    user = sum(u for u, _ in cpu_after) - sum(u for u, _ in cpu_before)
+    system = sum(s for _, s in cpu_after) - sum(s for _, s in cpu_before)
     for process in [*subs, publisher]:
         process.join(30)
     delivered = sum(r.count for r in received)
@@ -216,12 +234,37 @@ def drive(
         "connected": sum(r.connected for r in received),
         "delivered": delivered,
         "deliveries_per_s": delivered / elapsed if elapsed > 0 else 0.0,
-        "us_per_delivery": cpu / delivered * 1e6 if delivered else float("nan"),
+        "us_per_delivery": (user + system) / delivered * 1e6 if delivered else float("nan"),
+        "user_us_per_delivery": user / delivered * 1e6 if delivered else float("nan"),
+        "system_us_per_delivery": system / delivered * 1e6 if delivered else float("nan"),
+        "tcp_peak_mib": tcp_peak_pages * PAGE / 2**20,
+        **{f"tcp_{key}": tcp_after[key] - tcp_before[key] for key in tcp_after},
         "kib_per_connection": (rss_after - rss_before) / 1024 / max(1, total),
         "connect_seconds": connect_seconds,
         "p50_ms": pct(0.50) if latencies else float("nan"),
         "p99_ms": pct(0.99) if latencies else float("nan"),
     }
+
+
+class TcpMemoryWatch:
+    """The peak of the host's TCP socket memory while a point runs (sampled every 0.2 s
+    from a thread): with the load generators on the same host, their unread receive
+    queues count against the same kernel limit (net.ipv4.tcp_mem) as the server's."""
+
+    def __init__(self) -> None:
+        self.peak = tcp_memory_pages()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.2):
+            self.peak = max(self.peak, tcp_memory_pages())
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return self.peak
 
 
 def tasks_section(rows: list[tuple[str, Result]], skipped: list[str], docs: Path) -> str:
@@ -338,7 +381,11 @@ def main() -> None:
                     rows.append((target.name, result))
                     print(
                         f"{target.name:34s} {size:>6,} {result['mode']:10s} "
-                        f"{result['deliveries_per_s']:>11,.0f}/s  {result['us_per_delivery']:6.2f} µs CPU/delivery  "
+                        f"{result['deliveries_per_s']:>11,.0f}/s  {result['us_per_delivery']:6.2f} µs CPU/delivery "
+                        f"({result['user_us_per_delivery']:.2f} user)  "
+                        f"TCP peak {result['tcp_peak_mib']:,.0f} MiB, "
+                        f"{result['tcp_memory_pressures']} pressure, "
+                        f"{result['tcp_retransmitted_segments']:,} resent  "
                         f"p50 {result['p50_ms']:7.2f} p99 {result['p99_ms']:7.2f} ms  "
                         f"{result['kib_per_connection']:5.1f} KiB/conn  "
                         f"{result['delivered']:,}/{result['expected']:,}",
@@ -367,22 +414,34 @@ def main() -> None:
         "over all its processes (with `--workers`, the workers; NATS's own server not "
         "included). The hub and the load generators share the 2 cores.",
         "",
-        "| server | subscribers | deliveries/s | server CPU µs per delivery | p50 ms | p99 ms "
-        "| KiB per connection | connect s | delivered |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | subscribers | deliveries/s | server CPU µs per delivery (user + system) "
+        "| p50 ms | p99 ms | KiB per connection | connect s | delivered "
+        "| host TCP memory peak MiB | kernel memory pressure / segments resent |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by_point = {(n, r["subscribers"], r["mode"]): r for n, r in rows}
     for name, r in through:
         lat = by_point.get((name, r["subscribers"], "latency"), {})
         lines.append(
             f"| {name} | {r['subscribers']:,} | {r['deliveries_per_s']:,.0f} "
-            f"| {r['us_per_delivery']:.2f} | {lat.get('p50_ms', float('nan')):.2f} "
+            f"| {r['us_per_delivery']:.2f} ({r['user_us_per_delivery']:.2f} + "
+            f"{r['system_us_per_delivery']:.2f}) | {lat.get('p50_ms', float('nan')):.2f} "
             f"| {lat.get('p99_ms', float('nan')):.2f} | {r['kib_per_connection']:.1f} "
-            f"| {r['connect_seconds']:.0f} | {r['delivered']:,}/{r['expected']:,} |"
+            f"| {r['connect_seconds']:.0f} | {r['delivered']:,}/{r['expected']:,} "
+            f"| {r['tcp_peak_mib']:,.0f} | {r['tcp_memory_pressures']} / "
+            f"{r['tcp_retransmitted_segments']:,} |"
         )
     if skipped:
         lines += ["", "Not run: " + "; ".join(skipped) + "."]
+    _, pressure, hard = tcp_memory_limits()
     lines += [
+        "",
+        f"Host TCP memory: both ends of every connection count, the load generators' "
+        f"unread receive queues included. This host's net.ipv4.tcp_mem puts it under "
+        f"memory pressure above {pressure * PAGE / 2**20:,.0f} MiB (hard limit "
+        f"{hard * PAGE / 2**20:,.0f} MiB); under pressure the kernel prunes receive "
+        "queues, drops segments there and the sender sends them again — work the server's "
+        "system CPU pays for (docs/scale.md).",
         "",
         "![deliveries/s](scale-throughput.png)",
         "![CPU per delivery](scale-cost.png)",
