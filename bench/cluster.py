@@ -30,7 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.nats_servers import NatsServer, jetstream_ready
 
-from loadgen import cpu_seconds_of, publisher_process, spawn, subscriber_process
+from loadgen import (
+    cpu_seconds_of,
+    publishing_seconds,
+    spawn,
+    start_publishers,
+    subscriber_process,
+)
 from report import write_section
 from servers import REPO, Server, taskcast
 
@@ -57,36 +63,15 @@ def cpu(pids: list[int]) -> float:
 
 
 def run_publish(setup: Setup, events: int, publishers: int) -> Result:
-    ctx = mp.get_context("spawn")
-    ready, results, go, finish = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Event()
-    urls = setup.urls
-    procs = [
-        spawn(
-            publisher_process,
-            urls[i % len(urls)],
-            "taskcast",
-            events // publishers,
-            None,
-            1000,
-            ready,
-            go,
-            results,
-            finish,
-        )
-        for i in range(publishers)
-    ]
-    for _ in procs:
-        ready.get(timeout=60)
+    go = mp.get_context("spawn").Event()
+    group = start_publishers(setup.urls, "taskcast", events // publishers, go, count=publishers)
     nats_pid = [setup.nats.proc.pid] if setup.nats and setup.nats.proc else []
     hub_before, nats_before = cpu(setup.pids()), cpu(nats_pid)
     go.set()
-    outcomes = [results.get(timeout=300) for _ in procs]
+    outcomes = group.outcomes(timeout=300)
     hub_cpu, nats_cpu = cpu(setup.pids()) - hub_before, cpu(nats_pid) - nats_before
-    finish.set()
-    for process in procs:
-        process.join(10)
-    start = min(o["start_ns"] for o in outcomes)
-    elapsed = (max(o["start_ns"] + o["elapsed"] * 1e9 for o in outcomes) - start) / 1e9
+    group.release()
+    elapsed = publishing_seconds(outcomes)
     return {
         "value": sum(o["acked"] for o in outcomes) / elapsed,
         "hub_cpu": hub_cpu / elapsed,
@@ -191,28 +176,15 @@ def run_fanout(setup: Setup, events: int, subscribers: int, processes: int = 2) 
     ]
     for _ in subs:
         ready.get(timeout=90)
-    publisher_results, finish = ctx.Queue(), ctx.Event()
-    publisher = spawn(
-        publisher_process,
-        urls[0],
-        "taskcast",
-        events,
-        None,
-        1000,
-        ready,
-        go,
-        publisher_results,
-        finish,
-    )
-    ready.get(timeout=60)
+    publisher = start_publishers(urls[0], "taskcast", events, go)
     nats_pid = [setup.nats.proc.pid] if setup.nats and setup.nats.proc else []
     hub_before, nats_before = cpu(setup.pids()), cpu(nats_pid)
     go.set()
-    published = publisher_results.get(timeout=300)
+    (published,) = publisher.outcomes(timeout=300)
     received = [results.get(timeout=300) for _ in subs]
     hub_cpu, nats_cpu = cpu(setup.pids()) - hub_before, cpu(nats_pid) - nats_before
-    finish.set()
-    for process in [*subs, publisher]:
+    publisher.release()
+    for process in subs:
         process.join(10)
     delivered = sum(r.count for r in received)
     elapsed = (max(r.last_ns for r in received) - published["start_ns"]) / 1e9

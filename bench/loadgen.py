@@ -462,6 +462,75 @@ def publisher_process(
     asyncio.run(main())
 
 
+class Publishers:
+    """Publisher processes (``start_publishers``): connected, each waiting for ``go``."""
+
+    def __init__(self, processes: list[mp.process.BaseProcess], results: Any, finish: Any):
+        self.processes = processes
+        self.results = results
+        self.finish = finish
+
+    def running(self) -> bool:
+        """True while some publisher is still sending (none has reported yet)."""
+        return any(p.is_alive() for p in self.processes) and self.results.empty()
+
+    def outcomes(self, timeout: float) -> list[dict[str, Any]]:
+        """Each publisher's report (``publisher_process``) once it has sent everything."""
+        return [self.results.get(timeout=timeout) for _ in self.processes]
+
+    def release(self) -> None:
+        """Let them disconnect — only once the subscribers have everything (a relay
+        would drop what a closing publisher's socket still holds) — and reap them."""
+        self.finish.set()
+        for process in self.processes:
+            process.join(30)
+
+
+def start_publishers(
+    urls: str | list[str],
+    mode: str,
+    events: int,
+    go: Any,
+    *,
+    rate: float | None = None,
+    count: int = 1,
+    tasks: int = 0,
+    window: int = 1000,
+) -> Publishers:
+    """``count`` publishers of ``events`` each (``publisher_process``), over ``urls`` in
+    turn; returns once all are connected, before ``go`` — so the caller reads the
+    server's CPU between the two."""
+    ctx = mp.get_context("spawn")
+    ready, results, finish = ctx.Queue(), ctx.Queue(), ctx.Event()
+    targets = [urls] if isinstance(urls, str) else urls
+    processes = [
+        spawn(
+            publisher_process,
+            targets[i % len(targets)],
+            mode,
+            events,
+            rate,
+            window,
+            ready,
+            go,
+            results,
+            finish,
+            tasks,
+        )
+        for i in range(count)
+    ]
+    for _ in processes:
+        ready.get(timeout=60)
+    return Publishers(processes, results, finish)
+
+
+def publishing_seconds(outcomes: list[dict[str, Any]]) -> float:
+    """From the first publisher's start to the last one's last ack."""
+    start = min(o["start_ns"] for o in outcomes)
+    end = max(o["start_ns"] + o["elapsed"] * 1e9 for o in outcomes)
+    return (end - start) / 1e9
+
+
 def idle_process(url: str, mode: str, connections: int, ready: Any, release: Any) -> None:
     """Hold ``connections`` idle subscribers open until released (memory per connection)."""
 

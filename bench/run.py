@@ -27,9 +27,10 @@ from agent_overhead import measure as measure_agent_overhead
 from loadgen import (
     cpu_seconds_of,
     idle_process,
-    publisher_process,
+    publishing_seconds,
     rss_bytes_of,
     spawn,
+    start_publishers,
     subscriber_process,
 )
 from report import marked_sections
@@ -62,27 +63,14 @@ def run_fanout(
     ]
     for _ in subs:
         ready.get(timeout=90)
-    publisher_results, finish = ctx.Queue(), ctx.Event()
-    publisher = spawn(
-        publisher_process,
-        server.url,
-        server.mode,
-        events,
-        rate,
-        1000,
-        ready,
-        go,
-        publisher_results,
-        finish,
-    )
-    ready.get(timeout=60)
+    publisher = start_publishers(server.url, server.mode, events, go, rate=rate)
     cpu_before = cpu_seconds_of(server.process.pid)
     go.set()
-    published = publisher_results.get(timeout=240)
+    (published,) = publisher.outcomes(timeout=240)
     received = [results.get(timeout=240) for _ in subs]
     cpu_after = cpu_seconds_of(server.process.pid)
-    finish.set()
-    for process in [*subs, publisher]:
+    publisher.release()
+    for process in subs:
         process.join(10)
     delivered = sum(r.count for r in received)
     elapsed = (max(r.last_ns for r in received) - published["start_ns"]) / 1e9
@@ -101,35 +89,14 @@ def run_fanout(
 
 def run_publish(server: Server, *, events: int, publishers: int) -> Result:
     """Acknowledged publishes per second with ``publishers`` concurrent connections."""
-    ctx = mp.get_context("spawn")
-    ready, results, go, finish = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Event()
-    procs = [
-        spawn(
-            publisher_process,
-            server.url,
-            "taskcast",
-            events // publishers,
-            None,
-            1000,
-            ready,
-            go,
-            results,
-            finish,
-        )
-        for _ in range(publishers)
-    ]
-    for _ in procs:
-        ready.get(timeout=60)
+    go = mp.get_context("spawn").Event()
+    group = start_publishers(server.url, "taskcast", events // publishers, go, count=publishers)
     cpu_before = cpu_seconds_of(server.process.pid)
     go.set()
-    outcomes = [results.get(timeout=240) for _ in procs]
+    outcomes = group.outcomes(timeout=240)
     cpu_after = cpu_seconds_of(server.process.pid)
-    finish.set()
-    for process in procs:
-        process.join(10)
-    start = min(o["start_ns"] for o in outcomes)
-    end = max(o["start_ns"] + o["elapsed"] * 1e9 for o in outcomes)
-    elapsed = (end - start) / 1e9
+    group.release()
+    elapsed = publishing_seconds(outcomes)
     return {
         "acked_per_s": sum(o["acked"] for o in outcomes) / elapsed,
         "server_cpu": (cpu_after - cpu_before) / elapsed,

@@ -42,9 +42,9 @@ from tests.nats_servers import NatsServer, jetstream_ready
 
 from loadgen import (
     cpu_split_of,
-    publisher_process,
     rss_bytes_of,
     spawn,
+    start_publishers,
     subscriber_process,
     tcp_counters,
     tcp_memory_limits,
@@ -193,34 +193,20 @@ def drive(
     connect_seconds = time.monotonic() - started
     time.sleep(1.0)
     rss_after = sum(rss_bytes_of(pid) for pid in target.pids())
-    publisher_results, finish = ctx.Queue(), ctx.Event()
-    publisher = spawn(
-        publisher_process,
-        target.url,
-        target.mode,
-        events,
-        rate,
-        1000,
-        ready,
-        go,
-        publisher_results,
-        finish,
-        tasks,
-    )
-    ready.get(timeout=60)
+    publisher = start_publishers(target.url, target.mode, events, go, rate=rate, tasks=tasks)
     tcp_before = tcp_counters()
     watch = TcpMemoryWatch()
     cpu_before = [cpu_split_of(pid) for pid in target.pids()]
     go.set()
-    published = publisher_results.get(timeout=600)
+    (published,) = publisher.outcomes(timeout=600)
     received = [results.get(timeout=600) for _ in subs]
     cpu_after = [cpu_split_of(pid) for pid in target.pids()]
     tcp_peak_pages = watch.stop()
     tcp_after = tcp_counters()
-    finish.set()
+    publisher.release()
     user = sum(u for u, _ in cpu_after) - sum(u for u, _ in cpu_before)
     system = sum(s for _, s in cpu_after) - sum(s for _, s in cpu_before)
-    for process in [*subs, publisher]:
+    for process in subs:
         process.join(30)
     delivered = sum(r.count for r in received)
     elapsed = (max(r.last_ns for r in received) - published["start_ns"]) / 1e9

@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import publisher_process, rss_bytes_of, spawn, subscriber_process
+from loadgen import rss_bytes_of, spawn, start_publishers, subscriber_process
 from report import write_section
 from servers import REPO, taskcast
 
@@ -70,30 +70,17 @@ def main() -> None:
         ]
         for _ in subs:
             ready.get(timeout=120)
-        publisher_results, finish = ctx.Queue(), ctx.Event()
-        publisher = spawn(
-            publisher_process,
-            server.url,
-            "taskcast-soak",
-            events,
-            args.rate,
-            1000,
-            ready,
-            go,
-            publisher_results,
-            finish,
-        )
-        ready.get(timeout=60)
+        publisher = start_publishers(server.url, "taskcast-soak", events, go, rate=args.rate)
         started = time.monotonic()
         go.set()
-        while publisher.is_alive() and publisher_results.empty():
+        while publisher.running():
             samples.append((time.monotonic() - started, sample(server.process.pid, http)))
             print(f"{samples[-1][0]:6.0f} s  {samples[-1][1]}", flush=True)
             time.sleep(10)
-        published = publisher_results.get(timeout=120)
+        (published,) = publisher.outcomes(timeout=120)
         received = [results.get(timeout=args.seconds + 180) for _ in subs]
-        finish.set()
-        for process in [*subs, publisher]:
+        publisher.release()
+        for process in subs:
             process.join(30)
     finally:
         server.stop()
