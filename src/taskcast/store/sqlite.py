@@ -73,6 +73,14 @@ _COLUMNS = "seq, id, channel, type, task_id, source, ts, body, publisher"
 
 
 CHECKPOINT_SECONDS = 1.0
+# The WAL starts over from its beginning only when a commit finds it wholly copied into
+# the database. The checkpoint thread races the writer and, under a steady load, never
+# gets there on its own: the WAL grew to 790 MB in 45 s of bench/soak.py, its index
+# (-shm, mapped into the hub) with it. Past this size the writer finishes the copy
+# itself after a commit — only what the thread has not copied yet — and SQLite cuts the
+# file back to this size when it starts over.
+WAL_LIMIT_BYTES = 64 * 1024 * 1024
+_WAL_FRAME_HEADER = 24  # bytes before each page in the WAL
 
 
 class StoreLocked(RuntimeError):
@@ -86,10 +94,16 @@ class SqliteStore:
         retention: Retention = Retention(),
         *,
         fsync: bool = False,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
+        wal_limit_bytes: int = WAL_LIMIT_BYTES,
     ) -> None:
         self.path = Path(path)
         self._retention = retention
         self._fsync = fsync
+        self._checkpoint_seconds = checkpoint_seconds
+        self._wal_limit_bytes = wal_limit_bytes
+        self._wal_limit_frames = 0  # set from the page size when the log opens
+        self._wal_frames = 0  # as the checkpoint thread last saw it
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="taskcast-sqlite-w")
         self._readers = ThreadPoolExecutor(2, thread_name_prefix="taskcast-sqlite-r")
         self._local = threading.local()
@@ -145,6 +159,9 @@ class SqliteStore:
         # default, every 1,000 pages) they stall that commit and every event waiting on
         # it. A thread of its own does them instead (``_checkpoint_loop``).
         conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute(f"PRAGMA journal_size_limit={self._wal_limit_bytes}")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        self._wal_limit_frames = max(1, self._wal_limit_bytes // (page_size + _WAL_FRAME_HEADER))
         _migrate(conn)
         conn.executescript(_SCHEMA)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -159,15 +176,29 @@ class SqliteStore:
         self._checkpointer.start()
 
     def _checkpoint_loop(self) -> None:
-        """PASSIVE checkpoints every CHECKPOINT_SECONDS on a connection of their own:
-        they never wait for the writer, and the writer never waits for them."""
+        """PASSIVE checkpoints every ``checkpoint_seconds`` on a connection of their own:
+        they never wait for the writer, and the writer never waits for them. Each notes
+        how big the WAL is for the writer (``_finish_wal_copy``)."""
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            while not self._stopping.wait(CHECKPOINT_SECONDS):
+            while not self._stopping.wait(self._checkpoint_seconds):
                 with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self._wal_frames = frames
         finally:
             conn.close()
+
+    def _finish_wal_copy(self, conn: sqlite3.Connection) -> None:
+        """On the writer, after a commit, once the WAL has passed its limit: copy what
+        the checkpoint thread has not (no commit can come in between), so the next
+        commit starts the WAL over. Retried after later commits while the thread is
+        mid-checkpoint or a reader still needs the old frames."""
+        if self._wal_frames < self._wal_limit_frames:
+            return
+        with contextlib.suppress(sqlite3.Error):  # the commit stands; retried later
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if not busy and copied == frames:
+                self._wal_frames = 0
 
     async def close(self) -> None:
         self._stopping.set()
@@ -257,6 +288,7 @@ class SqliteStore:
         if self._oldest > self._head:  # the log was empty
             self._oldest = self._head + 1
         self._head = head
+        self._finish_wal_copy(conn)
 
     @staticmethod
     def _known_ids(conn: sqlite3.Connection, ids: list[str]) -> dict[tuple[str, str], int]:
@@ -323,6 +355,7 @@ class SqliteStore:
         if removed:
             oldest = conn.execute("SELECT MIN(seq) FROM events").fetchone()[0]
             self._oldest = oldest if oldest is not None else self._head + 1
+            self._finish_wal_copy(conn)
         return removed
 
     async def count_by_time(
