@@ -2,10 +2,10 @@
 
 200 subscribers on ``tasks.>``, one publisher at 2,000 acknowledged events/s, a new
 task every 1,000 events, on the SQLite hub with retention of the last 200,000 events.
-Every 10 s it samples the hub's RSS, open file descriptors and task summaries; at the
-end it checks every subscriber got every event. What must hold: RSS and descriptors
-flat once retention is reached, summaries bounded by what retention keeps, nothing
-lost.
+Every 10 s it samples the hub's RSS, open file descriptors, task summaries and the
+log's size on disk (WAL included); at the end it checks every subscriber got every
+event. What must hold: RSS, descriptors and the log's size flat once retention is
+reached, summaries bounded by what retention keeps, nothing lost.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import multiprocessing as mp
 import os
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -27,7 +28,7 @@ from report import write_section
 from servers import REPO, taskcast
 
 
-def sample(pid: int, http: str) -> dict[str, Any]:
+def sample(pid: int, http: str, log: Path) -> dict[str, Any]:
     with urllib.request.urlopen(f"{http}/healthz", timeout=10) as reply:
         health = json.loads(reply.read())
     return {
@@ -35,6 +36,10 @@ def sample(pid: int, http: str) -> dict[str, Any]:
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
         "tasks": health["tasks"],
         "head": health["head"],
+        "disk_mib": sum(
+            path.stat().st_size for path in log.parent.glob(f"{log.name}*") if path.exists()
+        )
+        / 2**20,
     }
 
 
@@ -46,7 +51,8 @@ def main() -> None:
     parser.add_argument("--retain", type=int, default=200_000)
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = parser.parse_args()
-    server = taskcast(None, "--retain-events", str(args.retain), "--trim-interval", "5")
+    log = Path(tempfile.mkdtemp(prefix="taskcast-soak-")) / "events.db"
+    server = taskcast(f"sqlite:{log}", "--retain-events", str(args.retain), "--trim-interval", "5")
     http = server.url.replace("ws://", "http://").removesuffix("/ws")
     events = int(args.rate * args.seconds)
     samples: list[tuple[float, dict[str, Any]]] = []
@@ -74,7 +80,7 @@ def main() -> None:
         started = time.monotonic()
         go.set()
         while publisher.running():
-            samples.append((time.monotonic() - started, sample(server.process.pid, http)))
+            samples.append((time.monotonic() - started, sample(server.process.pid, http, log)))
             print(f"{samples[-1][0]:6.0f} s  {samples[-1][1]}", flush=True)
             time.sleep(10)
         (published,) = publisher.outcomes(timeout=120)
@@ -103,6 +109,7 @@ def main() -> None:
                 f"| {max(s[key] for s in warm):,.0f} | {samples[-1][1][key]:,.0f} |"
                 for label, key in (
                     ("hub RSS (MiB)", "rss_mib"),
+                    ("log on disk, WAL included (MiB)", "disk_mib"),
                     ("open file descriptors", "fds"),
                     ("task summaries", "tasks"),
                 )
