@@ -3,7 +3,13 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskcast.broker import OutboundBuffer, ReplayCursor, Subscription, SubscriptionIndex
+from taskcast.broker import (
+    CACHE_REFERENCES,
+    OutboundBuffer,
+    ReplayCursor,
+    Subscription,
+    SubscriptionIndex,
+)
 from taskcast.channels import matches
 
 
@@ -128,3 +134,31 @@ def test_index_matches_exactly_what_brute_force_matches(
         found = index.match(channel)
         assert {id(s) for s in found} == expected
         assert len(found) == len(expected)
+
+
+def test_channels_matched_by_the_same_patterns_share_one_cached_list() -> None:
+    """1,000 dashboards on ``tasks.>`` and 5,000 task channels: one list in the cache,
+    not one per channel (which would be 5,000,000 references)."""
+    index: SubscriptionIndex[object] = SubscriptionIndex()
+    dashboards = [Subscription(object(), "tasks.>") for _ in range(1_000)]
+    for subscription in dashboards:
+        index.add(subscription)
+    routes = [index.match(f"tasks.t{n}") for n in range(5_000)]
+    assert all(route is routes[0] for route in routes)
+    assert routes[0] == dashboards
+    assert index.cached_references == 1_000
+
+
+def test_the_route_cache_keeps_to_its_budget_of_references() -> None:
+    """Each task followed by its own subscriber too: every channel's list differs, so
+    the cache is dropped whenever it would pass its budget — and routes stay right."""
+    index: SubscriptionIndex[object] = SubscriptionIndex()
+    dashboards = [Subscription(object(), "tasks.>") for _ in range(1_000)]
+    followers = [Subscription(object(), f"tasks.t{n}") for n in range(3_000)]
+    for subscription in [*dashboards, *followers]:
+        index.add(subscription)
+    for n in range(3_000):
+        route = index.match(f"tasks.t{n}")
+        assert route == [*dashboards, followers[n]]
+        assert index.cached_references <= CACHE_REFERENCES
+    assert index.match("tasks.t0") == [*dashboards, followers[0]]

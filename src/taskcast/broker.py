@@ -34,6 +34,14 @@ class Subscription(Generic[C]):
     live: bool = False
 
 
+# What the route cache may hold: channels, and references to subscriptions summed over
+# its distinct lists (8 MiB of them). A list per channel would cost channels x
+# subscribers: 10,000 task channels watched by 12,500 dashboards on ``tasks.>`` is a
+# gigabyte.
+CACHE_CHANNELS = 10_000
+CACHE_REFERENCES = 1_000_000
+
+
 class SubscriptionIndex(Generic[C]):
     """Routes a channel to the subscriptions whose pattern matches it.
 
@@ -41,17 +49,27 @@ class SubscriptionIndex(Generic[C]):
     by one (a hub with 10,000 subscribers each following its own task would otherwise
     test 10,000 patterns per event: 130 µs an event in bench/scale.py --shape tasks).
     Results are cached per channel and the cache is dropped on any change, since
-    subscriptions change rarely and events flow constantly.
+    subscriptions change rarely and events flow constantly. Channels matched by the
+    same patterns share one list: the cache stays small however many channels a
+    wildcard covers, and consecutive events on them go out as one run (the hub groups
+    events by the identity of this list).
     """
 
     def __init__(self) -> None:
         self._by_pattern: dict[str, dict[Subscription[C], None]] = {}
         self._wildcards: dict[str, dict[Subscription[C], None]] = {}  # the same buckets
         self._cache: dict[str, list[Subscription[C]]] = {}
+        self._by_patterns: dict[tuple[str, ...], list[Subscription[C]]] = {}
+        self._cached_references = 0
         self._count = 0
 
     def __len__(self) -> int:
         return self._count
+
+    @property
+    def cached_references(self) -> int:
+        """References to subscriptions the cache holds, over its distinct lists."""
+        return self._cached_references
 
     def add(self, subscription: Subscription[C]) -> None:
         pattern = subscription.pattern
@@ -61,7 +79,7 @@ class SubscriptionIndex(Generic[C]):
         if subscription not in bucket:
             bucket[subscription] = None
             self._count += 1
-            self._cache.clear()
+            self._clear_cache()
 
     def remove(self, subscription: Subscription[C]) -> None:
         bucket = self._by_pattern.get(subscription.pattern)
@@ -71,27 +89,33 @@ class SubscriptionIndex(Generic[C]):
             if not bucket:
                 del self._by_pattern[subscription.pattern]
                 self._wildcards.pop(subscription.pattern, None)
-            self._cache.clear()
+            self._clear_cache()
 
     def match(self, channel: str) -> list[Subscription[C]]:
         """Subscriptions matching ``channel``: those of wildcard patterns (in the order
         the patterns were first subscribed), then those of the literal one; each
-        pattern's in subscription order."""
+        pattern's in subscription order. The list is shared: do not change it."""
         found = self._cache.get(channel)
         if found is None:
-            found = [
-                subscription
-                for pattern, bucket in self._wildcards.items()
-                if matches(pattern, channel)
-                for subscription in bucket
-            ]
-            exact = self._by_pattern.get(channel)  # a channel has no wildcards
-            if exact:
-                found.extend(exact)
-            if len(self._cache) > 10_000:
+            patterns = tuple(pattern for pattern in self._wildcards if matches(pattern, channel))
+            if channel in self._by_pattern:  # a channel has no wildcards: a literal pattern
+                patterns += (channel,)
+            found = self._by_patterns.get(patterns)
+            if found is None:
+                found = [s for pattern in patterns for s in self._by_pattern[pattern]]
+                if self._cached_references + len(found) > CACHE_REFERENCES:
+                    self._clear_cache()
+                self._by_patterns[patterns] = found
+                self._cached_references += len(found)
+            if len(self._cache) >= CACHE_CHANNELS:
                 self._cache.clear()
             self._cache[channel] = found
         return found
+
+    def _clear_cache(self) -> None:
+        self._cache.clear()
+        self._by_patterns.clear()
+        self._cached_references = 0
 
 
 @dataclass(slots=True)
