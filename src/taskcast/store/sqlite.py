@@ -191,14 +191,13 @@ class SqliteStore:
     def _finish_wal_copy(self, conn: sqlite3.Connection) -> None:
         """On the writer, after a commit, once the WAL has passed its limit: copy what
         the checkpoint thread has not (no commit can come in between), so the next
-        commit starts the WAL over. Retried after later commits while the thread is
-        mid-checkpoint or a reader still needs the old frames."""
+        commit starts the WAL over. Once per checkpoint pass, right after it: should a
+        reader still need old frames, the thread's next pass brings the next try."""
         if self._wal_frames < self._wal_limit_frames:
             return
-        with contextlib.suppress(sqlite3.Error):  # the commit stands; retried later
-            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if not busy and copied == frames:
-                self._wal_frames = 0
+        self._wal_frames = 0
+        with contextlib.suppress(sqlite3.Error):  # the commit stands
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def close(self) -> None:
         self._stopping.set()
