@@ -21,6 +21,7 @@ class Reply:
     output_tokens: int = 7
     cached_tokens: int = 3
     delay: float = 0.0  # seconds before answering (a slow model)
+    hold: asyncio.Event | None = None  # answer only once set (a model still thinking)
     stream_error: str | None = None  # Anthropic: an SSE error event (e.g. overloaded_error)
 
 
@@ -60,17 +61,20 @@ class FakeLLM:
         if self.runner is not None:
             await self.runner.cleanup()
 
-    def _next(self, request_body: dict[str, Any]) -> Reply:
+    async def _next(self, request_body: dict[str, Any]) -> Reply:
         self.requests.append(request_body)
-        return self.replies.pop(0)
+        reply = self.replies.pop(0)
+        if reply.hold is not None:
+            await reply.hold.wait()
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        return reply
 
     # --- OpenAI ---------------------------------------------------------------
 
     async def openai(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        reply = self._next(body)
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
+        reply = await self._next(body)
         if reply.status != 200:
             return web.json_response(
                 {"error": {"message": "scripted failure", "type": "server_error"}},
@@ -155,7 +159,7 @@ class FakeLLM:
 
     async def anthropic(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        reply = self._next(body)
+        reply = await self._next(body)
         if reply.status != 200:
             return web.json_response(
                 {"type": "error", "error": {"type": "overloaded_error", "message": "scripted"}},

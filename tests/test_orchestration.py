@@ -201,7 +201,10 @@ async def test_two_approvers_one_decision_and_late_commands(
     start_hub: Any, llm: FakeLLM, tmp_path: Path
 ) -> None:
     hub = start_hub()
-    llm.replies = [Reply(tool_calls=[WRITE]), Reply(tool_calls=[DONE])]
+    # The model's next answer waits until the task has answered both commands: a task
+    # that ended first would leave the second to the hub ("task_ended", tested below).
+    both_answered = asyncio.Event()
+    llm.replies = [Reply(tool_calls=[WRITE]), Reply(tool_calls=[DONE], hold=both_answered)]
     service = CommunicationService(hub.url)
     task = make_task(llm, service, tmp_path, task_id="t-race")
     running = asyncio.create_task(task.run("write"))
@@ -210,6 +213,10 @@ async def test_two_approvers_one_decision_and_late_commands(
     deny = {"action": "deny", "requestId": request["requestId"]}
     answers = await asyncio.gather(command(hub, "t-race", approve), command(hub, "t-race", deny))
     assert all(status == 200 for status, _ in answers)
+    async with asyncio.timeout(20):
+        while not any(e["type"] == "command_rejected" for e in await task_events(hub, "t-race")):
+            await asyncio.sleep(0.05)
+    both_answered.set()
     result = await asyncio.wait_for(running, 20)
     assert result.status == "completed"
     assert await service.aflush(10)
