@@ -125,10 +125,17 @@ def taskcast_workers(workers: int) -> Target:
     return Target(f"taskcast --workers {workers} (NATS)", [server], workers * 19_000, nats)
 
 
+def load_generators(subscribers: int) -> tuple[int, int]:
+    """How many load-generator processes hold ``subscribers``, and how many each (the
+    remainder is dropped: every process holds the same number)."""
+    processes = max(2, -(-subscribers // PER_PROCESS))
+    return processes, subscribers // processes
+
+
 def run_point(target: Target, subscribers: int, *, latency: bool) -> Result:
     """One hot channel: throughput, or latency paced at LATENCY_DELIVERIES/s in all."""
-    processes = max(2, -(-subscribers // PER_PROCESS))
-    total = subscribers // processes * processes
+    processes, per_process = load_generators(subscribers)
+    total = processes * per_process
     # Latency: paced at LATENCY_DELIVERIES/s in all (1 event/s at least) for ~5 s, light
     # enough that the Python load generators are not what is measured.
     rate = max(1.0, LATENCY_DELIVERIES / total) if latency else None
@@ -141,8 +148,8 @@ def run_point(target: Target, subscribers: int, *, latency: bool) -> Result:
 
 def run_tasks_point(target: Target, tasks: int) -> Result:
     """``tasks`` subscribers, each following its own task; 1 event/s per task."""
-    processes = max(2, -(-tasks // PER_PROCESS))
-    total = tasks // processes * processes
+    processes, per_process = load_generators(tasks)
+    total = processes * per_process
     events = total * TASK_SECONDS
     result = drive(
         target, tasks, per_subscriber=TASK_SECONDS, events=events, rate=float(total), tasks=total
@@ -165,8 +172,7 @@ def drive(
     and memory. Latencies are measured whenever the publisher is paced."""
     ctx = mp.get_context("spawn")
     ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    processes = max(2, -(-subscribers // PER_PROCESS))
-    per_process = subscribers // processes
+    processes, per_process = load_generators(subscribers)
     total = per_process * processes
     latency = rate is not None
     rss_before = sum(rss_bytes_of(pid) for pid in target.pids())
@@ -212,6 +218,9 @@ def drive(
     elapsed = (max(r.last_ns for r in received) - published["start_ns"]) / 1e9
     latencies = sorted(x for r in received for x in r.latencies_us)
 
+    def per_delivery(cpu_seconds: float) -> float:
+        return cpu_seconds / delivered * 1e6 if delivered else float("nan")
+
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(len(latencies) * p))] / 1000
 
@@ -220,9 +229,9 @@ def drive(
         "connected": sum(r.connected for r in received),
         "delivered": delivered,
         "deliveries_per_s": delivered / elapsed if elapsed > 0 else 0.0,
-        "us_per_delivery": (user + system) / delivered * 1e6 if delivered else float("nan"),
-        "user_us_per_delivery": user / delivered * 1e6 if delivered else float("nan"),
-        "system_us_per_delivery": system / delivered * 1e6 if delivered else float("nan"),
+        "us_per_delivery": per_delivery(user + system),
+        "user_us_per_delivery": per_delivery(user),
+        "system_us_per_delivery": per_delivery(system),
         "tcp_peak_mib": tcp_peak_pages * PAGE / 2**20,
         **{f"tcp_{key}": tcp_after[key] - tcp_before[key] for key in tcp_after},
         "kib_per_connection": (rss_after - rss_before) / 1024 / max(1, total),
