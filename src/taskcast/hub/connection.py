@@ -1,10 +1,10 @@
 """One client of the hub — a websocket or an SSE stream — its outbound queue and writer.
 
 Fan-out never awaits a socket: it appends to the connection's ``OutboundBuffer``.
-A websocket is then written directly, when its turn in the hub's ``WriteQueue`` comes
-(everything queued by then goes in one write, and no task wakes per delivery); only a
-client that stops reading gets a task, which waits for its socket to drain while its
-buffer fills. SSE goes through aiohttp's stream writer, in a writer task.
+A websocket is then written directly, once per loop pass (a ``call_soon`` callback:
+everything a fan-out pass queued goes in one write, and no task wakes per delivery);
+only a client that stops reading gets a task, which waits for its socket to drain
+while its buffer fills. SSE goes through aiohttp's stream writer, in a writer task.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from taskcast.auth import ANONYMOUS_ADMIN, Principal
 from taskcast.broker import OutboundBuffer, Subscription
 from taskcast.frames import encode
 from taskcast.hub.config import HubConfig
-from taskcast.hub.write_queue import WriteQueue
 from taskcast.ratelimit import TokenBucket
 from taskcast.wsframe import text_frame
 
@@ -145,9 +144,7 @@ class ClientConnection:
         peer: str,
         principal: Principal = ANONYMOUS_ADMIN,
         bucket: TokenBucket | None = None,
-        writes: WriteQueue | None = None,
     ) -> None:
-        """``writes``: the hub's queue of websockets to write (a websocket needs it)."""
         self.sink = sink
         self.principal = principal
         self.bucket = bucket
@@ -165,10 +162,7 @@ class ClientConnection:
         self._closing = False
         # A websocket is written directly (see the module docstring); other sinks by a task.
         self._direct = sink if isinstance(sink, DirectSink) else None
-        if self._direct is not None and writes is None:
-            raise TypeError("a websocket connection needs the hub's WriteQueue")
-        self._writes = writes
-        self._scheduled = False  # a direct write is already due (in the WriteQueue)
+        self._scheduled = False  # a direct write is already due this loop pass
         self._draining: asyncio.Task[None] | None = None  # waiting for a client to read
         # Made only when needed: an asyncio.Event holds a deque from birth, and most
         # connections never wait for a write.
@@ -271,9 +265,8 @@ class ClientConnection:
             if self._wake is not None:
                 self._wake.set()
         elif not self._scheduled and self._draining is None:
-            assert self._writes is not None
             self._scheduled = True
-            self._writes.add(self._write_now)
+            asyncio.get_running_loop().call_soon(self._write_now)
 
     def _write_now(self) -> None:
         """Write everything queued in one go; when the client is behind, a task waits
@@ -371,8 +364,8 @@ class ClientConnection:
 
 
 def open_connection(
-    sink: Sink, config: HubConfig, peer: str, principal: Principal, writes: WriteQueue
+    sink: Sink, config: HubConfig, peer: str, principal: Principal
 ) -> ClientConnection:
     """A websocket client of either door, with its publish rate limit when one is set."""
     bucket = TokenBucket(config.publish_rate, config.publish_burst) if config.publish_rate else None
-    return ClientConnection(sink, config.max_subscriber_buffer, peer, principal, bucket, writes)
+    return ClientConnection(sink, config.max_subscriber_buffer, peer, principal, bucket)

@@ -56,7 +56,6 @@ from taskcast.hub.connection import (
     CLOSE_TOKEN_EXPIRED,
     ClientConnection,
 )
-from taskcast.hub.write_queue import WriteQueue
 from taskcast.leases import Lease, acquire, may_release
 from taskcast.ratelimit import BucketTable
 from taskcast.store import AppendResult, EventQuery, EventStore, SharedLog, StoredEvent
@@ -150,7 +149,6 @@ class Hub:
         self.config = config
         self.index: SubscriptionIndex[ClientConnection] = SubscriptionIndex()
         self.connections: set[ClientConnection] = set()
-        self.writes = WriteQueue()  # every websocket's turn to be written
         self.connections_by_peer: dict[str, int] = {}
         self.stats = HubStats()
         self.summaries = TaskSummaries(config.max_task_summaries, config.summary_text_chars)

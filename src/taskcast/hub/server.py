@@ -67,7 +67,6 @@ async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
         config,
         peer,
         principal_of(request),
-        hub.writes,
     )
     hub.attach(connection)
     try:

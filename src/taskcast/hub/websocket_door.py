@@ -335,7 +335,7 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
         self.handshake = None  # wsproto's part ends here; frames are read by FrameReader
         self.reader = FrameReader(hub.config.max_frame_bytes)
         self.phase = Phase.OPEN
-        self.connection = open_connection(self, hub.config, peer, principal, hub.writes)
+        self.connection = open_connection(self, hub.config, peer, principal)
         hub.attach(self.connection)
         if trailing:  # frames that came with the request
             self._receive_frames(trailing)
