@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -101,6 +103,51 @@ async def test_a_closing_connection_is_not_counted_as_delivered() -> None:
         assert hub.stats.delivered == {"api_action": 1}  # the open one only
     finally:
         await hub.stop()
+
+
+async def test_a_burst_read_over_two_loop_passes_is_one_commit(tmp_path: Path) -> None:
+    """An idle hub woken by one event commits what the next loop pass reads with it: a
+    burst that arrives in two reads costs one commit and one fan-out pass, not two."""
+    import asyncio
+    import json
+
+    from taskcast.frames import Publish, parse_client_frame
+    from taskcast.hub.config import HubConfig
+    from taskcast.hub.core import Hub
+    from taskcast.store import AppendResult
+    from taskcast.store.sqlite import SqliteStore
+
+    def event(step: int) -> Publish:
+        frame = {
+            "type": "api_action",
+            "payload": {"taskId": "t", "message": f"{step}", "timestamp": 1},
+        }
+        parsed = parse_client_frame(json.dumps({**frame, "id": f"e{step}"}))
+        assert isinstance(parsed, Publish)
+        return parsed
+
+    store = SqliteStore(tmp_path / "events.db")
+    await store.open()
+    hub = Hub(store, HubConfig())
+    await hub.start()
+    try:
+        commits = hub.stats.commits
+
+        async def read_in_the_next_pass() -> AppendResult:
+            await asyncio.sleep(0)
+            return await hub.publish(event(2))
+
+        first = asyncio.create_task(hub.publish(event(1)))
+        second = asyncio.create_task(read_in_the_next_pass())
+        results = await asyncio.gather(first, second)
+        assert [result.seq for result in results] == [1, 2]
+        assert hub.stats.commits == commits + 1
+        # Once it is busy, events that arrive meanwhile simply form the next batch.
+        assert (await hub.publish(event(3))).seq == 3
+        assert hub.stats.commits == commits + 2
+    finally:
+        await hub.stop()
+        await store.close()
 
 
 tokens = st.sampled_from(["tasks", "control", "t1", "t2", "x"])
