@@ -19,7 +19,8 @@ JetStream (the only way past one process's 20,000 open files), a Node ``ws`` rel
 and a NATS server (Go, websocket) — each at the sizes it can hold. Subscribers are
 spread over several load-generator processes, each connecting from its own
 127.0.0.x address. Prints a table, draws the curves into docs/scale-*.png and writes
-its section into docs/benchmarks.md.
+its section into docs/benchmarks.md. ``--profile DIR`` records each hot throughput
+point with Linux ``perf`` and prints where each delivery's CPU goes (perf_profile.py).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from loadgen import (
     tcp_memory_limits,
     tcp_memory_pages,
 )
+from perf_profile import Recording, breakdown
 from report import write_section
 from servers import REPO, Server, _start, ensure_node_modules, nats_websocket, node_ws, taskcast
 
@@ -132,7 +134,9 @@ def load_generators(subscribers: int) -> tuple[int, int]:
     return processes, subscribers // processes
 
 
-def run_point(target: Target, subscribers: int, *, latency: bool) -> Result:
+def run_point(
+    target: Target, subscribers: int, *, latency: bool, profile: Path | None = None
+) -> Result:
     """One hot channel: throughput, or latency paced at LATENCY_DELIVERIES/s in all."""
     processes, per_process = load_generators(subscribers)
     total = processes * per_process
@@ -142,7 +146,9 @@ def run_point(target: Target, subscribers: int, *, latency: bool) -> Result:
     # Throughput: 2,000,000 deliveries, but at least 200 events — with 40 events to
     # 50,000 subscribers a pass would hold too few events to compare cost per delivery.
     events = max(5, int(rate * 5)) if rate is not None else max(200, 2_000_000 // total)
-    result = drive(target, subscribers, per_subscriber=events, events=events, rate=rate)
+    result = drive(
+        target, subscribers, per_subscriber=events, events=events, rate=rate, profile=profile
+    )
     return {**result, "expected": events * total, "rate": rate}
 
 
@@ -165,11 +171,13 @@ def drive(
     events: int,
     rate: float | None,
     tasks: int = 0,
+    profile: Path | None = None,
 ) -> Result:
     """Connect the subscribers (over several processes and source addresses), publish
     ``events`` (as fast as taken, or at ``rate``/s; over ``tasks`` tasks, each
     subscriber then following one), and measure what arrived, when, and at what CPU
-    and memory. Latencies are measured whenever the publisher is paced."""
+    and memory. Latencies are measured whenever the publisher is paced. ``profile``: a
+    perf recording of the server's processes while the events flow, to that file."""
     ctx = mp.get_context("spawn")
     ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     processes, per_process = load_generators(subscribers)
@@ -202,11 +210,14 @@ def drive(
     publisher = start_publishers(target.url, target.mode, events, go, rate=rate, tasks=tasks)
     tcp_before = tcp_counters()
     watch = TcpMemoryWatch()
+    recording = Recording(target.pids(), profile) if profile is not None else None
     cpu_before = [cpu_split_of(pid) for pid in target.pids()]
     go.set()
     (published,) = publisher.outcomes(timeout=600)
     received = [results.get(timeout=600) for _ in subs]
     cpu_after = [cpu_split_of(pid) for pid in target.pids()]
+    if recording is not None:
+        recording.stop()
     tcp_peak_pages = watch.stop()
     tcp_after = tcp_counters()
     publisher.release()
@@ -330,7 +341,16 @@ def main() -> None:
     parser.add_argument("--peers", default="taskcast,taskcast-workers,node-ws,nats")
     parser.add_argument("--shape", choices=("hot", "tasks"), default="hot")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record each hot throughput point with Linux perf into DIR and print where "
+        "each delivery's CPU goes (kernel and user, busiest symbols)",
+    )
     args = parser.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     sizes = [int(size) for size in args.sizes.split(",")]
     makers: dict[str, Callable[[], Target]] = {
         "taskcast": lambda: Target(
@@ -371,7 +391,12 @@ def main() -> None:
                     )
                     continue
                 for latency in (False, True):
-                    result = run_point(target, size, latency=latency)
+                    recorded = (
+                        args.profile / f"{name}-{size}.data"
+                        if args.profile is not None and not latency
+                        else None
+                    )
+                    result = run_point(target, size, latency=latency, profile=recorded)
                     result["mode"] = "latency" if latency else "throughput"
                     rows.append((target.name, result))
                     print(
@@ -386,6 +411,9 @@ def main() -> None:
                         f"{result['delivered']:,}/{result['expected']:,}",
                         flush=True,
                     )
+                    if recorded is not None:
+                        for line in breakdown(recorded, result["delivered"]):
+                            print(f"    {line}", flush=True)
             finally:
                 target.stop()
     if args.shape == "tasks":
