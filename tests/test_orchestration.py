@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from taskcast.task import OpenAIChatProvider, Task, TaskResult
 from taskcast.task.remote import Command, RemoteControl
 from tests.conftest import REPO, HubProcess
 from tests.fake_llm import FakeLLM, Reply
-from tests.helpers import bearer, publish_acked, token
+from tests.helpers import bearer, publish_acked, recv, subscribe, token
 
 JSON = {"Content-Type": "application/json"}
 WRITE = {"id": "c1", "name": "write_to_file", "arguments": {"path": "out.txt", "content": "hi"}}
@@ -65,6 +66,20 @@ async def command(
         ) as r,
     ):
         return r.status, await r.json()
+
+
+async def wait_for_event(
+    hub: HubProcess, task_id: str, wanted: Callable[[dict[str, Any]], bool], timeout: float = 20
+) -> None:
+    """Until the task's log holds an event ``wanted`` accepts: watched on a subscription
+    from the start of the log, not polled."""
+    async with aiohttp.ClientSession() as session, session.ws_connect(hub.url) as ws:
+        await subscribe(ws, f"tasks.{task_id}", since=0)
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await recv(ws, timeout)
+                if "seq" in frame and frame.get("type") != "subscribed" and wanted(frame):
+                    return
 
 
 async def task_events(
@@ -213,9 +228,7 @@ async def test_two_approvers_one_decision_and_late_commands(
     deny = {"action": "deny", "requestId": request["requestId"]}
     answers = await asyncio.gather(command(hub, "t-race", approve), command(hub, "t-race", deny))
     assert all(status == 200 for status, _ in answers)
-    async with asyncio.timeout(20):
-        while not any(e["type"] == "command_rejected" for e in await task_events(hub, "t-race")):
-            await asyncio.sleep(0.05)
+    await wait_for_event(hub, "t-race", lambda event: event["type"] == "command_rejected")
     both_answered.set()
     result = await asyncio.wait_for(running, 20)
     assert result.status == "completed"
@@ -230,13 +243,11 @@ async def test_two_approvers_one_decision_and_late_commands(
     # A command for a task that has ended: the hub answers for it.
     status, _ = await command(hub, "t-race", {"action": "message", "text": "too late"})
     assert status == 200
-    async with asyncio.timeout(10):
-        while True:
-            events = await task_events(hub, "t-race")
-            late = [e for e in events if e["payload"].get("reason") == "task_ended"]
-            if late:
-                break
-            await asyncio.sleep(0.05)
+    await wait_for_event(
+        hub, "t-race", lambda event: event["payload"].get("reason") == "task_ended", 10
+    )
+    events = await task_events(hub, "t-race")
+    late = [e for e in events if e["payload"].get("reason") == "task_ended"]
     assert late[0]["type"] == "command_rejected" and late[0]["publisher"] == "taskcast-hub"
 
 
