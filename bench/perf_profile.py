@@ -1,7 +1,7 @@
 """Where each delivery's CPU goes: Linux ``perf`` sampling of the server's processes.
 
-``record`` samples every thread of the given processes, kernel and user stacks, until
-stopped; ``breakdown`` turns the samples into CPU µs per delivery — in all, in the
+``Recording`` samples every thread of the given processes, kernel and user stacks,
+until stopped; ``breakdown`` turns the samples into CPU µs per delivery — in all, in the
 kernel, and for the busiest symbols — so two points (say 1,000 and 50,000
 subscribers) compare directly. ``perf`` samples on its software clock here (no
 hardware counters in this VM): the event count is CPU time in nanoseconds.
@@ -43,12 +43,15 @@ class Recording:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        to_perf = self._open_control(control)
-        with os.fdopen(to_perf, "w") as writer, open(ack) as from_perf:
-            writer.write("enable\n")
-            writer.flush()
-            if from_perf.readline().strip() != "ack":
-                raise RuntimeError("perf did not start sampling")
+        try:
+            to_perf = self._open_control(control)
+            with os.fdopen(to_perf, "w") as writer, open(ack) as from_perf:
+                writer.write("enable\n")
+                writer.flush()
+                if from_perf.readline().strip() != "ack":
+                    raise RuntimeError("perf did not start sampling")
+        finally:
+            shutil.rmtree(fifos)  # perf keeps its ends open; the names are no longer needed
 
     def _open_control(self, control: Path) -> int:
         """The control FIFO's write end, once perf has opened it (or perf's failure)."""

@@ -334,9 +334,22 @@ def plot(rows: list[tuple[str, Result]], key: str, ylabel: str, path: Path, x: s
     plt.close(figure)
 
 
+def subscriber_counts(text: str) -> list[int]:
+    """``--sizes``: comma-separated positive counts."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of counts: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"counts must be positive: {text!r}")
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="100,1000,10000,50000")
+    parser.add_argument(
+        "--sizes", type=subscriber_counts, default=subscriber_counts("100,1000,10000,50000")
+    )
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--peers", default="taskcast,taskcast-workers,node-ws,nats")
     parser.add_argument("--shape", choices=("hot", "tasks"), default="hot")
@@ -350,8 +363,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.profile is not None:
+        if args.profile.exists() and not args.profile.is_dir():
+            parser.error(f"--profile: {args.profile} is not a directory")
         args.profile.mkdir(parents=True, exist_ok=True)
-    sizes = [int(size) for size in args.sizes.split(",")]
+    sizes: list[int] = args.sizes
     makers: dict[str, Callable[[], Target]] = {
         "taskcast": lambda: Target(
             "taskcast (SQLite, 1 process)",
