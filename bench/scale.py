@@ -21,6 +21,9 @@ spread over several load-generator processes, each connecting from its own
 127.0.0.x address. Prints a table, draws the curves into docs/scale-*.png and writes
 its section into docs/benchmarks.md. ``--profile DIR`` records each hot throughput
 point with Linux ``perf`` and prints where each delivery's CPU goes (perf_profile.py).
+``--events N`` publishes N events at every hot throughput point: with many, the
+subscribers fall behind and stay behind, the load a hub must take without its cost
+per delivery growing.
 """
 
 from __future__ import annotations
@@ -135,9 +138,15 @@ def load_generators(subscribers: int) -> tuple[int, int]:
 
 
 def run_point(
-    target: Target, subscribers: int, *, latency: bool, profile: Path | None = None
+    target: Target,
+    subscribers: int,
+    *,
+    latency: bool,
+    profile: Path | None = None,
+    throughput_events: int | None = None,
 ) -> Result:
-    """One hot channel: throughput, or latency paced at LATENCY_DELIVERIES/s in all."""
+    """One hot channel: throughput (``throughput_events`` events, by default enough for
+    2,000,000 deliveries), or latency paced at LATENCY_DELIVERIES/s in all."""
     processes, per_process = load_generators(subscribers)
     total = processes * per_process
     # Latency: paced at LATENCY_DELIVERIES/s in all (1 event/s at least) for ~5 s, light
@@ -145,7 +154,10 @@ def run_point(
     rate = max(1.0, LATENCY_DELIVERIES / total) if latency else None
     # Throughput: 2,000,000 deliveries, but at least 200 events — with 40 events to
     # 50,000 subscribers a pass would hold too few events to compare cost per delivery.
-    events = max(5, int(rate * 5)) if rate is not None else max(200, 2_000_000 // total)
+    if rate is not None:
+        events = max(5, int(rate * 5))
+    else:
+        events = throughput_events or max(200, 2_000_000 // total)
     result = drive(
         target, subscribers, per_subscriber=events, events=events, rate=rate, profile=profile
     )
@@ -345,6 +357,17 @@ def subscriber_counts(text: str) -> list[int]:
     return counts
 
 
+def event_count(text: str) -> int:
+    """``--events``: one positive count."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"not one positive count: {text!r}")
+    return count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -353,6 +376,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--peers", default="taskcast,taskcast-workers,node-ws,nats")
     parser.add_argument("--shape", choices=("hot", "tasks"), default="hot")
+    parser.add_argument(
+        "--events",
+        type=event_count,
+        metavar="N",
+        help="hot throughput points publish N events at every size (default: enough for "
+        "2,000,000 deliveries, at least 200)",
+    )
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument(
         "--profile",
@@ -411,7 +441,13 @@ def main() -> None:
                         if args.profile is not None and not latency
                         else None
                     )
-                    result = run_point(target, size, latency=latency, profile=recorded)
+                    result = run_point(
+                        target,
+                        size,
+                        latency=latency,
+                        profile=recorded,
+                        throughput_events=args.events,
+                    )
                     result["mode"] = "latency" if latency else "throughput"
                     rows.append((target.name, result))
                     print(

@@ -174,7 +174,9 @@ def small_receive_buffer(addr_info: Any) -> socket.socket:
 
 
 async def test_slow_consumer_is_dropped_and_loses_nothing(start_hub: Any) -> None:
-    hub = start_hub("--max-subscriber-buffer", str(1024 * 1024))
+    # The slow one reads only once everything is published: give the hub time to wait
+    # for its answer to the 4008 close (by default 2 s, which a loaded machine may pass).
+    hub = start_hub("--max-subscriber-buffer", str(1024 * 1024), "--close-timeout", "60")
     total = 6000
     padding = "x" * 2000
     async with (

@@ -209,6 +209,14 @@ def _verifier(
     "--handshake-timeout", type=float, default=DEFAULTS.handshake_timeout_seconds, show_default=True
 )
 @click.option(
+    "--close-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULTS.close_timeout_seconds,
+    show_default=True,
+    help="Seconds a close (a slow consumer's 4008, shutdown) waits for the client to read "
+    "what it was sent and answer; then the socket is dropped with what it still holds.",
+)
+@click.option(
     "--allow-private-webhooks",
     is_flag=True,
     help="With auth on, allow webhooks to loopback and private addresses.",
@@ -261,6 +269,7 @@ def hub(
     max_subscriptions: int,
     idle_timeout: float,
     handshake_timeout: float,
+    close_timeout: float,
     allow_private_webhooks: bool,
     webhook_give_up: str,
     workers: int,
@@ -321,6 +330,7 @@ def hub(
         max_subscriptions=max_subscriptions,
         idle_timeout_seconds=idle_timeout,
         handshake_timeout_seconds=handshake_timeout,
+        close_timeout_seconds=close_timeout,
         allow_private_webhooks=allow_private_webhooks,
         webhook_give_up_seconds=float(_parse_ttl(webhook_give_up)),
     )

@@ -2,9 +2,12 @@
 
 Fan-out never awaits a socket: it appends to the connection's ``OutboundBuffer``.
 A websocket is then written directly, once per loop pass (a ``call_soon`` callback:
-everything a fan-out pass queued goes in one write, and no task wakes per delivery);
-only a client that stops reading gets a task, which waits for its socket to drain
-while its buffer fills. SSE goes through aiohttp's stream writer, in a writer task.
+everything a fan-out pass queued goes in one write, and no task wakes per delivery).
+When the kernel takes less than all of a write, the transport keeps the rest and the
+connection writes nothing more until the transport says it has sent it (its protocol's
+``resume_writing``): meanwhile frames wait in the queue, shared with every other
+subscriber, instead of being copied into the transport's buffer, and nothing polls.
+SSE goes through aiohttp's stream writer, in a writer task.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from taskcast.auth import ANONYMOUS_ADMIN, Principal
 from taskcast.broker import OutboundBuffer, Subscription
@@ -29,8 +34,6 @@ log = logging.getLogger("taskcast.hub")
 CLOSE_GOING_AWAY = 1001
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_TOKEN_EXPIRED = 4401
-# Bytes the socket transport may hold before the writer waits for the client to read.
-WRITE_HIGH_WATER = 256 * 1024
 
 _ids = itertools.count(1)
 
@@ -59,19 +62,22 @@ class DirectSink:
     def write_direct(self, frames: list[tuple[int, bytes]]) -> bool:
         """Write frames that are already framed (``ClientConnection.deliver`` frames
         them; the hub frames each event once for all its subscribers) now, without
-        awaiting; True when the client is behind (the transport holds more than
-        WRITE_HIGH_WATER) and the writer must wait for it to read."""
+        awaiting; True when the kernel took less than all of it: the transport holds the
+        rest, and the writer waits for ``when_drained`` before it writes again."""
         transport = self.transport
         transport.write(b"".join([frame for _, frame in frames]))
-        return transport.get_write_buffer_size() > WRITE_HIGH_WATER
+        return transport.get_write_buffer_size() > 0
 
-    async def drained(self) -> None:
-        """Until the client has read enough (or the socket is closing)."""
-        transport = self.transport
-        delay = 0.001
-        while transport.get_write_buffer_size() > WRITE_HIGH_WATER and not transport.is_closing():
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the transport has handed all it holds to the kernel
+        (not if the connection is lost first: then it is being closed)."""
+        raise NotImplementedError
+
+
+def pause_on_any_backlog(transport: asyncio.Transport) -> None:
+    """Have the transport's protocol paused as soon as it holds a byte it could not
+    send, and resumed once it holds none: ``DirectSink.when_drained`` hangs on that."""
+    transport.set_write_buffer_limits(high=0, low=0)
 
 
 class WebSocketSink(DirectSink):
@@ -80,19 +86,40 @@ class WebSocketSink(DirectSink):
     reading, pings and the close handshake."""
 
     def __init__(
-        self, ws: web.WebSocketResponse, transport: asyncio.Transport, close_timeout: float = 2.0
+        self,
+        ws: web.WebSocketResponse,
+        writer: AbstractStreamWriter,
+        transport: asyncio.Transport,
+        close_timeout: float = 2.0,
     ) -> None:
         self.ws = ws
+        self.writer = writer  # aiohttp's, whose drain() waits while its protocol is paused
         self.transport = transport
         self.close_timeout = close_timeout
+        self._waiting: asyncio.Task[None] | None = None
+        pause_on_any_backlog(transport)
 
     @property
     def closed(self) -> bool:
         return self.ws.closed or self.transport.is_closing()
 
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        self._waiting = asyncio.get_running_loop().create_task(self._wait_drained(callback))
+
+    async def _wait_drained(self, callback: Callable[[], None]) -> None:
+        try:
+            await self.writer.drain()
+        except ConnectionError:
+            return  # lost: the route's handler detaches the connection
+        finally:
+            self._waiting = None
+        callback()
+
     async def close(self, code: int, reason: bytes) -> None:
         """Close with ``code``; a peer that reads nothing cannot even take the close
         frame, so after ``close_timeout`` the socket is dropped with what it holds."""
+        if self._waiting is not None:
+            self._waiting.cancel()
         try:
             async with asyncio.timeout(self.close_timeout):
                 await self.ws.close(code=code, message=reason)
@@ -163,7 +190,7 @@ class ClientConnection:
         # A websocket is written directly (see the module docstring); other sinks by a task.
         self._direct = sink if isinstance(sink, DirectSink) else None
         self._scheduled = False  # a direct write is already due this loop pass
-        self._draining: asyncio.Task[None] | None = None  # waiting for a client to read
+        self._blocked = False  # the socket holds unsent bytes: writes wait until it drains
         # Made only when needed: an asyncio.Event holds a deque from birth, and most
         # connections never wait for a write.
         self._wake: asyncio.Event | None = None
@@ -193,6 +220,12 @@ class ClientConnection:
     def last_sent_seq(self) -> int:
         """The last seq handed to the socket (a slow consumer resumes after it)."""
         return self.outbound.last_taken_seq
+
+    @property
+    def behind(self) -> bool:
+        """Its socket holds bytes the kernel would not take: the client is not keeping up,
+        and what comes for it waits in its queue until it reads."""
+        return self._blocked
 
     @property
     def queued_frames(self) -> int:
@@ -264,15 +297,16 @@ class ClientConnection:
         if self._direct is None:
             if self._wake is not None:
                 self._wake.set()
-        elif not self._scheduled and self._draining is None:
+        elif not self._scheduled and not self._blocked:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._write_now)
 
     def _write_now(self) -> None:
-        """Write everything queued in one go; when the client is behind, a task waits
-        for it to read (meanwhile the queue grows, up to the slow-consumer limit)."""
+        """Write everything queued in one go; when the kernel took less than all of it,
+        the next write waits until the socket has drained (meanwhile the queue grows, up
+        to the slow-consumer limit)."""
         self._scheduled = False
-        if self._closing or self._draining is not None or not self.outbound.frames:
+        if self._closing or self._blocked or not self.outbound.frames:
             return
         sink = self._direct
         assert sink is not None
@@ -283,14 +317,11 @@ class ClientConnection:
         behind = sink.write_direct(self.outbound.take())
         self._notify_written()
         if behind:
-            self._draining = asyncio.get_running_loop().create_task(self._drain())
+            self._blocked = True
+            sink.when_drained(self._drained)
 
-    async def _drain(self) -> None:
-        try:
-            assert self._direct is not None
-            await self._direct.drained()
-        finally:
-            self._draining = None
+    def _drained(self) -> None:
+        self._blocked = False
         self._write_now()
 
     def _notify_written(self) -> None:
@@ -341,10 +372,9 @@ class ClientConnection:
 
     async def close(self, code: int, reason: dict[str, object] | None = None) -> None:
         self.stop_writer()
-        for task in (self._writer_task, self._draining):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        if self._writer_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer_task
         self.outbound.clear()
         with contextlib.suppress(Exception):
             await self.sink.close(code, encode(reason) if reason else b"")
@@ -359,8 +389,6 @@ class ClientConnection:
         self._notify_written()
         if self._writer_task is not None:
             self._writer_task.cancel()
-        if self._draining is not None:
-            self._draining.cancel()
 
 
 def open_connection(

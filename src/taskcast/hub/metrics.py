@@ -133,6 +133,11 @@ def gauges(hub: Hub) -> Iterator[Metric]:
         value=max((c.queued_frames for c in connections), default=0),
     )
     yield GaugeMetricFamily(
+        "taskcast_subscribers_behind",
+        "Connections whose socket is full: what comes for them waits until they read",
+        value=sum(1 for c in connections if c.behind),
+    )
+    yield GaugeMetricFamily(
         "taskcast_subscriber_queued_bytes",
         "Bytes queued for all connections, not yet written",
         value=sum(c.queued_bytes for c in connections),

@@ -58,12 +58,12 @@ async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
         # frame: ~12% of the publish path in a profile.)
         heartbeat=config.idle_timeout_seconds / 2 if config.idle_timeout_seconds else None,
     )
-    await ws.prepare(request)
+    writer = await ws.prepare(request)
     transport = request.transport
     if transport is None:  # the client went away during the handshake
         return ws
     connection = open_connection(
-        WebSocketSink(ws, transport, config.close_timeout_seconds),
+        WebSocketSink(ws, writer, transport, config.close_timeout_seconds),
         config,
         peer,
         principal_of(request),

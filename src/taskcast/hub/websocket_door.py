@@ -35,7 +35,12 @@ from taskcast.auth import Principal
 from taskcast.frames import FrameError, error_frame
 from taskcast.hub.access import HTTP_STATUS, authenticated, browser_refusal
 from taskcast.hub.config import HubConfig
-from taskcast.hub.connection import ClientConnection, DirectSink, open_connection
+from taskcast.hub.connection import (
+    ClientConnection,
+    DirectSink,
+    open_connection,
+    pause_on_any_backlog,
+)
 from taskcast.hub.core import Hub
 from taskcast.vocabulary import ErrorCode
 from taskcast.wsframe import (
@@ -176,6 +181,7 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
         "closed_waiter",
         "connection",
         "doors",
+        "drained_callback",
         "handshake",
         "head",
         "last_seen",
@@ -196,6 +202,7 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
         self.opened = self.last_seen = time.monotonic()
         self.ping_sent = 0.0
         self.closed_waiter: asyncio.Future[None] | None = None
+        self.drained_callback: Callable[[], None] | None = None
 
     # --- asyncio.Protocol ---------------------------------------------------
 
@@ -220,11 +227,22 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish()
 
+    def pause_writing(self) -> None:
+        pass  # the connection learns it from write_direct and waits for resume_writing
+
+    def resume_writing(self) -> None:
+        callback, self.drained_callback = self.drained_callback, None
+        if callback is not None:
+            callback()
+
     # --- the Sink a ClientConnection writes to ------------------------------
 
     @property
     def closed(self) -> bool:
         return self.phase is not Phase.OPEN or self.transport.is_closing()
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        self.drained_callback = callback
 
     async def close(self, code: int, reason: bytes) -> None:
         """Send a close frame and wait ``close_timeout`` for the peer's; a peer that
@@ -335,6 +353,7 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
         self.handshake = None  # wsproto's part ends here; frames are read by FrameReader
         self.reader = FrameReader(hub.config.max_frame_bytes)
         self.phase = Phase.OPEN
+        pause_on_any_backlog(self.transport)
         self.connection = open_connection(self, hub.config, peer, principal)
         hub.attach(self.connection)
         if trailing:  # frames that came with the request
@@ -421,6 +440,7 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
     def _finish(self) -> None:
         """Once, however the connection ends: leave the hub and the sweep."""
         self.phase = Phase.CLOSED
+        self.drained_callback = None
         self.doors.watched.discard(self)
         connection, self.connection = self.connection, None
         if connection is not None:

@@ -1,0 +1,162 @@
+"""Subscribers that stop reading: the hub sees their sockets fill, keeps what comes for
+them in their queues (waiting for the transport to say it drained, not polling), and
+writes it all, in order, once they read again — through both websocket doors (the
+front door, and aiohttp's /ws route that an upgrade on a reused HTTP connection
+reaches)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+from typing import Any
+
+import aiohttp
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
+
+from tests.helpers import collect_events, publish_acked, seed, subscribe
+
+
+async def gauge(session: aiohttp.ClientSession, http: str, name: str) -> float:
+    async with session.get(f"{http}/metrics") as response:
+        text = await response.text()
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+class StalledSubscriber:
+    """A websocket client on a blocking socket with a tiny receive buffer, which reads
+    only when told to: until then the hub's writes to it back up at once."""
+
+    def __init__(self, port: int, *, http_first: bool) -> None:
+        sock = self.sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", port))
+        self.pending = b""
+        if http_first:  # a keep-alive request first: the upgrade then reaches aiohttp's route
+            sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            head = self._read_until(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+            while len(self.pending) < length:
+                self.pending += sock.recv(65536)
+            self.pending = self.pending[length:]
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        sock.sendall(self.ws.send(Request(host=f"127.0.0.1:{port}", target="/ws")))
+        if self.pending:  # (wsproto takes b"" for the end of the stream)
+            self.ws.receive_data(self.pending)
+        self.texts: list[dict[str, Any]] = []
+        self._partial = ""
+        accepted = next(iter(self.ws.events()), None)
+        while accepted is None:
+            self.ws.receive_data(sock.recv(65536))
+            accepted = next(iter(self.ws.events()), None)
+        assert isinstance(accepted, AcceptConnection), accepted
+        sock.sendall(
+            self.ws.send(TextMessage(data=json.dumps({"type": "subscribe", "channel": "tasks.>"})))
+        )
+        assert self.next_text()["type"] == "subscribed"
+
+    def _read_until(self, marker: bytes) -> bytes:
+        while marker not in self.pending:
+            self.pending += self.sock.recv(65536)
+        head, _, self.pending = self.pending.partition(marker)
+        return head
+
+    def next_text(self) -> dict[str, Any]:
+        while not self.texts:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionResetError("the hub closed the socket")
+            self.ws.receive_data(data)
+            for event in self.ws.events():
+                if isinstance(event, TextMessage):
+                    self._partial += event.data
+                    if event.message_finished:
+                        self.texts.append(json.loads(self._partial))
+                        self._partial = ""
+        return self.texts.pop(0)
+
+    def read_events(self, count: int) -> list[int]:
+        """Read now: the seqs of the next ``count`` events."""
+        return [self.next_text()["seq"] for _ in range(count)]
+
+
+async def test_subscribers_that_stop_reading_wait_in_the_queue_then_get_everything(
+    start_hub: Any,
+) -> None:
+    hub = start_hub("--max-subscriber-buffer", str(32 * 1024 * 1024))
+    stalled = await asyncio.to_thread(
+        lambda: [StalledSubscriber(hub.port, http_first=n % 2 == 1) for n in range(20)]
+    )
+    # ~6 MB for each: more than the kernel takes for a socket (tcp_wmem's 4 MiB at most),
+    # so every one of them fills; the rest waits in the hub.
+    total, padding = 3000, "x" * 2000
+    async with aiohttp.ClientSession() as session:
+        watcher = await session.ws_connect(hub.url)
+        await subscribe(watcher, "tasks.>")
+        publisher = await session.ws_connect(hub.url)
+        watched = asyncio.create_task(collect_events(watcher, total, timeout=120))
+        for _ in range(0, total, 100):
+            await publish_acked(publisher, [seed("s", padding) for _ in range(100)])
+        assert len(await watched) == total  # the stalled ones hold up nobody
+
+        async with asyncio.timeout(20):  # the hub's fan-out pass may still be under way
+            while await gauge(session, hub.http, "taskcast_subscribers_behind") < len(stalled):
+                await asyncio.sleep(0.05)
+        assert await gauge(session, hub.http, "taskcast_subscriber_queued_bytes") > 0
+
+        received = await asyncio.to_thread(lambda: [s.read_events(total) for s in stalled])
+        for seqs in received:
+            assert seqs == list(range(1, total + 1))  # all, in order: none dropped as slow
+        assert await gauge(session, hub.http, "taskcast_subscribers_behind") == 0
+        assert await gauge(session, hub.http, "taskcast_slow_consumer_disconnects_total") == 0
+    for subscriber in stalled:
+        subscriber.sock.close()
+
+
+async def test_a_slow_consumer_that_never_reads_is_dropped_after_the_close_timeout(
+    start_hub: Any,
+) -> None:
+    """Closed with 4008 for a queue over --max-subscriber-buffer, a client that reads
+    nothing cannot take the close frame either: after --close-timeout the hub drops the
+    socket with what it holds, and serves the others on."""
+    hub = start_hub("--max-subscriber-buffer", str(256 * 1024), "--close-timeout", "0.5")
+    stalled = await asyncio.to_thread(StalledSubscriber, hub.port, http_first=False)
+    total, padding = 3000, "x" * 2000  # ~6 MB: past the kernel's 4 MiB and the 256 KiB
+    async with aiohttp.ClientSession() as session:
+        watcher = await session.ws_connect(hub.url)
+        await subscribe(watcher, "tasks.>")
+        publisher = await session.ws_connect(hub.url)
+        watched = asyncio.create_task(collect_events(watcher, total, timeout=120))
+        for _ in range(0, total, 100):
+            await publish_acked(publisher, [seed("s", padding) for _ in range(100)])
+        assert len(await watched) == total
+        assert await gauge(session, hub.http, "taskcast_slow_consumer_disconnects_total") == 1
+        async with asyncio.timeout(20):  # 0.5 s after the close: two connections left
+            while await gauge(session, hub.http, "taskcast_connections") > 2:
+                await asyncio.sleep(0.05)
+
+        def read_to_the_end() -> list[int]:
+            seqs: list[int] = []
+            try:
+                while True:
+                    seqs.append(stalled.next_text()["seq"])
+            except ConnectionError:
+                pass  # dropped: a reset, or the end of the stream with no close frame
+            return seqs
+
+        seqs = await asyncio.to_thread(read_to_the_end)
+        assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) < total
+        await publish_acked(publisher, [seed("after")])
+        (after,) = await collect_events(watcher, 1)
+        assert after["seq"] == total + 1
+    stalled.sock.close()
