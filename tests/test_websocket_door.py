@@ -66,6 +66,15 @@ def test_overdue_follows_the_heartbeat() -> None:
     assert overdue(Phase.CLOSING, 0, 0, 0, 1e9, limits) is Overdue.NOTHING
 
 
+def test_open_websockets_are_swept_at_the_idle_timeouts_pace_not_every_second() -> None:
+    defaults = Timeouts(handshake=10, idle=300)
+    assert defaults.opening_sweep_interval == 1.0  # handshakes: at most 1 s late
+    assert defaults.open_sweep_interval == 37.5  # a ping within 150 + 37.5 s of quiet
+    assert Timeouts(handshake=0.1, idle=1).opening_sweep_interval == 0.05
+    assert Timeouts(handshake=10, idle=1).open_sweep_interval == 0.125
+    assert Timeouts(handshake=10, idle=0).open_sweep_interval is None  # no idle limit
+
+
 class RawClient:
     """A websocket client on a raw socket: wsproto frames, the test decides the bytes."""
 
