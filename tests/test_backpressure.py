@@ -90,6 +90,24 @@ class StalledSubscriber:
         return [self.next_text()["seq"] for _ in range(count)]
 
 
+TOTAL = 3000  # events of ~2 KB: ~6 MB, more than the kernel takes for a socket (tcp_wmem: 4 MiB)
+
+
+async def publish_past_the_kernels_buffers(
+    session: aiohttp.ClientSession, url: str
+) -> tuple[aiohttp.ClientWebSocketResponse, aiohttp.ClientWebSocketResponse]:
+    """Publish TOTAL events while a subscriber that reads keeps up with them (stalled
+    ones hold up nobody); the publisher and that watcher, which has read them all."""
+    watcher = await session.ws_connect(url)
+    await subscribe(watcher, "tasks.>")
+    publisher = await session.ws_connect(url)
+    watched = asyncio.create_task(collect_events(watcher, TOTAL, timeout=120))
+    for _ in range(0, TOTAL, 100):
+        await publish_acked(publisher, [seed("s", "x" * 2000) for _ in range(100)])
+    assert len(await watched) == TOTAL
+    return publisher, watcher
+
+
 async def test_subscribers_that_stop_reading_wait_in_the_queue_then_get_everything(
     start_hub: Any,
 ) -> None:
@@ -97,26 +115,17 @@ async def test_subscribers_that_stop_reading_wait_in_the_queue_then_get_everythi
     stalled = await asyncio.to_thread(
         lambda: [StalledSubscriber(hub.port, http_first=n % 2 == 1) for n in range(20)]
     )
-    # ~6 MB for each: more than the kernel takes for a socket (tcp_wmem's 4 MiB at most),
-    # so every one of them fills; the rest waits in the hub.
-    total, padding = 3000, "x" * 2000
     async with aiohttp.ClientSession() as session:
-        watcher = await session.ws_connect(hub.url)
-        await subscribe(watcher, "tasks.>")
-        publisher = await session.ws_connect(hub.url)
-        watched = asyncio.create_task(collect_events(watcher, total, timeout=120))
-        for _ in range(0, total, 100):
-            await publish_acked(publisher, [seed("s", padding) for _ in range(100)])
-        assert len(await watched) == total  # the stalled ones hold up nobody
+        await publish_past_the_kernels_buffers(session, hub.url)
 
         async with asyncio.timeout(20):  # the hub's fan-out pass may still be under way
             while await gauge(session, hub.http, "taskcast_subscribers_behind") < len(stalled):
                 await asyncio.sleep(0.05)
         assert await gauge(session, hub.http, "taskcast_subscriber_queued_bytes") > 0
 
-        received = await asyncio.to_thread(lambda: [s.read_events(total) for s in stalled])
+        received = await asyncio.to_thread(lambda: [s.read_events(TOTAL) for s in stalled])
         for seqs in received:
-            assert seqs == list(range(1, total + 1))  # all, in order: none dropped as slow
+            assert seqs == list(range(1, TOTAL + 1))  # all, in order: none dropped as slow
         assert await gauge(session, hub.http, "taskcast_subscribers_behind") == 0
         assert await gauge(session, hub.http, "taskcast_slow_consumer_disconnects_total") == 0
     for subscriber in stalled:
@@ -131,15 +140,8 @@ async def test_a_slow_consumer_that_never_reads_is_dropped_after_the_close_timeo
     socket with what it holds, and serves the others on."""
     hub = start_hub("--max-subscriber-buffer", str(256 * 1024), "--close-timeout", "0.5")
     stalled = await asyncio.to_thread(StalledSubscriber, hub.port, http_first=False)
-    total, padding = 3000, "x" * 2000  # ~6 MB: past the kernel's 4 MiB and the 256 KiB
     async with aiohttp.ClientSession() as session:
-        watcher = await session.ws_connect(hub.url)
-        await subscribe(watcher, "tasks.>")
-        publisher = await session.ws_connect(hub.url)
-        watched = asyncio.create_task(collect_events(watcher, total, timeout=120))
-        for _ in range(0, total, 100):
-            await publish_acked(publisher, [seed("s", padding) for _ in range(100)])
-        assert len(await watched) == total
+        publisher, watcher = await publish_past_the_kernels_buffers(session, hub.url)
         assert await gauge(session, hub.http, "taskcast_slow_consumer_disconnects_total") == 1
         async with asyncio.timeout(20):  # 0.5 s after the close: two connections left
             while await gauge(session, hub.http, "taskcast_connections") > 2:
@@ -155,8 +157,8 @@ async def test_a_slow_consumer_that_never_reads_is_dropped_after_the_close_timeo
             return seqs
 
         seqs = await asyncio.to_thread(read_to_the_end)
-        assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) < total
+        assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) < TOTAL
         await publish_acked(publisher, [seed("after")])
         (after,) = await collect_events(watcher, 1)
-        assert after["seq"] == total + 1
+        assert after["seq"] == TOTAL + 1
     stalled.sock.close()
