@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import ipaddress
 import json
+import socket
 import sys
 import time
 from pathlib import Path
@@ -163,3 +164,12 @@ def scripted_run(tmp_path: Path, task_id: str, *extra: str) -> list[str]:
         task_id,
         *extra,
     ]
+
+
+def small_receive_buffer(addr_info: Any) -> socket.socket:
+    """A client socket with a tiny receive buffer, so a reader that stops reading
+    pushes back on the hub at once instead of after megabytes of kernel buffering."""
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock

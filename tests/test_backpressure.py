@@ -2,7 +2,7 @@
 them in their queues (waiting for the transport to say it drained, not polling), and
 writes it all, in order, once they read again — through both websocket doors (the
 front door, and aiohttp's /ws route that an upgrade on a reused HTTP connection
-reaches)."""
+reaches), and over TLS."""
 
 from __future__ import annotations
 
@@ -10,17 +10,31 @@ import asyncio
 import json
 import re
 import socket
+import ssl
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
-from tests.helpers import collect_events, publish_acked, seed, subscribe
+from tests.helpers import (
+    bearer,
+    collect_events,
+    publish_acked,
+    recv,
+    seed,
+    self_signed,
+    small_receive_buffer,
+    subscribe,
+    token,
+)
 
 
-async def gauge(session: aiohttp.ClientSession, http: str, name: str) -> float:
-    async with session.get(f"{http}/metrics") as response:
+async def gauge(
+    session: aiohttp.ClientSession, http: str, name: str, headers: dict[str, str] | None = None
+) -> float:
+    async with session.get(f"{http}/metrics", headers=headers) as response:
         text = await response.text()
     match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
     assert match, f"{name} not in /metrics"
@@ -94,13 +108,13 @@ TOTAL = 3000  # events of ~2 KB: ~6 MB, more than the kernel takes for a socket 
 
 
 async def publish_past_the_kernels_buffers(
-    session: aiohttp.ClientSession, url: str
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
 ) -> tuple[aiohttp.ClientWebSocketResponse, aiohttp.ClientWebSocketResponse]:
     """Publish TOTAL events while a subscriber that reads keeps up with them (stalled
     ones hold up nobody); the publisher and that watcher, which has read them all."""
-    watcher = await session.ws_connect(url)
+    watcher = await session.ws_connect(url, headers=headers)
     await subscribe(watcher, "tasks.>")
-    publisher = await session.ws_connect(url)
+    publisher = await session.ws_connect(url, headers=headers)
     watched = asyncio.create_task(collect_events(watcher, TOTAL, timeout=120))
     for _ in range(0, TOTAL, 100):
         await publish_acked(publisher, [seed("s", "x" * 2000) for _ in range(100)])
@@ -162,3 +176,32 @@ async def test_a_slow_consumer_that_never_reads_is_dropped_after_the_close_timeo
         (after,) = await collect_events(watcher, 1)
         assert after["seq"] == TOTAL + 1
     stalled.sock.close()
+
+
+async def test_over_tls_clients_that_are_behind_get_everything_once_they_read(
+    secure_hub: Any, tmp_path: Path
+) -> None:
+    """The same through asyncio's TLS transport, which pauses and resumes the door on
+    its own buffer: aiohttp clients with a tiny receive buffer that read nothing yet."""
+    cert, key = self_signed(tmp_path)
+    hub = secure_hub("--tls-cert", str(cert), "--tls-key", str(key))
+    context = ssl.create_default_context(cafile=str(cert))
+    credentials = bearer(token(publish=["tasks.>"], subscribe=["tasks.>"], metrics=True))
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=context, socket_factory=small_receive_buffer)
+        ) as slow_session,
+    ):
+        stalled = [await slow_session.ws_connect(hub.url, headers=credentials) for _ in range(4)]
+        for client in stalled:
+            await subscribe(client, "tasks.>")
+        await publish_past_the_kernels_buffers(session, hub.url, credentials)
+        https = hub.url.replace("wss://", "https://").removesuffix("/ws")
+        async with asyncio.timeout(20):
+            while await gauge(session, https, "taskcast_subscribers_behind", credentials) < 4:
+                await asyncio.sleep(0.05)
+        for client in stalled:
+            seqs = [(await recv(client, timeout=30))["seq"] for _ in range(TOTAL)]
+            assert seqs == list(range(1, TOTAL + 1))
+        assert await gauge(session, https, "taskcast_subscribers_behind", credentials) == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 from typing import Any
 
 import aiohttp
@@ -13,7 +12,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import collect_events, publish_acked, recv, seed, send, subscribe
+from tests.helpers import (
+    collect_events,
+    publish_acked,
+    recv,
+    seed,
+    send,
+    small_receive_buffer,
+    subscribe,
+)
 
 JSON = {"Content-Type": "application/json"}
 
@@ -162,15 +169,6 @@ async def test_replay_meets_live_without_gap_or_duplicate(start_hub: Any) -> Non
         )
     for seqs in results[3:]:
         assert seqs == list(range(1, 3 * per_publisher + 1))
-
-
-def small_receive_buffer(addr_info: Any) -> socket.socket:
-    """A client socket with a tiny receive buffer, so a reader that stops reading
-    pushes back on the hub at once instead of after megabytes of kernel buffering."""
-    family, kind, proto, _, _ = addr_info
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    return sock
 
 
 async def test_slow_consumer_is_dropped_and_loses_nothing(start_hub: Any) -> None:
