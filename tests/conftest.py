@@ -37,7 +37,8 @@ class HubProcess:
 
     @property
     def http(self) -> str:
-        return self.url.replace("ws://", "http://").removesuffix("/ws")
+        """The HTTP base of the hub's port (https:// when it serves TLS)."""
+        return self.url.replace("ws", "http", 1).removesuffix("/ws")
 
     def start(self, log_path: Path) -> HubProcess:
         self.log_path = log_path

@@ -173,3 +173,14 @@ def small_receive_buffer(addr_info: Any) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     return sock
+
+
+async def metric(
+    session: aiohttp.ClientSession, http: str, name: str, headers: dict[str, str] | None = None
+) -> float:
+    """The value of an unlabelled sample on the hub's /metrics."""
+    async with session.get(f"{http}/metrics", headers=headers) as response:
+        for line in (await response.text()).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")

@@ -28,7 +28,7 @@ from taskcast.frames import Publish, parse_client_frame
 from taskcast.store import SqliteStore
 from taskcast.task import ScriptedProvider, Task
 from tests.conftest import REPO, HubProcess
-from tests.helpers import bearer, publish_acked, recv, seed, send, subscribe, token
+from tests.helpers import bearer, metric, publish_acked, recv, seed, send, subscribe, token
 
 JSON = {"Content-Type": "application/json"}
 
@@ -603,14 +603,6 @@ def test_redaction_leaves_ordinary_text_alone() -> None:
 # --- 11. replay floods ------------------------------------------------------------------------
 
 
-async def metric(session: aiohttp.ClientSession, hub: HubProcess, name: str) -> float:
-    async with session.get(f"{hub.http}/metrics") as r:
-        for line in (await r.text()).splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"no metric {name}")
-
-
 async def test_subscribe_floods_neither_stall_the_api_nor_outlive_their_client(
     start_hub: Any,
 ) -> None:
@@ -633,7 +625,7 @@ async def test_subscribe_floods_neither_stall_the_api_nor_outlive_their_client(
         previous = -1.0
         async with asyncio.timeout(30):
             while True:
-                current = await metric(session, hub, "taskcast_events_replayed_total")
+                current = await metric(session, hub.http, "taskcast_events_replayed_total")
                 if current == previous:
                     break
                 previous = current

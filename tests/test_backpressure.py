@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import socket
 import ssl
 from pathlib import Path
@@ -21,6 +20,7 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 from tests.helpers import (
     bearer,
     collect_events,
+    metric,
     publish_acked,
     recv,
     seed,
@@ -29,16 +29,6 @@ from tests.helpers import (
     subscribe,
     token,
 )
-
-
-async def gauge(
-    session: aiohttp.ClientSession, http: str, name: str, headers: dict[str, str] | None = None
-) -> float:
-    async with session.get(f"{http}/metrics", headers=headers) as response:
-        text = await response.text()
-    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    assert match, f"{name} not in /metrics"
-    return float(match.group(1))
 
 
 class StalledSubscriber:
@@ -133,15 +123,15 @@ async def test_subscribers_that_stop_reading_wait_in_the_queue_then_get_everythi
         await publish_past_the_kernels_buffers(session, hub.url)
 
         async with asyncio.timeout(20):  # the hub's fan-out pass may still be under way
-            while await gauge(session, hub.http, "taskcast_subscribers_behind") < len(stalled):
+            while await metric(session, hub.http, "taskcast_subscribers_behind") < len(stalled):
                 await asyncio.sleep(0.05)
-        assert await gauge(session, hub.http, "taskcast_subscriber_queued_bytes") > 0
+        assert await metric(session, hub.http, "taskcast_subscriber_queued_bytes") > 0
 
         received = await asyncio.to_thread(lambda: [s.read_events(TOTAL) for s in stalled])
         for seqs in received:
             assert seqs == list(range(1, TOTAL + 1))  # all, in order: none dropped as slow
-        assert await gauge(session, hub.http, "taskcast_subscribers_behind") == 0
-        assert await gauge(session, hub.http, "taskcast_slow_consumer_disconnects_total") == 0
+        assert await metric(session, hub.http, "taskcast_subscribers_behind") == 0
+        assert await metric(session, hub.http, "taskcast_slow_consumer_disconnects_total") == 0
     for subscriber in stalled:
         subscriber.sock.close()
 
@@ -156,9 +146,9 @@ async def test_a_slow_consumer_that_never_reads_is_dropped_after_the_close_timeo
     stalled = await asyncio.to_thread(StalledSubscriber, hub.port, http_first=False)
     async with aiohttp.ClientSession() as session:
         publisher, watcher = await publish_past_the_kernels_buffers(session, hub.url)
-        assert await gauge(session, hub.http, "taskcast_slow_consumer_disconnects_total") == 1
+        assert await metric(session, hub.http, "taskcast_slow_consumer_disconnects_total") == 1
         async with asyncio.timeout(20):  # 0.5 s after the close: two connections left
-            while await gauge(session, hub.http, "taskcast_connections") > 2:
+            while await metric(session, hub.http, "taskcast_connections") > 2:
                 await asyncio.sleep(0.05)
 
         def read_to_the_end() -> list[int]:
@@ -197,11 +187,10 @@ async def test_over_tls_clients_that_are_behind_get_everything_once_they_read(
         for client in stalled:
             await subscribe(client, "tasks.>")
         await publish_past_the_kernels_buffers(session, hub.url, credentials)
-        https = hub.url.replace("wss://", "https://").removesuffix("/ws")
         async with asyncio.timeout(20):
-            while await gauge(session, https, "taskcast_subscribers_behind", credentials) < 4:
+            while await metric(session, hub.http, "taskcast_subscribers_behind", credentials) < 4:
                 await asyncio.sleep(0.05)
         for client in stalled:
             seqs = [(await recv(client, timeout=30))["seq"] for _ in range(TOTAL)]
             assert seqs == list(range(1, TOTAL + 1))
-        assert await gauge(session, https, "taskcast_subscribers_behind", credentials) == 0
+        assert await metric(session, hub.http, "taskcast_subscribers_behind", credentials) == 0

@@ -254,8 +254,8 @@ async def test_tls_round_trip(secure_hub: Any, tmp_path: Path) -> None:
         (ack,) = await publish_acked(publisher, [seed("tls")])
         assert ack["type"] == "ack"
         assert (await recv(listener))["payload"]["taskId"] == "tls"
-        https = hub.url.replace("wss://", "https://").removesuffix("/ws")
-        async with session.get(f"{https}/api/events", headers=credentials) as response:
+        assert hub.http.startswith("https://")
+        async with session.get(f"{hub.http}/api/events", headers=credentials) as response:
             assert len(await response.json()) == 1
     async with aiohttp.ClientSession() as session:  # the default trust store refuses it
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
