@@ -346,26 +346,23 @@ def plot(rows: list[tuple[str, Result]], key: str, ylabel: str, path: Path, x: s
     plt.close(figure)
 
 
-def subscriber_counts(text: str) -> list[int]:
-    """``--sizes``: comma-separated positive counts."""
-    try:
-        counts = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of counts: {text!r}") from None
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"counts must be positive: {text!r}")
-    return counts
-
-
-def event_count(text: str) -> int:
-    """``--events``: one positive count."""
+def positive_count(text: str) -> int:
+    """One positive count: ``--events``, and each of ``--sizes``."""
     try:
         count = int(text)
     except ValueError:
         count = 0
     if count < 1:
-        raise argparse.ArgumentTypeError(f"not one positive count: {text!r}")
+        raise argparse.ArgumentTypeError(f"not a positive count: {text!r}")
     return count
+
+
+def subscriber_counts(text: str) -> list[int]:
+    """``--sizes``: comma-separated positive counts."""
+    try:
+        return [positive_count(part) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"not a list of positive counts: {text!r}") from None
 
 
 def main() -> None:
@@ -378,7 +375,7 @@ def main() -> None:
     parser.add_argument("--shape", choices=("hot", "tasks"), default="hot")
     parser.add_argument(
         "--events",
-        type=event_count,
+        type=positive_count,
         metavar="N",
         help="hot throughput points publish N events at every size (default: enough for "
         "2,000,000 deliveries, at least 200)",

@@ -246,10 +246,9 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish()
 
-    def pause_writing(self) -> None:
-        pass  # the connection learns it from write_direct and waits for resume_writing
-
     def resume_writing(self) -> None:
+        """The transport sent all it held (``pause_on_any_backlog``; the pause itself
+        needs nothing: the connection learnt it from ``write_direct``)."""
         callback, self.drained_callback = self.drained_callback, None
         if callback is not None:
             callback()
