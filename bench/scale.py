@@ -24,6 +24,10 @@ point with Linux ``perf`` and prints where each delivery's CPU goes (perf_profil
 ``--events N`` publishes N events at every hot throughput point: with many, the
 subscribers fall behind and stay behind, the load a hub must take without its cost
 per delivery growing.
+``--rounds N`` runs every hot throughput point N times, round after round, and reports
+each point's median round and the cost growth from 1,000 subscribers to the largest
+size, by the medians and round by round (the host drifts: one run is not enough to
+tell 1.4 times from 2 times).
 """
 
 from __future__ import annotations
@@ -191,7 +195,7 @@ def drive(
     and memory. Latencies are measured whenever the publisher is paced. ``profile``: a
     perf recording of the server's processes while the events flow, to that file."""
     ctx = mp.get_context("spawn")
-    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    ready, results, go, release = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Event()
     processes, per_process = load_generators(subscribers)
     total = per_process * processes
     latency = rate is not None
@@ -211,6 +215,7 @@ def drive(
             go,
             f"127.0.0.{2 + index}",
             index * per_process if tasks else None,
+            release,
         )
         for index in range(processes)
     ]
@@ -233,6 +238,7 @@ def drive(
     tcp_peak_pages = watch.stop()
     tcp_after = tcp_counters()
     publisher.release()
+    release.set()  # the subscribers disconnect now, after the CPU was read
     user = sum(u for u, _ in cpu_after) - sum(u for u, _ in cpu_before)
     system = sum(s for _, s in cpu_after) - sum(s for _, s in cpu_before)
     for process in subs:
@@ -380,6 +386,14 @@ def main() -> None:
         help="hot throughput points publish N events at every size (default: enough for "
         "2,000,000 deliveries, at least 200)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=positive_count,
+        default=1,
+        metavar="N",
+        help="hot shape: run every throughput point N times, round after round, and "
+        "report each point's median round (default 1)",
+    )
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument(
         "--profile",
@@ -389,6 +403,8 @@ def main() -> None:
         "each delivery's CPU goes (kernel and user, busiest symbols)",
     )
     args = parser.parse_args()
+    if args.shape == "tasks" and args.rounds > 1:
+        parser.error("--rounds applies to the hot shape only")
     if args.profile is not None:
         if args.profile.exists() and not args.profile.is_dir():
             parser.error(f"--profile: {args.profile} is not a directory")
@@ -409,6 +425,21 @@ def main() -> None:
         wanted = [name for name in wanted if name != "node-ws"]  # a broadcast relay
     if "node-ws" in wanted:
         ensure_node_modules()
+    if args.shape == "tasks":
+        rows, skipped = run_tasks_shape(makers, wanted, sizes)
+        section = tasks_section(rows, skipped, args.output.parent)
+        print(section)
+        write_section(args.output, "scale-tasks", section)
+        return
+    through, paced, skipped = run_hot_shape(makers, wanted, sizes, args)
+    section = hot_section(through, paced, skipped, args.rounds, args.output.parent)
+    print(section)
+    write_section(args.output, "scale", section)
+
+
+def run_tasks_shape(
+    makers: dict[str, Callable[[], Target]], wanted: list[str], sizes: list[int]
+) -> tuple[list[tuple[str, Result]], list[str]]:
     rows: list[tuple[str, Result]] = []
     skipped: list[str] = []
     for name in wanted:
@@ -416,69 +447,146 @@ def main() -> None:
             target = makers[name]()
             try:
                 if size > target.capacity:
-                    skipped.append(
-                        f"{target.name} at {size:,} (one process holds < {FD_LIMIT:,} files)"
-                    )
+                    skipped.append(too_many(target, size))
                     continue
-                if args.shape == "tasks":
-                    result = run_tasks_point(target, size)
-                    rows.append((target.name, result))
-                    print(
-                        f"{target.name:34s} {size:>6,} tasks "
-                        f"{result['deliveries_per_s']:>9,.0f}/s of {result['target_per_s']:,.0f}  "
-                        f"{result['us_per_delivery']:6.2f} µs CPU/delivery  "
-                        f"p50 {result['p50_ms']:7.2f} p99 {result['p99_ms']:7.2f} ms  "
-                        f"{result['delivered']:,}/{result['expected']:,}",
-                        flush=True,
-                    )
-                    continue
-                for latency in (False, True):
-                    recorded = (
-                        args.profile / f"{name}-{size}.data"
-                        if args.profile is not None and not latency
-                        else None
-                    )
-                    result = run_point(
-                        target,
-                        size,
-                        latency=latency,
-                        profile=recorded,
-                        throughput_events=args.events,
-                    )
-                    result["mode"] = "latency" if latency else "throughput"
-                    rows.append((target.name, result))
-                    print(
-                        f"{target.name:34s} {size:>6,} {result['mode']:10s} "
-                        f"{result['deliveries_per_s']:>11,.0f}/s  {result['us_per_delivery']:6.2f} µs CPU/delivery "
-                        f"({result['user_us_per_delivery']:.2f} user)  "
-                        f"TCP peak {result['tcp_peak_mib']:,.0f} MiB, "
-                        f"{result['tcp_memory_pressures']} pressure, "
-                        f"{result['tcp_retransmitted_segments']:,} resent  "
-                        f"p50 {result['p50_ms']:7.2f} p99 {result['p99_ms']:7.2f} ms  "
-                        f"{result['kib_per_connection']:5.1f} KiB/conn  "
-                        f"{result['delivered']:,}/{result['expected']:,}",
-                        flush=True,
-                    )
-                    if recorded is not None:
-                        for line in breakdown(recorded, result["delivered"]):
-                            print(f"    {line}", flush=True)
+                result = run_tasks_point(target, size)
+                rows.append((target.name, result))
+                print(
+                    f"{target.name:34s} {size:>6,} tasks "
+                    f"{result['deliveries_per_s']:>9,.0f}/s of {result['target_per_s']:,.0f}  "
+                    f"{result['us_per_delivery']:6.2f} µs CPU/delivery  "
+                    f"p50 {result['p50_ms']:7.2f} p99 {result['p99_ms']:7.2f} ms  "
+                    f"{result['delivered']:,}/{result['expected']:,}",
+                    flush=True,
+                )
             finally:
                 target.stop()
-    if args.shape == "tasks":
-        section = tasks_section(rows, skipped, args.output.parent)
-        print(section)
-        write_section(args.output, "scale-tasks", section)
-        return
-    through = [(n, r) for n, r in rows if r["mode"] == "throughput"]
-    paced = [(n, r) for n, r in rows if r["mode"] == "latency"]
-    docs = args.output.parent
+    return rows, skipped
+
+
+def run_hot_shape(
+    makers: dict[str, Callable[[], Target]],
+    wanted: list[str],
+    sizes: list[int],
+    args: argparse.Namespace,
+) -> tuple[list[tuple[str, Result]], list[tuple[str, Result]], list[str]]:
+    """Every size of every server once per round, round after round: the sizes a ratio
+    compares run minutes apart, on the host as it is then (it drifts over an hour).
+    Latency points in the first round only (paced, they measure the load generators as
+    much as the server). Gives each throughput point's median round, the latency
+    points, and what was not run."""
+    rounds: dict[tuple[str, int], list[Result]] = {}
+    paced: list[tuple[str, Result]] = []
+    skipped: list[str] = []
+    for round_number in range(1, args.rounds + 1):
+        for name in wanted:
+            for size in sizes:
+                target = makers[name]()
+                try:
+                    if size > target.capacity:
+                        if round_number == 1:
+                            skipped.append(too_many(target, size))
+                        continue
+                    for latency in (False, True) if round_number == 1 else (False,):
+                        recorded = None
+                        if args.profile is not None and not latency:
+                            suffix = f"-r{round_number}" if args.rounds > 1 else ""
+                            recorded = args.profile / f"{name}-{size}{suffix}.data"
+                        result = run_point(
+                            target,
+                            size,
+                            latency=latency,
+                            profile=recorded,
+                            throughput_events=args.events,
+                        )
+                        result["mode"] = "latency" if latency else "throughput"
+                        if latency:
+                            paced.append((target.name, result))
+                        else:
+                            rounds.setdefault((target.name, size), []).append(result)
+                        print_point(target.name, result, round_number, args.rounds)
+                        if recorded is not None:
+                            for line in breakdown(recorded, result["delivered"]):
+                                print(f"    {line}", flush=True)
+                finally:
+                    target.stop()
+    through = [(name, median_round(results)) for (name, _), results in rounds.items()]
+    return through, paced, skipped
+
+
+def too_many(target: Target, size: int) -> str:
+    return f"{target.name} at {size:,} (one process holds < {FD_LIMIT:,} files)"
+
+
+def print_point(name: str, result: Result, round_number: int, rounds: int) -> None:
+    which = f"round {round_number}/{rounds} " if rounds > 1 else ""
+    print(
+        f"{name:34s} {result['subscribers']:>6,} {which}{result['mode']:10s} "
+        f"{result['deliveries_per_s']:>11,.0f}/s  {result['us_per_delivery']:6.2f} µs CPU/delivery "
+        f"({result['user_us_per_delivery']:.2f} user)  "
+        f"TCP peak {result['tcp_peak_mib']:,.0f} MiB, "
+        f"{result['tcp_memory_pressures']} pressure, "
+        f"{result['tcp_retransmitted_segments']:,} resent  "
+        f"p50 {result['p50_ms']:7.2f} p99 {result['p99_ms']:7.2f} ms  "
+        f"{result['kib_per_connection']:5.1f} KiB/conn  "
+        f"{result['delivered']:,}/{result['expected']:,}",
+        flush=True,
+    )
+
+
+def median_round(results: list[Result]) -> Result:
+    """The round with the median CPU per delivery (the lower of the two middle ones for
+    an even count): a row shows one run's figures together, not medians of each
+    column from different runs; ``per_round`` keeps every round's CPU per delivery."""
+    middle = sorted(results, key=lambda r: r["us_per_delivery"])[(len(results) - 1) // 2]
+    return {**middle, "per_round": [r["us_per_delivery"] for r in results]}
+
+
+def cost_growth(through: list[tuple[str, Result]]) -> list[str]:
+    """Per server, CPU per delivery at its largest size over that at the smallest of at
+    least 1,000 subscribers (the target: within 1.5 times) — by the medians, and in each
+    round, where both points ran minutes apart."""
+    lines = []
+    for name in dict.fromkeys(n for n, _ in through):
+        points = sorted((r["subscribers"], r) for n, r in through if n == name)
+        bases = [r for subscribers, r in points if subscribers >= 1_000]
+        if len(bases) < 2:
+            continue
+        base, top = bases[0], bases[-1]
+        line = (
+            f"- {name}: {top['us_per_delivery'] / base['us_per_delivery']:.2f}× from "
+            f"{base['subscribers']:,} to {top['subscribers']:,} subscribers "
+            f"({base['us_per_delivery']:.2f} → {top['us_per_delivery']:.2f} µs)"
+        )
+        if len(base["per_round"]) > 1:
+            ratios = [t / b for b, t in zip(base["per_round"], top["per_round"], strict=True)]
+            line += "; round by round " + " / ".join(f"{ratio:.2f}×" for ratio in ratios)
+        lines.append(line)
+    return lines
+
+
+def hot_section(
+    through: list[tuple[str, Result]],
+    paced: list[tuple[str, Result]],
+    skipped: list[str],
+    rounds: int,
+    docs: Path,
+) -> str:
     plot(through, "deliveries_per_s", "deliveries/s", docs / "scale-throughput.png")
     plot(through, "us_per_delivery", "server CPU µs per delivery", docs / "scale-cost.png")
     plot(paced, "p99_ms", "p99 publish→deliver (ms), 20k deliveries/s", docs / "scale-p99.png")
+    if rounds > 1:
+        how = (
+            f"{rounds} rounds, one after the other, each running every size of every "
+            "server once; a throughput row is the round with the median CPU per delivery "
+            "(every round's figure in the last column); latency from the first round."
+        )
+    else:
+        how = "One run (each point once: tens of thousands of connections take a while)."
     lines = [
         "## Scale: one hot channel, 100 to 50,000 subscribers — `python bench/scale.py`",
         "",
-        "One run (each point once: tens of thousands of connections take a while). "
+        f"{how} "
         "Throughput: one publisher as fast as the server takes it, 2,000,000 deliveries "
         "(at least 200 events: 10,000,000 deliveries at 50,000). "
         "Latency: paced so that deliveries total 20,000/s (at least 1 event/s). Server CPU and RSS are summed "
@@ -487,12 +595,13 @@ def main() -> None:
         "",
         "| server | subscribers | deliveries/s | server CPU µs per delivery (user + system) "
         "| p50 ms | p99 ms | KiB per connection | connect s | delivered "
-        "| host TCP memory peak MiB | kernel memory pressure / segments resent |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| host TCP memory peak MiB | kernel memory pressure / segments resent "
+        "| CPU µs per delivery, each round |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    by_point = {(n, r["subscribers"], r["mode"]): r for n, r in rows}
+    latency_of = {(n, r["subscribers"]): r for n, r in paced}
     for name, r in through:
-        lat = by_point.get((name, r["subscribers"], "latency"), {})
+        lat = latency_of.get((name, r["subscribers"]), {})
         lines.append(
             f"| {name} | {r['subscribers']:,} | {r['deliveries_per_s']:,.0f} "
             f"| {r['us_per_delivery']:.2f} ({r['user_us_per_delivery']:.2f} + "
@@ -500,8 +609,13 @@ def main() -> None:
             f"| {lat.get('p99_ms', float('nan')):.2f} | {r['kib_per_connection']:.1f} "
             f"| {r['connect_seconds']:.0f} | {r['delivered']:,}/{r['expected']:,} "
             f"| {r['tcp_peak_mib']:,.0f} | {r['tcp_memory_pressures']} / "
-            f"{r['tcp_retransmitted_segments']:,} |"
+            f"{r['tcp_retransmitted_segments']:,} "
+            f"| {' / '.join(f'{x:.2f}' for x in r['per_round'])} |"
         )
+    growth = cost_growth(through)
+    if growth:
+        lines += ["", "CPU per delivery, largest size ÷ 1,000 subscribers (target: ≤ 1.5×):", ""]
+        lines += growth
     if skipped:
         lines += ["", "Not run: " + "; ".join(skipped) + "."]
     _, pressure, hard = tcp_memory_limits()
@@ -518,9 +632,7 @@ def main() -> None:
         "![CPU per delivery](scale-cost.png)",
         "![p99 latency](scale-p99.png)",
     ]
-    section = "\n".join(lines)
-    print(section)
-    write_section(args.output, "scale", section)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
