@@ -10,6 +10,7 @@ import asyncio
 import json
 import socket
 import ssl
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,12 @@ import aiohttp
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
+from taskcast.hub.connection import (
+    IOV_MAX,
+    DirectSink,
+    pause_on_any_backlog,
+    plain_socket_fd,
+)
 from tests.helpers import (
     bearer,
     collect_events,
@@ -194,3 +201,102 @@ async def test_over_tls_clients_that_are_behind_get_everything_once_they_read(
             seqs = [(await recv(client, timeout=30))["seq"] for _ in range(TOTAL)]
             assert seqs == list(range(1, TOTAL + 1))
         assert await metric(session, hub.http, "taskcast_subscribers_behind", credentials) == 0
+
+
+class RawDoor(asyncio.Protocol, DirectSink):
+    """The hub's way of writing a websocket (``DirectSink``) on a bare asyncio transport
+    — a loopback TCP connection accepted by an asyncio server — without the protocol
+    around it, to watch exactly what the kernel, the transport and the queue hold."""
+
+    def __init__(self) -> None:
+        self.opened = asyncio.get_running_loop().create_future()
+        self.lost = asyncio.Event()
+        self.resumed = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.fd = plain_socket_fd(transport)
+        pause_on_any_backlog(transport)
+        self.opened.set_result(None)
+
+    def resume_writing(self) -> None:
+        self.resumed.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set()
+
+
+async def raw_door_and_client(receive_buffer: int | None) -> tuple[RawDoor, socket.socket]:
+    loop = asyncio.get_running_loop()
+    doors: list[RawDoor] = []
+    server = await loop.create_server(lambda: doors.append(RawDoor()) or doors[-1], "127.0.0.1", 0)
+    client = socket.socket()
+    if receive_buffer is not None:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    client.setblocking(False)
+    await loop.sock_connect(client, server.sockets[0].getsockname())
+    while not doors:
+        await asyncio.sleep(0.01)
+    await doors[0].opened
+    server.close()
+    return doors[0], client
+
+
+async def test_a_write_the_kernel_takes_in_part_leaves_the_rest_in_the_queue() -> None:
+    """The transport keeps only the rest of the frame the kernel stopped in; the frames
+    after it are not handed over (nor copied) until the transport has sent that, and
+    the reader gets every byte, in order."""
+    loop = asyncio.get_running_loop()
+    door, client = await raw_door_and_client(receive_buffer=4096)
+    assert door.fd is not None  # a plain socket: frames go out in one writev
+    frames = [(n, bytes([65 + n % 26]) * 1000) for n in range(1, 3001)]
+    expected = b"".join(frame for _, frame in frames)
+    handed = door.write_direct(frames)
+    assert 0 < handed < len(frames)
+    assert door.behind
+    assert door.transport.get_write_buffer_size() < 1000  # the rest of one frame
+    received = bytearray()
+    async with asyncio.timeout(30):
+        while len(received) < len(expected):
+            if handed < len(frames) and door.resumed.is_set():
+                door.resumed.clear()
+                handed += door.write_direct(frames[handed:])
+                assert door.transport.get_write_buffer_size() < 1000
+            received += await loop.sock_recv(client, 65536)
+    assert handed == len(frames)
+    assert bytes(received) == expected
+    client.close()
+
+
+async def test_more_frames_than_one_writev_takes_go_out_in_order() -> None:
+    """A queue of replayed events holds a frame per event: more than IOV_MAX of them
+    take several writev calls in one write."""
+    loop = asyncio.get_running_loop()
+    door, client = await raw_door_and_client(receive_buffer=None)
+    frames = [(n, b"%06d;" % n) for n in range(1, IOV_MAX * 2 + 500)]
+    assert door.write_direct(frames) == len(frames)
+    assert not door.behind
+    expected = b"".join(frame for _, frame in frames)
+    received = bytearray()
+    async with asyncio.timeout(30):
+        while len(received) < len(expected):
+            received += await loop.sock_recv(client, 65536)
+    assert bytes(received) == expected
+    client.close()
+
+
+async def test_a_write_to_a_reset_connection_closes_it_through_the_transport() -> None:
+    """The peer reset the connection: writev fails, and the transport, handed the same
+    bytes, meets the error and closes as it does for its own writes."""
+    door, client = await raw_door_and_client(receive_buffer=None)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()  # an RST, not a FIN
+    async with asyncio.timeout(10):
+        while True:  # until the reset has reached the door's socket
+            handed = door.write_direct([(1, b"x" * 100), (2, b"y" * 100)])
+            assert handed == 2
+            if door.transport.is_closing():
+                break
+            await asyncio.sleep(0.01)
+        await door.lost.wait()

@@ -48,6 +48,27 @@ def test_outbound_buffer_refuses_live_frames_past_the_limit() -> None:
     assert buffer.last_taken_seq == 2 and buffer.size == 0 and buffer.below_low_water()
 
 
+@given(
+    st.lists(st.tuples(st.integers(0, 50), st.binary(max_size=8)), max_size=12),
+    st.integers(0, 14),
+    st.integers(0, 50),
+)
+def test_outbound_buffer_consume_keeps_what_was_not_handed_over(
+    queued: list[tuple[int, bytes]], count: int, before: int
+) -> None:
+    """A write that the kernel took in part: the frames handed over are forgotten, the
+    rest stay queued in order, the size counts them, and the last seq handed over is
+    remembered (a slow consumer's close names it)."""
+    buffer = OutboundBuffer(limit=1000, last_taken_seq=before)
+    for seq, frame in queued:
+        buffer.put(frame, seq)
+    buffer.consume(count)
+    handed, kept = queued[:count], queued[count:]
+    assert buffer.frames == kept
+    assert buffer.size == sum(len(frame) for _, frame in kept)
+    assert buffer.last_taken_seq == next((s for s, _ in reversed(handed) if s), before)
+
+
 def test_replay_cursor_goes_live_only_at_the_head() -> None:
     cursor = ReplayCursor(5)
     assert cursor.next_range(5) is None

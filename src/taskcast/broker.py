@@ -148,13 +148,23 @@ class OutboundBuffer:
 
     def take(self) -> list[tuple[int, bytes]]:
         """Everything queued as (seq, frame), oldest first; remembers the last seq taken."""
-        taken, self.frames = self.frames, []
+        taken = self.frames
+        self.consume(len(taken))
+        return taken
+
+    def consume(self, count: int) -> None:
+        """The oldest ``count`` frames were handed to the socket: forget them, and
+        remember the last seq among them (the rest stay queued, in order)."""
+        frames = self.frames
+        if count >= len(frames):
+            taken, self.frames, self.size = frames, [], 0
+        else:
+            taken, self.frames = frames[:count], frames[count:]
+            self.size -= sum(len(frame) for _, frame in taken)
         for seq, _ in reversed(taken):
             if seq:
                 self.last_taken_seq = seq
                 break
-        self.size = 0
-        return taken
 
     def clear(self) -> None:
         self.frames = []

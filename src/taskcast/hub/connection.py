@@ -2,12 +2,13 @@
 
 Fan-out never awaits a socket: it appends to the connection's ``OutboundBuffer``.
 A websocket is then written directly, once per loop pass (a ``call_soon`` callback:
-everything a fan-out pass queued goes in one write, and no task wakes per delivery).
-When the kernel takes less than all of a write, the transport keeps the rest and the
-connection writes nothing more until the transport says it has sent it (its protocol's
-``resume_writing``): meanwhile frames wait in the queue, shared with every other
-subscriber, instead of being copied into the transport's buffer, and nothing polls.
-SSE goes through aiohttp's stream writer, in a writer task.
+everything a fan-out pass queued goes in one ``writev``, and no task wakes per
+delivery). When the kernel takes less than all of it, the transport keeps the rest of
+the frame it stopped in, and the connection writes nothing more until the transport
+says it has sent that (its protocol's ``resume_writing``): meanwhile the frames after it
+wait in the queue, shared with every other subscriber, instead of being copied into the
+transport's buffer, and nothing polls. SSE goes through aiohttp's stream writer, in a
+writer task.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 from collections.abc import Callable
 from typing import Protocol
 
@@ -48,30 +50,75 @@ class Sink(Protocol):
     async def close(self, code: int, reason: bytes) -> None: ...
 
 
+IOV_MAX = os.sysconf("SC_IOV_MAX")  # buffers one writev takes
+
+
 class DirectSink:
-    """A websocket the hub writes itself, already framed (see wsframe), without awaiting:
-    one ``transport.write`` per batch. Both websocket doors are one."""
+    """A websocket the hub writes itself, already framed (see wsframe), without awaiting.
+    Both websocket doors are one."""
 
     __slots__ = ()
     transport: asyncio.Transport
+    fd: int | None  # the socket's, when frames may go to it directly (plain_socket_fd)
 
     @property
     def closed(self) -> bool:
         raise NotImplementedError
 
-    def write_direct(self, frames: list[tuple[int, bytes]]) -> bool:
-        """Write frames that are already framed (``ClientConnection.deliver`` frames
-        them; the hub frames each event once for all its subscribers) now, without
-        awaiting; True when the kernel took less than all of it: the transport holds the
-        rest, and the writer waits for ``when_drained`` before it writes again."""
+    @property
+    def behind(self) -> bool:
+        """The transport holds bytes the kernel would not take yet."""
+        return self.transport.get_write_buffer_size() > 0
+
+    def write_direct(self, frames: list[tuple[int, bytes]]) -> int:
+        """Hand frames that are already framed (``ClientConnection.deliver`` frames them;
+        the hub frames each event once for all its subscribers) to the socket now,
+        without awaiting, as far as the kernel takes them; gives how many were handed
+        over. The frame the kernel stopped in goes to the transport, which keeps its
+        rest and is then ``behind``; the frames after it stay with the caller, uncopied.
+
+        On a plain socket the frames go in one ``writev``: no join into a new buffer —
+        at 50,000 subscribers, joining the runs queued while a client was behind cost a
+        worker 15% of its time, most of it faulting in fresh pages (perf). Through TLS,
+        or after bytes the transport already holds, in one ``transport.write``."""
         transport = self.transport
-        transport.write(b"".join([frame for _, frame in frames]))
-        return transport.get_write_buffer_size() > 0
+        fd = self.fd
+        if fd is None or transport.get_write_buffer_size():
+            transport.write(b"".join([frame for _, frame in frames]))
+            return len(frames)
+        handed = 0
+        while handed < len(frames):
+            batch = [frame for _, frame in frames[handed : handed + IOV_MAX]]
+            try:
+                sent = os.writev(fd, batch)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                # The transport meets the same error and closes as for its own writes.
+                transport.write(b"".join([frame for _, frame in frames[handed:]]))
+                return len(frames)
+            for frame in batch:
+                if sent < len(frame):
+                    transport.write(memoryview(frame)[sent:] if sent else frame)
+                    return handed + 1
+                sent -= len(frame)
+                handed += 1
+        return handed
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the transport has handed all it holds to the kernel
         (not if the connection is lost first: then it is being closed)."""
         raise NotImplementedError
+
+
+def plain_socket_fd(transport: asyncio.BaseTransport) -> int | None:
+    """The descriptor of a plain TCP transport's socket, which the hub may write to
+    while the transport holds nothing; None through TLS (bytes must go through its SSL
+    object)."""
+    if transport.get_extra_info("sslcontext") is not None:
+        return None
+    sock = transport.get_extra_info("socket")
+    return None if sock is None else int(sock.fileno())
 
 
 def pause_on_any_backlog(transport: asyncio.Transport) -> None:
@@ -95,6 +142,7 @@ class WebSocketSink(DirectSink):
         self.ws = ws
         self.writer = writer  # aiohttp's, whose drain() waits while its protocol is paused
         self.transport = transport
+        self.fd = plain_socket_fd(transport)
         self.close_timeout = close_timeout
         self._waiting: asyncio.Task[None] | None = None
         pause_on_any_backlog(transport)
@@ -303,8 +351,8 @@ class ClientConnection:
 
     def _write_now(self) -> None:
         """Write everything queued in one go; when the kernel took less than all of it,
-        the next write waits until the socket has drained (meanwhile the queue grows, up
-        to the slow-consumer limit)."""
+        the next write waits until the socket has drained (meanwhile the queue keeps what
+        was not handed over and grows, up to the slow-consumer limit)."""
         self._scheduled = False
         if self._closing or self._blocked or not self.outbound.frames:
             return
@@ -314,11 +362,14 @@ class ClientConnection:
             self._closing = True  # the reader side notices and cleans up
             self._notify_written()
             return
-        behind = sink.write_direct(self.outbound.take())
+        outbound = self.outbound
+        outbound.consume(sink.write_direct(outbound.frames))
         self._notify_written()
-        if behind:
+        if sink.behind:
             self._blocked = True
             sink.when_drained(self._drained)
+        elif outbound.frames:  # the transport sent the rest of a frame at once after all
+            self._kick()
 
     def _drained(self) -> None:
         self._blocked = False

@@ -40,6 +40,7 @@ from taskcast.hub.connection import (
     DirectSink,
     open_connection,
     pause_on_any_backlog,
+    plain_socket_fd,
 )
 from taskcast.hub.core import Hub
 from taskcast.vocabulary import ErrorCode
@@ -201,6 +202,7 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
         "connection",
         "doors",
         "drained_callback",
+        "fd",
         "handshake",
         "head",
         "last_seen",
@@ -222,6 +224,7 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
         self.ping_sent = 0.0
         self.closed_waiter: asyncio.Future[None] | None = None
         self.drained_callback: Callable[[], None] | None = None
+        self.fd: int | None = None  # set when the websocket opens
 
     # --- asyncio.Protocol ---------------------------------------------------
 
@@ -374,6 +377,7 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
         self.doors.opening.discard(self)
         self.doors.open.add(self)
         pause_on_any_backlog(self.transport)
+        self.fd = plain_socket_fd(self.transport)
         self.connection = open_connection(self, hub.config, peer, principal)
         hub.attach(self.connection)
         if trailing:  # frames that came with the request
