@@ -175,6 +175,23 @@ def tcp_memory_limits() -> tuple[int, int, int]:
     return int(low), int(pressure), int(high)
 
 
+PAGE_REPORTING = Path("/sys/module/page_reporting/parameters")
+
+
+def page_reporting() -> tuple[int, int] | None:
+    """Free page reporting (a VM's virtio-balloon): the order of the free blocks the
+    guest hands back to its host, and how many KiB it has handed back so far; None
+    where the kernel does not report. Memory handed back faults in at the host when
+    it is touched again, so a kernel that cycles through gigabytes of socket buffers
+    pays for it in every copy into them."""
+    try:
+        order = int((PAGE_REPORTING / "page_reporting_order").read_text())
+        reported = int((PAGE_REPORTING / "reported_kib").read_text())
+    except (OSError, ValueError):
+        return None
+    return order, reported
+
+
 def rss_bytes_of(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:

@@ -50,6 +50,7 @@ from tests.nats_servers import NatsServer, jetstream_ready
 
 from loadgen import (
     cpu_split_of,
+    page_reporting,
     rss_bytes_of,
     spawn,
     start_publishers,
@@ -431,8 +432,11 @@ def main() -> None:
         print(section)
         write_section(args.output, "scale-tasks", section)
         return
+    reporting_before = page_reporting()
     through, paced, skipped = run_hot_shape(makers, wanted, sizes, args)
-    section = hot_section(through, paced, skipped, args.rounds, args.output.parent)
+    section = hot_section(
+        through, paced, skipped, args.rounds, args.output.parent, reporting_before
+    )
     print(section)
     write_section(args.output, "scale", section)
 
@@ -571,6 +575,7 @@ def hot_section(
     skipped: list[str],
     rounds: int,
     docs: Path,
+    reporting_before: tuple[int, int] | None = None,
 ) -> str:
     plot(through, "deliveries_per_s", "deliveries/s", docs / "scale-throughput.png")
     plot(through, "us_per_delivery", "server CPU µs per delivery", docs / "scale-cost.png")
@@ -627,6 +632,21 @@ def hot_section(
         f"{hard * PAGE / 2**20:,.0f} MiB); under pressure the kernel prunes receive "
         "queues, drops segments there and the sender sends them again — work the server's "
         "system CPU pays for (docs/scale.md).",
+    ]
+    reporting_after = page_reporting()
+    if reporting_before is not None and reporting_after is not None:
+        order, reported = reporting_after
+        handed_back = (reported - reporting_before[1]) / 2**20
+        lines += [
+            "",
+            f"Free page reporting: this VM's kernel hands the memory it frees back to "
+            f"its host (virtio-balloon, free blocks of order {order} and up; "
+            f"{handed_back:,.1f} GiB handed back during this run). Memory handed back "
+            "faults in at the host when it is touched again: where socket buffers cycle "
+            "through gigabytes (50,000 subscribers), the copies into them cost several "
+            "times more (docs/scale.md).",
+        ]
+    lines += [
         "",
         "![deliveries/s](scale-throughput.png)",
         "![CPU per delivery](scale-cost.png)",
