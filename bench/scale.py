@@ -434,9 +434,11 @@ def main() -> None:
         return
     reporting_before = page_reporting()
     through, paced, skipped = run_hot_shape(makers, wanted, sizes, args)
-    section = hot_section(
-        through, paced, skipped, args.rounds, args.output.parent, reporting_before
-    )
+    reporting_after = page_reporting()
+    handed_back = None
+    if reporting_before is not None and reporting_after is not None:
+        handed_back = (reporting_after[0], (reporting_after[1] - reporting_before[1]) / 2**20)
+    section = hot_section(through, paced, skipped, args.rounds, args.output.parent, handed_back)
     print(section)
     write_section(args.output, "scale", section)
 
@@ -482,14 +484,17 @@ def run_hot_shape(
     rounds: dict[tuple[str, int], list[Result]] = {}
     paced: list[tuple[str, Result]] = []
     skipped: list[str] = []
+    too_big: set[tuple[str, int]] = set()  # known after the first round: not started again
     for round_number in range(1, args.rounds + 1):
         for name in wanted:
             for size in sizes:
+                if (name, size) in too_big:
+                    continue
                 target = makers[name]()
                 try:
                     if size > target.capacity:
-                        if round_number == 1:
-                            skipped.append(too_many(target, size))
+                        too_big.add((name, size))
+                        skipped.append(too_many(target, size))
                         continue
                     for latency in (False, True) if round_number == 1 else (False,):
                         recorded = None
@@ -575,8 +580,10 @@ def hot_section(
     skipped: list[str],
     rounds: int,
     docs: Path,
-    reporting_before: tuple[int, int] | None = None,
+    handed_back: tuple[int, float] | None = None,
 ) -> str:
+    """The section; ``handed_back``: the order of the free blocks the VM reports to its
+    host and the GiB it reported while the points ran (None where it does not)."""
     plot(through, "deliveries_per_s", "deliveries/s", docs / "scale-throughput.png")
     plot(through, "us_per_delivery", "server CPU µs per delivery", docs / "scale-cost.png")
     plot(paced, "p99_ms", "p99 publish→deliver (ms), 20k deliveries/s", docs / "scale-p99.png")
@@ -633,15 +640,13 @@ def hot_section(
         "queues, drops segments there and the sender sends them again — work the server's "
         "system CPU pays for (docs/scale.md).",
     ]
-    reporting_after = page_reporting()
-    if reporting_before is not None and reporting_after is not None:
-        order, reported = reporting_after
-        handed_back = (reported - reporting_before[1]) / 2**20
+    if handed_back is not None:
+        order, gib = handed_back
         lines += [
             "",
             f"Free page reporting: this VM's kernel hands the memory it frees back to "
             f"its host (virtio-balloon, free blocks of order {order} and up; "
-            f"{handed_back:,.1f} GiB handed back during this run). Memory handed back "
+            f"{gib:,.1f} GiB handed back during this run). Memory handed back "
             "faults in at the host when it is touched again: where socket buffers cycle "
             "through gigabytes (50,000 subscribers), the copies into them cost several "
             "times more (docs/scale.md).",
