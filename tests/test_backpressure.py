@@ -229,18 +229,23 @@ class RawDoor(asyncio.Protocol, DirectSink):
 
 async def raw_door_and_client(receive_buffer: int | None) -> tuple[RawDoor, socket.socket]:
     loop = asyncio.get_running_loop()
-    doors: list[RawDoor] = []
-    server = await loop.create_server(lambda: doors.append(RawDoor()) or doors[-1], "127.0.0.1", 0)
+    accepted: asyncio.Future[RawDoor] = loop.create_future()
+
+    def accept() -> RawDoor:
+        door = RawDoor()
+        accepted.set_result(door)
+        return door
+
+    server = await loop.create_server(accept, "127.0.0.1", 0)
     client = socket.socket()
     if receive_buffer is not None:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     client.setblocking(False)
     await loop.sock_connect(client, server.sockets[0].getsockname())
-    while not doors:
-        await asyncio.sleep(0.01)
-    await doors[0].opened
+    door = await accepted
+    await door.opened
     server.close()
-    return doors[0], client
+    return door, client
 
 
 async def test_a_write_the_kernel_takes_in_part_leaves_the_rest_in_the_queue() -> None:
