@@ -3,7 +3,12 @@
 ``--shape hot`` (the default): one hot channel, subscribers at each size (100, 1,000,
 10,000, 50,000 by default):
 - throughput: one publisher as fast as the server takes it; deliveries/s, and the
-  server's CPU per delivery (the figure that must stay flat as subscribers grow);
+  server's CPU per delivery;
+- steady: the same work at every size — a paced publisher, 100,000 deliveries/s in all
+  (``--steady-rate``), so more subscribers means fewer events — and the server's CPU
+  per delivery: how cost grows with subscribers when the work does not (the target:
+  flat within 1.5 times from 1,000 to 50,000), free of what saturation adds (queues
+  in the kernel, writes batched or not);
 - latency: a paced publisher (20,000 deliveries/s in all, at least 1 event/s, so more
   subscribers means fewer events) and p50/p99 publish→deliver;
 - memory: the server's RSS per connected subscriber.
@@ -24,7 +29,7 @@ point with Linux ``perf`` and prints where each delivery's CPU goes (perf_profil
 ``--events N`` publishes N events at every hot throughput point: with many, the
 subscribers fall behind and stay behind, the load a hub must take without its cost
 per delivery growing.
-``--rounds N`` runs every hot throughput point N times, round after round, and reports
+``--rounds N`` runs every hot throughput and steady point N times, round after round, and reports
 each point's median round and the cost growth from 1,000 subscribers to the largest
 size, by the medians and round by round (the host drifts: one run is not enough to
 tell 1.4 times from 2 times).
@@ -41,7 +46,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -66,6 +71,10 @@ from servers import REPO, Server, _start, ensure_node_modules, nats_websocket, n
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PER_PROCESS = 8_400  # subscribers per load-generator process
 LATENCY_DELIVERIES = 20_000
+LATENCY_SECONDS = 5
+STEADY_DELIVERIES = 100_000  # --steady-rate's default
+STEADY_SECONDS = 10
+Mode = Literal["throughput", "steady", "latency"]
 TASK_SECONDS = 10  # --shape tasks: each task publishes 1 event/s for this long
 FD_LIMIT = 20_000  # one process's open files on this machine (hard limit)
 Result = dict[str, Any]
@@ -145,28 +154,45 @@ def load_generators(subscribers: int) -> tuple[int, int]:
 def run_point(
     target: Target,
     subscribers: int,
+    mode: Mode,
     *,
-    latency: bool,
     profile: Path | None = None,
     throughput_events: int | None = None,
+    steady_rate: int = STEADY_DELIVERIES,
 ) -> Result:
     """One hot channel: throughput (``throughput_events`` events, by default enough for
-    2,000,000 deliveries), or latency paced at LATENCY_DELIVERIES/s in all."""
+    2,000,000 deliveries), steady (paced at ``steady_rate`` deliveries/s in all for
+    STEADY_SECONDS) or latency (paced at LATENCY_DELIVERIES/s for LATENCY_SECONDS)."""
     processes, per_process = load_generators(subscribers)
     total = processes * per_process
-    # Latency: paced at LATENCY_DELIVERIES/s in all (1 event/s at least) for ~5 s, light
-    # enough that the Python load generators are not what is measured.
-    rate = max(1.0, LATENCY_DELIVERIES / total) if latency else None
-    # Throughput: 2,000,000 deliveries, but at least 200 events — with 40 events to
-    # 50,000 subscribers a pass would hold too few events to compare cost per delivery.
-    if rate is not None:
-        events = max(5, int(rate * 5))
-    else:
+    rate: float | None = None
+    if mode == "throughput":
+        # 2,000,000 deliveries, but at least 200 events — with 40 events to 50,000
+        # subscribers a pass would hold too few events to compare cost per delivery.
         events = throughput_events or max(200, 2_000_000 // total)
+    else:
+        # Latency: light enough that the Python load generators are not what is
+        # measured. Both: at least 1 event/s.
+        per_second = LATENCY_DELIVERIES if mode == "latency" else steady_rate
+        seconds = LATENCY_SECONDS if mode == "latency" else STEADY_SECONDS
+        rate = max(1.0, per_second / total)
+        events = max(5, int(rate * seconds))
     result = drive(
-        target, subscribers, per_subscriber=events, events=events, rate=rate, profile=profile
+        target,
+        subscribers,
+        per_subscriber=events,
+        events=events,
+        rate=rate,
+        latency=mode == "latency",
+        profile=profile,
     )
-    return {**result, "expected": events * total, "rate": rate}
+    return {
+        **result,
+        "mode": mode,
+        "expected": events * total,
+        "rate": rate,
+        "target_per_s": None if rate is None else rate * total,
+    }
 
 
 def run_tasks_point(target: Target, tasks: int) -> Result:
@@ -175,7 +201,13 @@ def run_tasks_point(target: Target, tasks: int) -> Result:
     total = processes * per_process
     events = total * TASK_SECONDS
     result = drive(
-        target, tasks, per_subscriber=TASK_SECONDS, events=events, rate=float(total), tasks=total
+        target,
+        tasks,
+        per_subscriber=TASK_SECONDS,
+        events=events,
+        rate=float(total),
+        latency=True,
+        tasks=total,
     )
     return {**result, "expected": events, "target_per_s": float(total)}
 
@@ -187,19 +219,20 @@ def drive(
     per_subscriber: int,
     events: int,
     rate: float | None,
+    latency: bool,
     tasks: int = 0,
     profile: Path | None = None,
 ) -> Result:
     """Connect the subscribers (over several processes and source addresses), publish
     ``events`` (as fast as taken, or at ``rate``/s; over ``tasks`` tasks, each
     subscriber then following one), and measure what arrived, when, and at what CPU
-    and memory. Latencies are measured whenever the publisher is paced. ``profile``: a
-    perf recording of the server's processes while the events flow, to that file."""
+    and memory; with ``latency``, publish→deliver of every event too (the load
+    generators decode each frame). ``profile``: a perf recording of the server's
+    processes while the events flow, to that file."""
     ctx = mp.get_context("spawn")
     ready, results, go, release = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Event()
     processes, per_process = load_generators(subscribers)
     total = per_process * processes
-    latency = rate is not None
     rss_before = sum(rss_bytes_of(pid) for pid in target.pids())
     started = time.monotonic()
     subs = [
@@ -392,8 +425,16 @@ def main() -> None:
         type=positive_count,
         default=1,
         metavar="N",
-        help="hot shape: run every throughput point N times, round after round, and "
-        "report each point's median round (default 1)",
+        help="hot shape: run every throughput and steady point N times, round after "
+        "round, and report each point's median round (default 1)",
+    )
+    parser.add_argument(
+        "--steady-rate",
+        type=positive_count,
+        default=STEADY_DELIVERIES,
+        metavar="N",
+        help="hot steady points: deliveries/s in all, the same at every size (default "
+        f"{STEADY_DELIVERIES:,})",
     )
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument(
@@ -433,12 +474,14 @@ def main() -> None:
         write_section(args.output, "scale-tasks", section)
         return
     reporting_before = page_reporting()
-    through, paced, skipped = run_hot_shape(makers, wanted, sizes, args)
+    points, skipped = run_hot_shape(makers, wanted, sizes, args)
     reporting_after = page_reporting()
     handed_back = None
     if reporting_before is not None and reporting_after is not None:
         handed_back = (reporting_after[0], (reporting_after[1] - reporting_before[1]) / 2**20)
-    section = hot_section(through, paced, skipped, args.rounds, args.output.parent, handed_back)
+    section = hot_section(
+        points, skipped, args.rounds, args.steady_rate, args.output.parent, handed_back
+    )
     print(section)
     write_section(args.output, "scale", section)
 
@@ -475,17 +518,19 @@ def run_hot_shape(
     wanted: list[str],
     sizes: list[int],
     args: argparse.Namespace,
-) -> tuple[list[tuple[str, Result]], list[tuple[str, Result]], list[str]]:
+) -> tuple[dict[Mode, list[tuple[str, Result]]], list[str]]:
     """Every size of every server once per round, round after round: the sizes a ratio
     compares run minutes apart, on the host as it is then (it drifts over an hour).
     Latency points in the first round only (paced, they measure the load generators as
-    much as the server). Gives each throughput point's median round, the latency
-    points, and what was not run."""
-    rounds: dict[tuple[str, int], list[Result]] = {}
-    paced: list[tuple[str, Result]] = []
+    much as the server). Gives, per mode, each point's median round (latency: its one
+    round), and what was not run."""
+    rounds: dict[tuple[Mode, str, int], list[Result]] = {}
     skipped: list[str] = []
     too_big: set[tuple[str, int]] = set()  # known after the first round: not started again
     for round_number in range(1, args.rounds + 1):
+        modes: tuple[Mode, ...] = ("throughput", "steady")
+        if round_number == 1:
+            modes += ("latency",)
         for name in wanted:
             for size in sizes:
                 if (name, size) in too_big:
@@ -496,31 +541,31 @@ def run_hot_shape(
                         too_big.add((name, size))
                         skipped.append(too_many(target, size))
                         continue
-                    for latency in (False, True) if round_number == 1 else (False,):
+                    for mode in modes:
                         recorded = None
-                        if args.profile is not None and not latency:
+                        if args.profile is not None and mode != "latency":
                             suffix = f"-r{round_number}" if args.rounds > 1 else ""
-                            recorded = args.profile / f"{name}-{size}{suffix}.data"
+                            steady = "-steady" if mode == "steady" else ""
+                            recorded = args.profile / f"{name}-{size}{steady}{suffix}.data"
                         result = run_point(
                             target,
                             size,
-                            latency=latency,
+                            mode,
                             profile=recorded,
                             throughput_events=args.events,
+                            steady_rate=args.steady_rate,
                         )
-                        result["mode"] = "latency" if latency else "throughput"
-                        if latency:
-                            paced.append((target.name, result))
-                        else:
-                            rounds.setdefault((target.name, size), []).append(result)
+                        rounds.setdefault((mode, target.name, size), []).append(result)
                         print_point(target.name, result, round_number, args.rounds)
                         if recorded is not None:
                             for line in breakdown(recorded, result["delivered"]):
                                 print(f"    {line}", flush=True)
                 finally:
                     target.stop()
-    through = [(name, median_round(results)) for (name, _), results in rounds.items()]
-    return through, paced, skipped
+    medians: dict[Mode, list[tuple[str, Result]]] = {"throughput": [], "steady": [], "latency": []}
+    for (mode, name, _), results in rounds.items():
+        medians[mode].append((name, median_round(results)))
+    return medians, skipped
 
 
 def too_many(target: Target, size: int) -> str:
@@ -531,7 +576,8 @@ def print_point(name: str, result: Result, round_number: int, rounds: int) -> No
     which = f"round {round_number}/{rounds} " if rounds > 1 else ""
     print(
         f"{name:34s} {result['subscribers']:>6,} {which}{result['mode']:10s} "
-        f"{result['deliveries_per_s']:>11,.0f}/s  {result['us_per_delivery']:6.2f} µs CPU/delivery "
+        f"{result['deliveries_per_s']:>11,.0f}/s{paced_of(result)}  "
+        f"{result['us_per_delivery']:6.2f} µs CPU/delivery "
         f"({result['user_us_per_delivery']:.2f} user)  "
         f"TCP peak {result['tcp_peak_mib']:,.0f} MiB, "
         f"{result['tcp_memory_pressures']} pressure, "
@@ -541,6 +587,12 @@ def print_point(name: str, result: Result, round_number: int, rounds: int) -> No
         f"{result['delivered']:,}/{result['expected']:,}",
         flush=True,
     )
+
+
+def paced_of(result: Result) -> str:
+    """ " of <target>" for a paced point: whether the server kept the pace."""
+    target = result.get("target_per_s")
+    return "" if target is None else f" of {target:,.0f}"
 
 
 def median_round(results: list[Result]) -> Result:
@@ -575,23 +627,31 @@ def cost_growth(through: list[tuple[str, Result]]) -> list[str]:
 
 
 def hot_section(
-    through: list[tuple[str, Result]],
-    paced: list[tuple[str, Result]],
+    points: dict[Mode, list[tuple[str, Result]]],
     skipped: list[str],
     rounds: int,
+    steady_rate: int,
     docs: Path,
     handed_back: tuple[int, float] | None = None,
 ) -> str:
     """The section; ``handed_back``: the order of the free blocks the VM reports to its
     host and the GiB it reported while the points ran (None where it does not)."""
+    through, steady, paced = points["throughput"], points["steady"], points["latency"]
     plot(through, "deliveries_per_s", "deliveries/s", docs / "scale-throughput.png")
     plot(through, "us_per_delivery", "server CPU µs per delivery", docs / "scale-cost.png")
+    plot(
+        steady,
+        "us_per_delivery",
+        f"server CPU µs per delivery, {steady_rate:,} deliveries/s",
+        docs / "scale-cost-steady.png",
+    )
     plot(paced, "p99_ms", "p99 publish→deliver (ms), 20k deliveries/s", docs / "scale-p99.png")
     if rounds > 1:
         how = (
             f"{rounds} rounds, one after the other, each running every size of every "
-            "server once; a throughput row is the round with the median CPU per delivery "
-            "(every round's figure in the last column); latency from the first round."
+            "server once; a throughput or steady row is the round with the median CPU per "
+            "delivery (every round's figure in the last column); latency from the first "
+            "round."
         )
     else:
         how = "One run (each point once: tens of thousands of connections take a while)."
@@ -626,8 +686,41 @@ def hot_section(
         )
     growth = cost_growth(through)
     if growth:
-        lines += ["", "CPU per delivery, largest size ÷ 1,000 subscribers (target: ≤ 1.5×):", ""]
+        lines += ["", "At full speed, CPU per delivery, largest size ÷ 1,000 subscribers:", ""]
         lines += growth
+    if steady:
+        lines += [
+            "",
+            f"Steady: the same work at every size — one publisher paced so that deliveries "
+            f"total {steady_rate:,}/s (more subscribers, fewer events; at least 1 event/s) "
+            f"for {STEADY_SECONDS} s; no latencies decoded. Events come one by one, so "
+            "each delivery is a write of its own (at full speed the writes to a "
+            "subscriber carry tens of events): a delivery costs more than at full speed, "
+            "and the same at every size when the hub does no more work per delivery as "
+            "subscribers grow.",
+            "",
+            "| server | subscribers | events/s | deliveries/s | server CPU µs per delivery "
+            "(user + system) | host TCP memory peak MiB | delivered "
+            "| CPU µs per delivery, each round |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, r in steady:
+            lines.append(
+                f"| {name} | {r['subscribers']:,} | {r['rate']:,.1f} "
+                f"| {r['deliveries_per_s']:,.0f} of {r['target_per_s']:,.0f} "
+                f"| {r['us_per_delivery']:.2f} ({r['user_us_per_delivery']:.2f} + "
+                f"{r['system_us_per_delivery']:.2f}) | {r['tcp_peak_mib']:,.0f} "
+                f"| {r['delivered']:,}/{r['expected']:,} "
+                f"| {' / '.join(f'{x:.2f}' for x in r['per_round'])} |"
+            )
+        steady_growth = cost_growth(steady)
+        if steady_growth:
+            lines += [
+                "",
+                "Steady, CPU per delivery, largest size ÷ 1,000 subscribers (target: ≤ 1.5×):",
+                "",
+            ]
+            lines += steady_growth
     if skipped:
         lines += ["", "Not run: " + "; ".join(skipped) + "."]
     _, pressure, hard = tcp_memory_limits()
@@ -648,13 +741,14 @@ def hot_section(
             f"its host (virtio-balloon, free blocks of order {order} and up; "
             f"{gib:,.1f} GiB handed back during this run). Memory handed back "
             "faults in at the host when it is touched again: where socket buffers cycle "
-            "through gigabytes (50,000 subscribers), the copies into them cost several "
-            "times more (docs/scale.md).",
+            "through gigabytes (50,000 subscribers at full speed), the copies into them "
+            "cost several times more (docs/scale.md).",
         ]
     lines += [
         "",
         "![deliveries/s](scale-throughput.png)",
         "![CPU per delivery](scale-cost.png)",
+        "![CPU per delivery, steady](scale-cost-steady.png)",
         "![p99 latency](scale-p99.png)",
     ]
     return "\n".join(lines)
