@@ -20,10 +20,13 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 
 from taskcast.hub.connection import (
     IOV_MAX,
+    ClientConnection,
     DirectSink,
+    WritePass,
     pause_on_any_backlog,
     plain_socket_fd,
 )
+from taskcast.wsframe import text_frame
 from tests.helpers import (
     bearer,
     collect_events,
@@ -220,6 +223,10 @@ class RawDoor(asyncio.Protocol, DirectSink):
         pause_on_any_backlog(transport)
         self.opened.set_result(None)
 
+    @property
+    def closed(self) -> bool:
+        return self.transport.is_closing()
+
     def resume_writing(self) -> None:
         self.resumed.set()
 
@@ -227,12 +234,21 @@ class RawDoor(asyncio.Protocol, DirectSink):
         self.lost.set()
 
 
-async def raw_door_and_client(receive_buffer: int | None) -> tuple[RawDoor, socket.socket]:
+class BrokenDoor(RawDoor):
+    """A door whose write fails in a way no socket error explains: a bug."""
+
+    def write_direct(self, frames: list[tuple[int, bytes]]) -> int:
+        raise RuntimeError("a bug in this connection's write")
+
+
+async def raw_door_and_client(
+    receive_buffer: int | None, door_type: type[RawDoor] = RawDoor
+) -> tuple[RawDoor, socket.socket]:
     loop = asyncio.get_running_loop()
     accepted: asyncio.Future[RawDoor] = loop.create_future()
 
     def accept() -> RawDoor:
-        door = RawDoor()
+        door = door_type()
         accepted.set_result(door)
         return door
 
@@ -305,3 +321,31 @@ async def test_a_write_to_a_reset_connection_closes_it_through_the_transport() -
                 break
             await asyncio.sleep(0.01)
         await door.lost.wait()
+
+
+async def test_one_connection_failing_its_write_leaves_the_others_in_the_pass_written(
+    caplog: Any,
+) -> None:
+    """One write pass writes every connection a fan-out queued for: a bug in one
+    connection's write is logged, and the ones after it in the same pass still get
+    their frames, then the next pass's."""
+    loop = asyncio.get_running_loop()
+    writes = WritePass()
+    broken_door, broken_client = await raw_door_and_client(None, BrokenDoor)
+    door, client = await raw_door_and_client(None)
+    broken = ClientConnection(broken_door, 1 << 20, "broken", writes=writes)
+    working = ClientConnection(door, 1 << 20, "working", writes=writes)
+    for seq in (1, 2):
+        events = [b'{"type":"api_action","seq":%d}' % seq]
+        framed = text_frame(events[0])
+        for connection in (broken, working):  # the broken one first in the pass
+            assert connection.deliver_run(events, [seq], framed)
+        received = bytearray()
+        async with asyncio.timeout(10):
+            while len(received) < len(framed):
+                received += await loop.sock_recv(client, 65536)
+        assert bytes(received) == framed
+        assert working.last_sent_seq == seq and working.queued_frames == 0
+    assert "writing to <connection" in caplog.text and "a bug in this connection" in caplog.text
+    broken_client.close()
+    client.close()

@@ -1,14 +1,14 @@
 """One client of the hub — a websocket or an SSE stream — its outbound queue and writer.
 
 Fan-out never awaits a socket: it appends to the connection's ``OutboundBuffer``.
-A websocket is then written directly, once per loop pass (a ``call_soon`` callback:
-everything a fan-out pass queued goes in one ``writev``, and no task wakes per
-delivery). When the kernel takes less than all of it, the transport keeps the rest of
-the frame it stopped in, and the connection writes nothing more until the transport
-says it has sent that (its protocol's ``resume_writing``): meanwhile the frames after it
-wait in the queue, shared with every other subscriber, instead of being copied into the
-transport's buffer, and nothing polls. SSE goes through aiohttp's stream writer, in a
-writer task.
+A websocket is then written directly, once per loop pass (the hub's ``WritePass``: one
+``call_soon`` callback writes every connection that has frames; everything a fan-out
+pass queued for one goes in one ``writev``, and no task wakes per delivery). When the
+kernel takes less than all of it, the transport keeps the rest of the frame it stopped
+in, and the connection writes nothing more until the transport says it has sent that
+(its protocol's ``resume_writing``): meanwhile the frames after it wait in the queue,
+shared with every other subscriber, instead of being copied into the transport's
+buffer, and nothing polls. SSE goes through aiohttp's stream writer, in a writer task.
 """
 
 from __future__ import annotations
@@ -127,6 +127,31 @@ def pause_on_any_backlog(transport: asyncio.Transport) -> None:
     transport.set_write_buffer_limits(high=0, low=0)
 
 
+class WritePass:
+    """The websockets with frames queued this loop pass, written by one callback for
+    all of them: a fan-out to N subscribers schedules one callback, not N. (Paced, one
+    event at a time to 1,000 subscribers, a ``call_soon`` handle per connection and
+    its run were ~13% of the hub's time: py-spy, docs/scale.md.) One per hub."""
+
+    __slots__ = ("_due",)
+
+    def __init__(self) -> None:
+        self._due: list[ClientConnection] = []
+
+    def add(self, connection: ClientConnection) -> None:
+        if not self._due:
+            asyncio.get_running_loop().call_soon(self._write_all)
+        self._due.append(connection)
+
+    def _write_all(self) -> None:
+        due, self._due = self._due, []  # one written now may be due again: a new pass
+        for connection in due:
+            try:
+                connection.write_queued()
+            except Exception:  # one connection's bug must not leave the others unwritten
+                log.exception("writing to %r failed", connection)
+
+
 class WebSocketSink(DirectSink):
     """A websocket upgraded by aiohttp's ``/ws`` route (an upgrade on a connection that
     already served HTTP requests; see websocket_door): aiohttp does the handshake,
@@ -219,7 +244,9 @@ class ClientConnection:
         peer: str,
         principal: Principal = ANONYMOUS_ADMIN,
         bucket: TokenBucket | None = None,
+        writes: WritePass | None = None,
     ) -> None:
+        """``writes``: the hub's write pass, which a websocket (a ``DirectSink``) needs."""
         self.sink = sink
         self.principal = principal
         self.bucket = bucket
@@ -237,7 +264,10 @@ class ClientConnection:
         self._closing = False
         # A websocket is written directly (see the module docstring); other sinks by a task.
         self._direct = sink if isinstance(sink, DirectSink) else None
-        self._scheduled = False  # a direct write is already due this loop pass
+        if self._direct is not None and writes is None:
+            raise ValueError("a websocket connection needs the hub's WritePass")
+        self._writes = writes
+        self._scheduled = False  # in this loop pass's WritePass already
         self._blocked = False  # the socket holds unsent bytes: writes wait until it drains
         # Made only when needed: an asyncio.Event holds a deque from birth, and most
         # connections never wait for a write.
@@ -346,10 +376,11 @@ class ClientConnection:
             if self._wake is not None:
                 self._wake.set()
         elif not self._scheduled and not self._blocked:
+            assert self._writes is not None  # __init__: a direct sink comes with one
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._write_now)
+            self._writes.add(self)
 
-    def _write_now(self) -> None:
+    def write_queued(self) -> None:
         """Write everything queued in one go; when the kernel took less than all of it,
         the next write waits until the socket has drained (meanwhile the queue keeps what
         was not handed over and grows, up to the slow-consumer limit)."""
@@ -373,7 +404,7 @@ class ClientConnection:
 
     def _drained(self) -> None:
         self._blocked = False
-        self._write_now()
+        self.write_queued()
 
     def _notify_written(self) -> None:
         if self._written is not None:
@@ -443,8 +474,8 @@ class ClientConnection:
 
 
 def open_connection(
-    sink: Sink, config: HubConfig, peer: str, principal: Principal
+    sink: Sink, config: HubConfig, peer: str, principal: Principal, writes: WritePass
 ) -> ClientConnection:
     """A websocket client of either door, with its publish rate limit when one is set."""
     bucket = TokenBucket(config.publish_rate, config.publish_burst) if config.publish_rate else None
-    return ClientConnection(sink, config.max_subscriber_buffer, peer, principal, bucket)
+    return ClientConnection(sink, config.max_subscriber_buffer, peer, principal, bucket, writes)

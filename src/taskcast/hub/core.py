@@ -55,6 +55,7 @@ from taskcast.hub.connection import (
     CLOSE_SLOW_CONSUMER,
     CLOSE_TOKEN_EXPIRED,
     ClientConnection,
+    WritePass,
 )
 from taskcast.leases import Lease, acquire, may_release
 from taskcast.ratelimit import BucketTable
@@ -150,6 +151,7 @@ class Hub:
         self.index: SubscriptionIndex[ClientConnection] = SubscriptionIndex()
         self.connections: set[ClientConnection] = set()
         self.connections_by_peer: dict[str, int] = {}
+        self.write_pass = WritePass()  # writes the websockets a loop pass queued for
         self.stats = HubStats()
         self.summaries = TaskSummaries(config.max_task_summaries, config.summary_text_chars)
         self._replay_slots = asyncio.Semaphore(config.max_concurrent_replays)

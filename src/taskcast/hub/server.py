@@ -67,6 +67,7 @@ async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
         config,
         peer,
         principal_of(request),
+        hub.write_pass,
     )
     hub.attach(connection)
     try:

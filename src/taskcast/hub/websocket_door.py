@@ -378,7 +378,7 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
         self.doors.open.add(self)
         pause_on_any_backlog(self.transport)
         self.fd = plain_socket_fd(self.transport)
-        self.connection = open_connection(self, hub.config, peer, principal)
+        self.connection = open_connection(self, hub.config, peer, principal, hub.write_pass)
         hub.attach(self.connection)
         if trailing:  # frames that came with the request
             self._receive_frames(trailing)
