@@ -29,10 +29,10 @@ point with Linux ``perf`` and prints where each delivery's CPU goes (perf_profil
 ``--events N`` publishes N events at every hot throughput point: with many, the
 subscribers fall behind and stay behind, the load a hub must take without its cost
 per delivery growing.
-``--rounds N`` runs every hot throughput and steady point N times, round after round, and reports
-each point's median round and the cost growth from 1,000 subscribers to the largest
-size, by the medians and round by round (the host drifts: one run is not enough to
-tell 1.4 times from 2 times).
+``--rounds N`` runs every hot throughput and steady point N times, round after round,
+and reports each point's median round and the cost growth from 1,000 subscribers to
+the largest size, by the medians and round by round (the host drifts: one run is not
+enough to tell 1.4 times from 2 times).
 """
 
 from __future__ import annotations
@@ -431,7 +431,6 @@ def main() -> None:
     parser.add_argument(
         "--steady-rate",
         type=positive_count,
-        default=STEADY_DELIVERIES,
         metavar="N",
         help="hot steady points: deliveries/s in all, the same at every size (default "
         f"{STEADY_DELIVERIES:,})",
@@ -447,6 +446,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.shape == "tasks" and args.rounds > 1:
         parser.error("--rounds applies to the hot shape only")
+    if args.shape == "tasks" and args.steady_rate is not None:
+        parser.error("--steady-rate applies to the hot shape only")
+    args.steady_rate = args.steady_rate or STEADY_DELIVERIES
     if args.profile is not None:
         if args.profile.exists() and not args.profile.is_dir():
             parser.error(f"--profile: {args.profile} is not a directory")
