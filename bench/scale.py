@@ -597,6 +597,19 @@ def paced_of(result: Result) -> str:
     return "" if target is None else f" of {target:,.0f}"
 
 
+def cost_cell(result: Result) -> str:
+    """A table's "CPU µs per delivery (user + system)"."""
+    return (
+        f"{result['us_per_delivery']:.2f} ({result['user_us_per_delivery']:.2f} + "
+        f"{result['system_us_per_delivery']:.2f})"
+    )
+
+
+def rounds_cell(result: Result) -> str:
+    """A table's "CPU µs per delivery, each round" (``median_round``'s ``per_round``)."""
+    return " / ".join(f"{x:.2f}" for x in result["per_round"])
+
+
 def median_round(results: list[Result]) -> Result:
     """The round with the median CPU per delivery (the lower of the two middle ones for
     an even count): a row shows one run's figures together, not medians of each
@@ -678,13 +691,11 @@ def hot_section(
         lat = latency_of.get((name, r["subscribers"]), {})
         lines.append(
             f"| {name} | {r['subscribers']:,} | {r['deliveries_per_s']:,.0f} "
-            f"| {r['us_per_delivery']:.2f} ({r['user_us_per_delivery']:.2f} + "
-            f"{r['system_us_per_delivery']:.2f}) | {lat.get('p50_ms', float('nan')):.2f} "
+            f"| {cost_cell(r)} | {lat.get('p50_ms', float('nan')):.2f} "
             f"| {lat.get('p99_ms', float('nan')):.2f} | {r['kib_per_connection']:.1f} "
             f"| {r['connect_seconds']:.0f} | {r['delivered']:,}/{r['expected']:,} "
             f"| {r['tcp_peak_mib']:,.0f} | {r['tcp_memory_pressures']} / "
-            f"{r['tcp_retransmitted_segments']:,} "
-            f"| {' / '.join(f'{x:.2f}' for x in r['per_round'])} |"
+            f"{r['tcp_retransmitted_segments']:,} | {rounds_cell(r)} |"
         )
     growth = cost_growth(through)
     if growth:
@@ -709,11 +720,9 @@ def hot_section(
         for name, r in steady:
             lines.append(
                 f"| {name} | {r['subscribers']:,} | {r['rate']:,.1f} "
-                f"| {r['deliveries_per_s']:,.0f} of {r['target_per_s']:,.0f} "
-                f"| {r['us_per_delivery']:.2f} ({r['user_us_per_delivery']:.2f} + "
-                f"{r['system_us_per_delivery']:.2f}) | {r['tcp_peak_mib']:,.0f} "
-                f"| {r['delivered']:,}/{r['expected']:,} "
-                f"| {' / '.join(f'{x:.2f}' for x in r['per_round'])} |"
+                f"| {r['deliveries_per_s']:,.0f}{paced_of(r)} "
+                f"| {cost_cell(r)} | {r['tcp_peak_mib']:,.0f} "
+                f"| {r['delivered']:,}/{r['expected']:,} | {rounds_cell(r)} |"
             )
         steady_growth = cost_growth(steady)
         if steady_growth:
