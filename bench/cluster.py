@@ -35,7 +35,7 @@ from loadgen import (
     publishing_seconds,
     spawn,
     start_publishers,
-    subscriber_process,
+    start_subscribers,
 )
 from report import write_section
 from servers import REPO, Server, taskcast
@@ -155,37 +155,27 @@ def run_raw_publish(server: NatsServer, stream: str, events: int, publishers: in
 
 def run_fanout(setup: Setup, events: int, subscribers: int, processes: int = 2) -> Result:
     """1 publisher (on the first node) → subscribers spread over the nodes."""
-    ctx = mp.get_context("spawn")
-    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    go = mp.get_context("spawn").Event()
     urls = setup.urls
     per_process = subscribers // processes
-    subs = [
-        spawn(
-            subscriber_process,
-            urls[i % len(urls)],
-            "taskcast",
-            per_process,
-            events,
-            False,
-            ready,
-            results,
-            180.0,
-            go,
-        )
-        for i in range(processes)
-    ]
-    for _ in subs:
-        ready.get(timeout=90)
+    subs = start_subscribers(
+        urls,
+        "taskcast",
+        go,
+        processes=processes,
+        per_process=per_process,
+        events=events,
+        timeout=180.0,
+    )
     publisher = start_publishers(urls[0], "taskcast", events, go)
     nats_pid = [setup.nats.proc.pid] if setup.nats and setup.nats.proc else []
     hub_before, nats_before = cpu(setup.pids()), cpu(nats_pid)
     go.set()
     (published,) = publisher.outcomes(timeout=300)
-    received = [results.get(timeout=300) for _ in subs]
+    received = subs.outcomes(timeout=300)
     hub_cpu, nats_cpu = cpu(setup.pids()) - hub_before, cpu(nats_pid) - nats_before
     publisher.release()
-    for process in subs:
-        process.join(10)
+    subs.release(10)
     delivered = sum(r.count for r in received)
     elapsed = (max(r.last_ns for r in received) - published["start_ns"]) / 1e9
     return {

@@ -549,6 +549,76 @@ def start_publishers(
     return Publishers(processes, results, finish)
 
 
+class Subscribers:
+    """Subscriber processes (``start_subscribers``): connected, each waiting for ``go``."""
+
+    def __init__(self, processes: list[mp.process.BaseProcess], results: Any, release: Any):
+        self.processes = processes
+        self.results = results
+        self._release = release
+
+    def outcomes(self, timeout: float) -> list[SubscriberResult]:
+        """Each process's report once its subscribers got everything (or timed out)."""
+        return [self.results.get(timeout=timeout) for _ in self.processes]
+
+    def release(self, timeout: float = 30) -> None:
+        """Let them disconnect (those started with ``release=True`` wait for it after
+        reporting) and reap them."""
+        if self._release is not None:
+            self._release.set()
+        for process in self.processes:
+            process.join(timeout)
+
+
+def start_subscribers(
+    urls: str | list[str],
+    mode: str,
+    go: Any,
+    *,
+    processes: int,
+    per_process: int,
+    events: int,
+    latency: bool = False,
+    timeout: float = 120.0,
+    ready_timeout: float = 90.0,
+    own_addresses: bool = False,
+    one_task_each: bool = False,
+    release: bool = False,
+) -> Subscribers:
+    """``processes`` load generators of ``per_process`` subscribers each
+    (``subscriber_process``), over ``urls`` in turn, each waiting for ``events``; returns
+    once all are connected, before ``go``. ``own_addresses``: process i connects from
+    127.0.0.(2 + i) (ephemeral ports for tens of thousands of connections);
+    ``one_task_each``: every subscriber follows a task of its own; ``release``: they stay
+    connected after reporting until ``Subscribers.release`` (so the server's CPU read in
+    between counts no closes)."""
+    ctx = mp.get_context("spawn")
+    ready, results = ctx.Queue(), ctx.Queue()
+    released = ctx.Event() if release else None
+    targets = [urls] if isinstance(urls, str) else urls
+    spawned = [
+        spawn(
+            subscriber_process,
+            targets[index % len(targets)],
+            mode,
+            per_process,
+            events,
+            latency,
+            ready,
+            results,
+            timeout,
+            go,
+            f"127.0.0.{2 + index}" if own_addresses else None,
+            index * per_process if one_task_each else None,
+            released,
+        )
+        for index in range(processes)
+    ]
+    for _ in spawned:
+        ready.get(timeout=ready_timeout)
+    return Subscribers(spawned, results, released)
+
+
 def publishing_seconds(outcomes: list[dict[str, Any]]) -> float:
     """From the first publisher's start to the last one's last ack."""
     start = min(o["start_ns"] for o in outcomes)

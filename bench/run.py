@@ -31,7 +31,7 @@ from loadgen import (
     rss_bytes_of,
     spawn,
     start_publishers,
-    subscriber_process,
+    start_subscribers,
 )
 from report import marked_sections
 from servers import NODE, PEERS, REPO, Server, ensure_node_modules, taskcast
@@ -43,35 +43,25 @@ def run_fanout(
     server: Server, *, events: int, subscribers: int, rate: float | None, processes: int = 2
 ) -> Result:
     """1 publisher -> ``subscribers`` connections: deliveries/s, or latencies at ``rate``."""
-    ctx = mp.get_context("spawn")
-    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    go = mp.get_context("spawn").Event()
     per_process = subscribers // processes
-    subs = [
-        spawn(
-            subscriber_process,
-            server.url,
-            server.mode,
-            per_process,
-            events,
-            rate is not None,
-            ready,
-            results,
-            120.0,
-            go,
-        )
-        for _ in range(processes)
-    ]
-    for _ in subs:
-        ready.get(timeout=90)
+    subs = start_subscribers(
+        server.url,
+        server.mode,
+        go,
+        processes=processes,
+        per_process=per_process,
+        events=events,
+        latency=rate is not None,
+    )
     publisher = start_publishers(server.url, server.mode, events, go, rate=rate)
     cpu_before = cpu_seconds_of(server.process.pid)
     go.set()
     (published,) = publisher.outcomes(timeout=240)
-    received = [results.get(timeout=240) for _ in subs]
+    received = subs.outcomes(timeout=240)
     cpu_after = cpu_seconds_of(server.process.pid)
     publisher.release()
-    for process in subs:
-        process.join(10)
+    subs.release(10)
     delivered = sum(r.count for r in received)
     elapsed = (max(r.last_ns for r in received) - published["start_ns"]) / 1e9
     latencies = sorted(x for r in received for x in r.latencies_us)
@@ -107,27 +97,16 @@ def run_publish(server: Server, *, events: int, publishers: int) -> Result:
 def run_replay(server: Server, *, events: int) -> Result:
     """A new subscriber catching up on ``events`` stored events (since=0)."""
     run_publish(server, events=events, publishers=1)
-    ctx = mp.get_context("spawn")
-    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    sub = spawn(
-        subscriber_process,
-        server.url,
-        "taskcast-replay",
-        1,
-        events,
-        False,
-        ready,
-        results,
-        120.0,
-        go,
+    go = mp.get_context("spawn").Event()
+    sub = start_subscribers(
+        server.url, "taskcast-replay", go, processes=1, per_process=1, events=events
     )
-    ready.get(timeout=60)
     cpu_before = cpu_seconds_of(server.process.pid)
     started = time.monotonic_ns()
     go.set()
-    received = results.get(timeout=180)
+    (received,) = sub.outcomes(timeout=180)
     cpu_after = cpu_seconds_of(server.process.pid)
-    sub.join(10)
+    sub.release(10)
     elapsed = (received.last_ns - started) / 1e9
     return {
         "replayed": received.count,

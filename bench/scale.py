@@ -57,9 +57,8 @@ from loadgen import (
     cpu_split_of,
     page_reporting,
     rss_bytes_of,
-    spawn,
     start_publishers,
-    subscriber_process,
+    start_subscribers,
     tcp_counters,
     tcp_memory_limits,
     tcp_memory_pages,
@@ -229,32 +228,25 @@ def drive(
     and memory; with ``latency``, publish→deliver of every event too (the load
     generators decode each frame). ``profile``: a perf recording of the server's
     processes while the events flow, to that file."""
-    ctx = mp.get_context("spawn")
-    ready, results, go, release = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Event()
+    go = mp.get_context("spawn").Event()
     processes, per_process = load_generators(subscribers)
     total = per_process * processes
     rss_before = sum(rss_bytes_of(pid) for pid in target.pids())
     started = time.monotonic()
-    subs = [
-        spawn(
-            subscriber_process,
-            target.url,
-            target.mode,
-            per_process,
-            per_subscriber,
-            latency,
-            ready,
-            results,
-            240.0,
-            go,
-            f"127.0.0.{2 + index}",
-            index * per_process if tasks else None,
-            release,
-        )
-        for index in range(processes)
-    ]
-    for _ in subs:
-        ready.get(timeout=600)
+    subs = start_subscribers(
+        target.url,
+        target.mode,
+        go,
+        processes=processes,
+        per_process=per_process,
+        events=per_subscriber,
+        latency=latency,
+        timeout=240.0,
+        ready_timeout=600.0,
+        own_addresses=True,
+        one_task_each=bool(tasks),
+        release=True,
+    )
     connect_seconds = time.monotonic() - started
     time.sleep(1.0)
     rss_after = sum(rss_bytes_of(pid) for pid in target.pids())
@@ -265,18 +257,16 @@ def drive(
     cpu_before = [cpu_split_of(pid) for pid in target.pids()]
     go.set()
     (published,) = publisher.outcomes(timeout=600)
-    received = [results.get(timeout=600) for _ in subs]
+    received = subs.outcomes(timeout=600)
     cpu_after = [cpu_split_of(pid) for pid in target.pids()]
     if recording is not None:
         recording.stop()
     tcp_peak_pages = watch.stop()
     tcp_after = tcp_counters()
     publisher.release()
-    release.set()  # the subscribers disconnect now, after the CPU was read
+    subs.release()  # the subscribers disconnect now, after the CPU was read
     user = sum(u for u, _ in cpu_after) - sum(u for u, _ in cpu_before)
     system = sum(s for _, s in cpu_after) - sum(s for _, s in cpu_before)
-    for process in subs:
-        process.join(30)
     delivered = sum(r.count for r in received)
     elapsed = (max(r.last_ns for r in received) - published["start_ns"]) / 1e9
     latencies = sorted(x for r in received for x in r.latencies_us)

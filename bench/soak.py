@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import rss_bytes_of, spawn, start_publishers, subscriber_process
+from loadgen import rss_bytes_of, start_publishers, start_subscribers
 from report import write_section
 from servers import REPO, taskcast
 
@@ -57,25 +57,17 @@ def main() -> None:
     events = int(args.rate * args.seconds)
     samples: list[tuple[float, dict[str, Any]]] = []
     try:
-        ctx = mp.get_context("spawn")
-        ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-        subs = [
-            spawn(
-                subscriber_process,
-                server.url,
-                "taskcast",
-                args.subscribers // 2,
-                events,
-                False,
-                ready,
-                results,
-                args.seconds + 120,
-                go,
-            )
-            for _ in range(2)
-        ]
-        for _ in subs:
-            ready.get(timeout=120)
+        go = mp.get_context("spawn").Event()
+        subs = start_subscribers(
+            server.url,
+            "taskcast",
+            go,
+            processes=2,
+            per_process=args.subscribers // 2,
+            events=events,
+            timeout=args.seconds + 120,
+            ready_timeout=120.0,
+        )
         publisher = start_publishers(server.url, "taskcast-soak", events, go, rate=args.rate)
         started = time.monotonic()
         go.set()
@@ -84,10 +76,9 @@ def main() -> None:
             print(f"{samples[-1][0]:6.0f} s  {samples[-1][1]}", flush=True)
             time.sleep(10)
         (published,) = publisher.outcomes(timeout=120)
-        received = [results.get(timeout=args.seconds + 180) for _ in subs]
+        received = subs.outcomes(timeout=args.seconds + 180)
         publisher.release()
-        for process in subs:
-            process.join(30)
+        subs.release()
     finally:
         server.stop()
     delivered = sum(r.count for r in received)
