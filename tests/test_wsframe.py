@@ -96,6 +96,11 @@ def test_violations_close_with_their_code_after_the_good_frames_before_them() ->
         "stray continuation": (masked(0x80, b"x"), CLOSE_PROTOCOL_ERROR),
         "bad utf-8": (masked(0x81, b"\xc3\x28"), CLOSE_INVALID_TEXT),
         "too big": (masked(0x81, b"", length=LIMIT + 1)[:14], CLOSE_MESSAGE_TOO_BIG),
+        # A 64-bit length's top bit must be 0: a protocol error, before any size check.
+        "top bit of a 64-bit length": (
+            bytes((0x81, 0xFF)) + b"\x80" + bytes(7),
+            CLOSE_PROTOCOL_ERROR,
+        ),
     }
     for name, (frame, code) in cases.items():
         got, failed = violation_of(hello, frame)
@@ -127,5 +132,6 @@ def test_close_replies() -> None:
     assert close_reply(b"\x03") == close_frame(CLOSE_PROTOCOL_ERROR)  # one byte
     assert close_reply((1005).to_bytes(2, "big")) == close_frame(CLOSE_PROTOCOL_ERROR)
     assert close_reply((999).to_bytes(2, "big")) == close_frame(CLOSE_PROTOCOL_ERROR)
+    assert close_reply((1000).to_bytes(2, "big") + b"\xc3\x28") == close_frame(CLOSE_INVALID_TEXT)
     long_reason = close_frame(1000, "é".encode() * 100)
     assert len(long_reason) <= 127 and long_reason[4:].decode()  # cut between characters

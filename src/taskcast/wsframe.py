@@ -63,12 +63,18 @@ def close_frame(code: int, reason: bytes = b"") -> bytes:
 
 
 def close_reply(payload: bytes) -> bytes:
-    """The close frame that answers a peer's close frame (RFC 6455 §5.5.1, §7.4)."""
+    """The close frame that answers a peer's close frame (RFC 6455 §5.5.1, §7.4): its
+    code echoed; a malformed close fails the connection — a bad code with 1002, a reason
+    that is not UTF-8 with 1007 (§8.1: invalid text data)."""
     if not payload:
         return close_frame(CLOSE_NORMAL)
     code = int.from_bytes(payload[:2], "big")
     if len(payload) == 1 or not valid_close_code(code):
         return close_frame(CLOSE_PROTOCOL_ERROR)
+    try:
+        payload[2:].decode()
+    except UnicodeDecodeError:
+        return close_frame(CLOSE_INVALID_TEXT)
     return close_frame(code)
 
 
@@ -149,6 +155,8 @@ class FrameReader:
                     if end - head < 8:
                         break
                     length = int.from_bytes(buffer[head : head + 8], "big")
+                    if length >> 63:  # §5.2: the most significant bit MUST be 0
+                        raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "64-bit length's top bit set")
                     head += 8
                 if first == _WHOLE_TEXT and second & 0x80 and self._parts is None:
                     # The usual frame: a whole, masked text message.

@@ -328,8 +328,13 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
         except RemoteProtocolError as exc:
             hint = exc.event_hint
             status = hint.status_code if isinstance(hint, RejectConnection) else 400
-            error = FrameError(ErrorCode.INVALID_FRAME, f"not a websocket upgrade: {exc}")
-            self._refuse(error, status)
+            if status == HTTPStatus.UPGRADE_REQUIRED:
+                # wsproto says "Missing header" for a version it does not speak, too.
+                message = "unsupported Sec-WebSocket-Version: this hub speaks 13 (RFC 6455)"
+            else:
+                message = f"not a websocket upgrade: {exc}"
+            extra = list(hint.headers) if isinstance(hint, RejectConnection) else []
+            self._refuse(FrameError(ErrorCode.INVALID_FRAME, message), status, extra)
 
     def _upgrade(self, handshake: H11Handshake, request: Request, trailing: bytes) -> None:
         """The door policy, in the order the HTTP door applies it; then 101."""
@@ -383,15 +388,22 @@ class WebSocketDoor(asyncio.Protocol, DirectSink):
         if trailing:  # frames that came with the request
             self._receive_frames(trailing)
 
-    def _refuse(self, error: FrameError, status: int | None = None) -> None:
+    def _refuse(
+        self,
+        error: FrameError,
+        status: int | None = None,
+        extra_headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         """Answer the upgrade request with an HTTP error (the error frame as its body)
-        and close, like the HTTP door's ``http_refusal``."""
+        and close, like the HTTP door's ``http_refusal``. ``extra_headers``: what the
+        status calls for (426 names the version it wants: ``Sec-WebSocket-Version``)."""
         status = status or HTTP_STATUS.get(error.code, 400)
         body = error.to_frame()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
+            *(extra_headers or []),
         ]
         if status == HTTPStatus.UNAUTHORIZED:
             headers.append((b"www-authenticate", b'Bearer realm="taskcast"'))
