@@ -21,6 +21,7 @@ from taskcast import CommunicationService, TaskRecorder
 from taskcast.integrations.otel import Cursor, follow_into
 from taskcast.integrations.otel_spans import TraceBuilder, root_span_id_of, trace_id_of
 from tests.conftest import REPO
+from tests.fake_llm import FakeLLM, Reply
 from tests.helpers import wait_until
 
 
@@ -67,6 +68,79 @@ def test_a_task_is_a_root_span_with_a_child_per_response_and_tool() -> None:
     assert spans[1].error == "boom"
     assert "gen_ai.usage.input_tokens" not in spans[2].attributes
     assert builder.tasks == {}  # nothing kept for an ended task
+
+
+def test_a_response_keeps_its_usage_when_other_events_come_between() -> None:
+    """A Task publishes api_action → history_appended → llm_usage → tool_executed per
+    turn: the usage is the response's, not lost to the history event before it."""
+    builder = TraceBuilder()
+    events = [
+        ("task_started", {"provider": "openai", "model": "gpt-x"}),
+        ("api_action", {"message": "write(path=a)"}),
+        ("history_appended", {"index": 1, "message": {"role": "assistant"}}),
+        ("approval_requested", {"requestId": "r1"}),
+        ("llm_usage", {"inputTokens": 7, "outputTokens": 3, "responseModel": "gpt-x-1"}),
+        ("tool_executed", {"tool": "write", "durationMs": 1}),
+        ("history_appended", {"index": 2, "message": {"role": "tool"}}),
+        ("api_action", {"message": "done"}),
+        ("history_appended", {"index": 3, "message": {"role": "assistant"}}),
+        ("llm_usage", {"inputTokens": 9, "outputTokens": 2}),
+        ("task_completed", {"result": "done"}),
+    ]
+    spans = []
+    for seq, (kind, payload) in enumerate(events, start=1):
+        frame = {"type": kind, "seq": seq, "payload": {"taskId": "t", "timestamp": seq, **payload}}
+        spans += builder.feed(frame)
+    chats = [s for s in spans if s.name.startswith("chat")]
+    assert [c.attributes["gen_ai.usage.input_tokens"] for c in chats] == [7, 9]
+    assert [c.attributes["gen_ai.usage.output_tokens"] for c in chats] == [3, 2]
+    assert chats[0].attributes["gen_ai.response.model"] == "gpt-x-1"
+    assert [c.attributes["taskcast.seq"] for c in chats] == [2, 8]  # each its own response
+    assert chats[1].start_ns == 7 * 1_000_000  # sent after the tool's history message
+
+
+async def test_every_chat_span_of_a_real_task_run_carries_its_usage(
+    start_hub: Any, tmp_path: Path, llm: FakeLLM
+) -> None:
+    """``taskcast run`` against the fake model server, exported as it really publishes."""
+    hub = start_hub()
+    write = {"id": "w1", "name": "write_to_file", "arguments": {"path": "a.txt", "content": "x"}}
+    done = {"id": "d1", "name": "attempt_completion", "arguments": {"result": "wrote a.txt"}}
+    llm.replies = [
+        Reply(tool_calls=[write], input_tokens=100, output_tokens=20),
+        Reply(text="Writing done.", tool_calls=[done], input_tokens=130, output_tokens=9),
+    ]
+    run = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "taskcast", "run", "write a.txt", *llm.cli_args(),
+        "--hub", hub.url, "--approve", "auto", "--task-id", "otel-run",
+        "--cwd", str(tmp_path / "work"), "--mkdir", "--history-dir", str(tmp_path / "h"),
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert await asyncio.wait_for(run.wait(), 60) == 0
+    exporter = InMemorySpanExporter()
+    follower = asyncio.create_task(
+        follow_into(exporter, hub.url, "tasks.>", Cursor(tmp_path / "cursor.json"))
+    )
+    try:
+        await wait_until(
+            lambda: any(s.name.startswith("invoke_agent") for s in exporter.get_finished_spans()),
+            20,
+            "the task's root span",
+        )
+    finally:
+        follower.cancel()
+    chats = [s for s in exporter.get_finished_spans() if s.name.startswith("chat")]
+    assert len(chats) == 2
+    in_order = sorted(chats, key=lambda s: s.start_time or 0)
+    for chat, tokens in zip(in_order, [(100, 20), (130, 9)], strict=True):
+        assert chat.attributes is not None
+        assert (
+            chat.attributes["gen_ai.usage.input_tokens"],
+            chat.attributes["gen_ai.usage.output_tokens"],
+        ) == tokens
+        assert chat.attributes["gen_ai.response.model"]
+    (root,) = [s for s in exporter.get_finished_spans() if s.name.startswith("invoke_agent")]
+    assert root.attributes is not None and root.attributes["gen_ai.usage.input_tokens"] == 230
 
 
 async def test_tasks_become_traces_and_a_restart_resumes_from_the_cursor(

@@ -2,8 +2,9 @@
 
 ``TraceBuilder`` folds a task's events, in seq order, into spans that follow the
 OpenTelemetry GenAI semantic conventions: a root ``invoke_agent`` span per task (sent
-when the task ends), a ``chat`` child per model response (``api_action`` with the
-``llm_usage`` after it) and an ``execute_tool`` child per tool run. Trace and span ids
+when the task ends), a ``chat`` child per model response (an ``api_action`` and its
+``llm_usage``: the next one of the task, other events between them or not) and an
+``execute_tool`` child per tool run. Trace and span ids
 are derived from the task id and the event's seq, so a follower that restarts from its
 cursor rebuilds exactly the spans it had not sent yet; the builder's state is plain
 JSON, saved with the cursor.
@@ -99,12 +100,15 @@ class TraceBuilder:
                 "handoffs": [],
             }
         spans: list[SpanSpec] = []
+        # A response's span closes with its own usage — the llm_usage that follows its
+        # api_action, whatever comes in between (history_appended, approvals) — or, when
+        # it has none, at the next response or at the task's end.
         if kind == EventType.LLM_USAGE:
             spans += self._response(task_id, task, payload)
             task["inputTokens"] += _int(payload.get("inputTokens"))
             task["outputTokens"] += _int(payload.get("outputTokens"))
-        else:
-            spans += self._response(task_id, task, None)  # a response without usage
+        elif kind == EventType.API_ACTION or kind in FINAL_STATUSES:
+            spans += self._response(task_id, task, None)  # the one before had no usage
         if kind == EventType.TASK_STARTED:
             task.update(
                 start=at_ms,
@@ -114,7 +118,12 @@ class TraceBuilder:
                 prompt=_text(payload.get("prompt")),
             )
         elif kind == EventType.API_ACTION:
-            task["pending"] = {"seq": seq, "at": at_ms, "message": _text(payload.get("message"))}
+            task["pending"] = {
+                "seq": seq,
+                "at": at_ms,
+                "after": task["last"],  # the request went out after the event before it
+                "message": _text(payload.get("message")),
+            }
         elif kind == EventType.TOOL_EXECUTED:
             spans.append(self._tool(task_id, task, seq, at_ms, payload))
         elif kind == EventType.AGENT_HANDOFF:
@@ -139,7 +148,7 @@ class TraceBuilder:
         task["responses"] += 1
         end = pending["at"]
         latency = _int((usage or {}).get("latencyMs"))
-        start = end - latency if latency else min(task["last"], end)
+        start = end - latency if latency else min(pending.get("after", end), end)
         model = (usage or {}).get("model") or task["model"] or "unknown"
         attributes: dict[str, str | int | float | bool] = {
             "gen_ai.operation.name": "chat",
