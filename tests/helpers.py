@@ -9,6 +9,7 @@ import json
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,20 @@ def token(
 
 def bearer(value: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {value}"}
+
+
+async def wait_for_event(
+    hub: Any, task_id: str, wanted: Callable[[dict[str, Any]], bool], timeout: float = 20
+) -> dict[str, Any]:
+    """Until the task's log holds an event ``wanted`` accepts (returned): watched on a
+    subscription from the start of the log, not polled. ``hub``: a HubProcess."""
+    async with aiohttp.ClientSession() as session, session.ws_connect(hub.url) as ws:
+        await subscribe(ws, f"tasks.{task_id}", since=0)
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await recv(ws, timeout)
+                if "seq" in frame and frame.get("type") != "subscribed" and wanted(frame):
+                    return frame
 
 
 async def wait_until(condition: Any, timeout: float = 20, what: str = "a condition") -> None:

@@ -138,15 +138,18 @@ def test_control_frames() -> None:
 
 
 def test_subscribed_reports_unrecoverable_since() -> None:
-    assert decode(subscribed_frame("a", 10, 2, 5)) == {
+    assert decode(subscribed_frame("a", 10, 2, 5, "log-1")) == {
         "type": "subscribed",
         "channel": "a",
         "head": 10,
+        "logId": "log-1",
         "recovered": False,
         "oldest": 5,
     }
-    assert decode(subscribed_frame("a", 10, 4, 5))["recovered"] is True
-    assert "recovered" not in decode(subscribed_frame("a", 10, None, 5))
+    assert decode(subscribed_frame("a", 10, 4, 5, "log-1"))["recovered"] is True
+    assert "recovered" not in decode(subscribed_frame("a", 10, None, 5, "log-1"))
+    ahead = decode(subscribed_frame("a", 10, 12, 5, "log-1", ahead=True))
+    assert ahead["ahead"] is True and ahead["recovered"] is True
 
 
 json_values = st.recursive(

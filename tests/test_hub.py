@@ -36,7 +36,10 @@ async def test_seed_frame_round_trip(start_hub: Any) -> None:
     async with aiohttp.ClientSession() as session:
         listener = await session.ws_connect(hub.url)
         reply = await subscribe(listener, "tasks.>")
+        log_id = reply.pop("logId")
         assert reply == {"type": "subscribed", "channel": "tasks.>", "head": 0}
+        async with session.get(f"{hub.http}/healthz") as health:
+            assert (await health.json())["logId"] == log_id  # the same log, over HTTP
         publisher = await session.ws_connect(hub.url)
         frame = {
             "type": "api_action",
@@ -344,6 +347,7 @@ async def test_retention_reports_unrecoverable_since(start_hub: Any) -> None:
                 await asyncio.sleep(0.05)
         listener = await session.ws_connect(hub.url)
         reply = await subscribe(listener, "tasks.>", since=2)
+        assert reply.pop("logId")
         assert reply == {
             "type": "subscribed",
             "channel": "tasks.>",

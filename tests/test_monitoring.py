@@ -160,6 +160,32 @@ def test_summaries_fold_events_in_order() -> None:
     assert len(summaries.tasks) == 1
 
 
+def test_a_lost_runner_makes_a_task_lost_until_something_runs_it_again() -> None:
+    from taskcast.leases import Lapse, Lease, lapse_of, runner_lost_id
+
+    summaries = TaskSummaries()
+    started = json.dumps({"payload": {"taskId": "t", "model": "m"}}).encode()
+    summaries.observe(1, 1000, "task_started", "t", "agent", started)
+    summaries.observe(2, 1100, "runner_lost", "t", "taskcast-hub", b'{"payload":{}}')
+    task = summaries.get("t")
+    assert task is not None and task.to_json(0)["status"] == "lost"
+    summaries.observe(3, 1200, "task_started", "t", "agent-b", started)
+    summaries.observe(4, 1300, "task_resumed", "t", "agent-b", b'{"payload":{}}')
+    assert task.status == "running"
+    summaries.observe(5, 1400, "runner_lost", "t", "taskcast-hub", b'{"payload":{}}')
+    summaries.observe(6, 1500, "api_action", "t", "agent-b", b"{}")  # it was only cut off
+    assert task.status == "running"
+    summaries.observe(7, 1600, "task_completed", "t", "agent-b", b'{"payload":{}}')
+    summaries.observe(8, 1700, "runner_lost", "t", "taskcast-hub", b'{"payload":{}}')
+    assert task.status == "completed"  # an ended task is never lost
+
+    lease = Lease("t", "host:1:abc", expires_at=2000, acquired_at=1000)
+    assert lapse_of(lease, 1999, task_ended=False) is Lapse.KEEP
+    assert lapse_of(lease, 2000, task_ended=False) is Lapse.REPORT
+    assert lapse_of(lease, 2000, task_ended=True) is Lapse.FORGET
+    assert runner_lost_id(lease) == "runner-lost-t-1000"  # every hub node names it alike
+
+
 async def read_sse(
     response: aiohttp.ClientResponse, count: int
 ) -> list[tuple[str | None, dict[str, Any]]]:

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from taskcast.task import OpenAIChatProvider, Task, TaskResult
 from taskcast.task.remote import Command, RemoteControl
 from tests.conftest import REPO, HubProcess
 from tests.fake_llm import FakeLLM, Reply
-from tests.helpers import bearer, publish_acked, recv, subscribe, token
+from tests.helpers import bearer, publish_acked, token, wait_for_event
 
 JSON = {"Content-Type": "application/json"}
 WRITE = {"id": "c1", "name": "write_to_file", "arguments": {"path": "out.txt", "content": "hi"}}
@@ -66,20 +65,6 @@ async def command(
         ) as r,
     ):
         return r.status, await r.json()
-
-
-async def wait_for_event(
-    hub: HubProcess, task_id: str, wanted: Callable[[dict[str, Any]], bool], timeout: float = 20
-) -> None:
-    """Until the task's log holds an event ``wanted`` accepts: watched on a subscription
-    from the start of the log, not polled."""
-    async with aiohttp.ClientSession() as session, session.ws_connect(hub.url) as ws:
-        await subscribe(ws, f"tasks.{task_id}", since=0)
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = await recv(ws, timeout)
-                if "seq" in frame and frame.get("type") != "subscribed" and wanted(frame):
-                    return
 
 
 async def task_events(

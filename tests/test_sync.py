@@ -20,6 +20,7 @@ from taskcast.task import OpenAIChatProvider, Task
 from taskcast.task.handoff import TaskLeaseHeld, fetch_history
 from tests.conftest import REPO, HubProcess
 from tests.fake_llm import FakeLLM, Reply
+from tests.helpers import wait_for_event
 
 JSON = {"Content-Type": "application/json"}
 WRITE = {"id": "w", "name": "write_to_file", "arguments": {"path": "a.txt", "content": "A"}}
@@ -72,7 +73,16 @@ async def test_a_follower_rebuilds_the_exact_history(
     assert fetched.system_prompt == task.system_prompt
     out, err = await asyncio.to_thread(follower.communicate, timeout=60)
     assert follower.returncode == 0, err
-    assert json.loads(out) == task.api_conversation_history
+    assert [json.loads(line) for line in out.splitlines()] == task.api_conversation_history
+    # The same history, as the log holds it now, and for a task the hub never saw.
+    history = cli("history", "t-follow", "--json", env={"TASKCAST_HUB": hub.url})
+    out, err = await asyncio.to_thread(history.communicate, timeout=60)
+    assert history.returncode == 0, err
+    assert [json.loads(line) for line in out.splitlines()] == task.api_conversation_history
+    unknown = cli("history", "t-nobody", env={"TASKCAST_HUB": hub.url})
+    out, err = await asyncio.to_thread(unknown.communicate, timeout=60)
+    assert unknown.returncode == 1 and out == ""
+    assert "no events for task t-nobody" in err
     transcript = cli("follow", "t-follow", env={"TASKCAST_HUB": hub.url})
     text, _ = await asyncio.to_thread(transcript.communicate, timeout=60)
     assert "user: read big.txt, then write a.txt" in text
@@ -112,9 +122,15 @@ async def test_resume_on_another_machine_after_kill_9_one_runner_at_a_time(
         str(first_home / ".h"),
         *common,
     )
+    follower = cli("follow", "t-move", env={"TASKCAST_HUB": hub.url, "COLUMNS": "300"})
+    as_json = cli("follow", "t-move", "--json", env={"TASKCAST_HUB": hub.url})
     async with asyncio.timeout(30):
         while len(llm.requests) < 2:  # it wrote a.txt and waits for the slow reply
             await asyncio.sleep(0.05)
+    # The follower shows the conversation as it happens (not when the task ends).
+    assert "assistant: Writing." in await follower_line(follower, "Writing.")
+    line = await follower_line(as_json, "Writing.")  # one NDJSON line per message, as it comes
+    assert json.loads(line)["role"] == "assistant"
     runner.send_signal(signal.SIGKILL)
     runner.wait(10)
     persisted = (first_home / ".h" / "t-move" / "api_conversation_history.jsonl").read_bytes()
@@ -148,15 +164,17 @@ async def test_resume_on_another_machine_after_kill_9_one_runner_at_a_time(
     _, err = await asyncio.to_thread(refused.communicate, timeout=60)
     assert refused.returncode != 0 and "t-move is running on" in err
     assert len(llm.requests) == 2  # nothing was sent to the model
-    # Once it lapses (3 s without a heartbeat), the resume goes on with the same task id.
-    async with asyncio.timeout(30):
-        while True:
-            resumed = cli(*resume)
-            out, err = await asyncio.to_thread(resumed.communicate, timeout=60)
-            if resumed.returncode == 0:
-                break
-            assert "is running on" in err, err
-            await asyncio.sleep(0.5)
+    # Once it lapses (3 s without a heartbeat), the hub says the runner is lost, once.
+    lost = await wait_for_event(hub, "t-move", lambda e: e["type"] == "runner_lost", 30)
+    assert lost["payload"]["holder"].split(":")[1] == str(runner.pid)
+    assert lost["payload"]["lastSeq"] == lost["seq"] - 1  # nothing came after the runner
+    assert lost["payload"]["leaseExpiredAt"] <= lost["payload"]["timestamp"]
+    assert (await task_summary(hub, "t-move"))["status"] == "lost"
+    assert "taskcast run - --resume t-move" in (await follower_line(follower, "resume it"))
+    # The resume goes on with the same task id; the follower keeps following it to its end.
+    resumed = cli(*resume)
+    out, err = await asyncio.to_thread(resumed.communicate, timeout=60)
+    assert resumed.returncode == 0, err
     assert "completed" in out
     third = llm.requests[-1]["messages"]
     assert [m["role"] for m in third][:4] == ["system", "user", "assistant", "tool"]
@@ -168,6 +186,35 @@ async def test_resume_on_another_machine_after_kill_9_one_runner_at_a_time(
         (event,) = await r.json()
     assert event["payload"]["lastSeq"] > 0
     assert event["payload"]["from"].split(":")[1] == str(runner.pid)  # the dead runner
+    assert (await task_summary(hub, "t-move"))["status"] == "completed"
+    transcript, _ = await asyncio.to_thread(follower.communicate, timeout=60)
+    assert follower.returncode == 0
+    assert "task_completed" in transcript  # what came after the resume, then its end
+    rest, notices = await asyncio.to_thread(as_json.communicate, timeout=60)
+    assert as_json.returncode == 0
+    assert "resume it: taskcast run - --resume t-move" in notices  # on stderr: stdout is NDJSON
+    assert json.loads(rest.splitlines()[-1])["role"] == "tool"  # attempt_completion's result
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{hub.http}/api/events?channel=tasks.t-move&type=runner_lost") as r,
+    ):
+        assert len(await r.json()) == 1  # reported once
+
+
+async def task_summary(hub: HubProcess, task_id: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.get(f"{hub.http}/api/tasks") as r:
+        (summary,) = [t for t in await r.json() if t["taskId"] == task_id]
+        return dict(summary)
+
+
+async def follower_line(process: subprocess.Popen[str], wanted: str) -> str:
+    """The first line of a follower's output that holds ``wanted`` (read as it comes)."""
+    assert process.stdout is not None
+    while True:
+        line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 30)
+        assert line, "the follower ended"
+        if wanted in line:
+            return line
 
 
 async def test_a_second_live_runner_is_refused_and_leases_survive_a_restart(

@@ -56,6 +56,7 @@ COLOURS = {
     "question_answered": "green",
     "user_message": "green",
     "command_rejected": "red",
+    "runner_lost": "bold red",
 }
 
 
@@ -111,6 +112,11 @@ def summary(kind: str, payload: dict[str, Any]) -> str:
         return f"{payload.get('by')}: {payload.get('answer')}"
     if kind == "user_message":
         return f"{payload.get('by')}: {payload.get('text')}"
+    if kind == "runner_lost":
+        return (
+            f"runner {payload.get('holder')} stopped renewing its lease after seq "
+            f"{payload.get('lastSeq')}: the task is not running anywhere"
+        )
     return " ".join(f"{k}={v}" for k, v in payload.items() if k not in ("taskId", "timestamp"))
 
 
@@ -121,9 +127,16 @@ TRANSCRIPT_EVENTS = frozenset(
         EventType.TASK_RESUMED,
         EventType.APPROVAL_REQUESTED,
         EventType.APPROVAL_RESOLVED,
+        EventType.RUNNER_LOST,
         *FINAL_STATUSES,
     }
 )
+
+
+def resume_command(task_id: str, hub: str) -> str:
+    """The command that continues a task on this machine, rebuilt from the hub's log."""
+    hubs = " ".join(f"--hub {url}" for url in hub.split(",") if url)
+    return f"taskcast run - --resume {task_id} {hubs}"
 
 
 def transcript_line(message: dict[str, Any], width: int = 2000) -> str:

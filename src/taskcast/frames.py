@@ -308,13 +308,26 @@ def error_frame(code: str, message: str, frame_id: str | None = None) -> bytes:
     return _encode(frame)
 
 
-def subscribed_frame(pattern: str, head: int, since: int | None, oldest: int) -> bytes:
-    frame: dict[str, Any] = {"type": "subscribed", "channel": pattern, "head": head}
+def subscribed_frame(
+    pattern: str, head: int, since: int | None, oldest: int, log_id: str, *, ahead: bool = False
+) -> bytes:
+    """The answer to a subscribe: the head and the log's id (a ``since`` is a seq of one
+    log); with ``since``, whether replay starts where asked (``recovered``) and whether
+    ``since`` lies beyond the head (``ahead``: the log holds less than the client saw —
+    restored from a backup, or not the log the client read)."""
+    frame: dict[str, Any] = {
+        "type": "subscribed",
+        "channel": pattern,
+        "head": head,
+        "logId": log_id,
+    }
     if since is not None:
         recovered = since + 1 >= oldest
         frame["recovered"] = recovered
         if not recovered:
             frame["oldest"] = oldest
+        if ahead:
+            frame["ahead"] = True
     return _encode(frame)
 
 

@@ -7,6 +7,7 @@ machine died), the next one gets it. Time is passed in, so this is tested withou
 
 from __future__ import annotations
 
+import enum
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -54,3 +55,25 @@ def acquire(
 def may_release(current: Lease | None, holder: str) -> bool:
     """Only the holder releases a lease (a lapsed one is simply replaced)."""
     return current is not None and current.holder == holder
+
+
+class Lapse(enum.Enum):
+    """What the hub does about a lease record it finds."""
+
+    KEEP = "keep"  # still held
+    FORGET = "forget"  # lapsed after its task ended (the runner died after the end)
+    REPORT = "report"  # lapsed while its task had not ended: publish runner_lost, forget it
+
+
+def lapse_of(lease: Lease, now_ms: int, task_ended: bool) -> Lapse:
+    """A lapsed lease means a runner that stopped renewing: dead, or cut off from the
+    hub for longer than its TTL."""
+    if lease.expires_at > now_ms:
+        return Lapse.KEEP
+    return Lapse.FORGET if task_ended else Lapse.REPORT
+
+
+def runner_lost_id(lease: Lease) -> str:
+    """The event id of one lease's ``runner_lost``: the same on every hub node (each may
+    report it; the log keeps one), and another for the next run's lease."""
+    return f"runner-lost-{lease.task_id}-{lease.acquired_at}"

@@ -128,6 +128,10 @@ class TaskSummaries:
         summary.events += 1
         summary.last_seq = seq
         summary.last_activity = ts
+        if summary.status == TaskStatus.LOST and event_type != "runner_lost":
+            # Something publishes for it again: resumed elsewhere (task_resumed), or the
+            # runner was only cut off from the hub and is back.
+            summary.status = TaskStatus.RUNNING
         if event_type == "api_action":
             summary.api_actions += 1
             return
@@ -140,7 +144,10 @@ class TaskSummaries:
                 return
         if not isinstance(payload, dict):
             return
-        if event_type == "task_started":
+        if event_type == "runner_lost":
+            if summary.status not in FINAL_STATUSES.values():
+                summary.status = TaskStatus.LOST
+        elif event_type == "task_started":
             summary.status = TaskStatus.RUNNING
             summary.ended_at = None
             summary.started_at = min(summary.started_at, ts)
@@ -264,7 +271,15 @@ class TaskSummaries:
 _OPENS = frozenset({"approval_requested", "question_asked"})
 _SETTLES = frozenset({"approval_resolved", "question_answered"})
 _DECODED = frozenset(
-    {"task_started", "llm_usage", "tool_executed", *FINAL_STATUSES, *_OPENS, *_SETTLES}
+    {
+        "task_started",
+        "runner_lost",
+        "llm_usage",
+        "tool_executed",
+        *FINAL_STATUSES,
+        *_OPENS,
+        *_SETTLES,
+    }
 )
 MAX_PENDING_PER_TASK = 100
 

@@ -21,6 +21,7 @@ class EventType(StrEnum):
     TASK_FAILED = "task_failed"
     TASK_ABORTED = "task_aborted"
     AGENT_HANDOFF = "agent_handoff"  # integrations: a run moved to another agent
+    RUNNER_LOST = "runner_lost"  # the hub: the runner's lease lapsed, the task not ended
     TASK_COMMAND = COMMAND_TYPE
     APPROVAL_REQUESTED = RemoteEvent.APPROVAL_REQUESTED.value
     QUESTION_ASKED = RemoteEvent.QUESTION_ASKED.value
@@ -34,6 +35,7 @@ class TaskStatus(StrEnum):
     ACTIVE = "active"  # known only from events other than task_started
     IDLE = "idle"  # active, then quiet
     RUNNING = "running"
+    LOST = "lost"  # its runner's lease lapsed before it ended: resume it elsewhere
     COMPLETED = "completed"
     FAILED = "failed"
     ABORTED = "aborted"

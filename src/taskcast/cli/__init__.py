@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "demo": "agent",
     "deny": "orchestration",
     "follow": "watching",
+    "history": "watching",
     "hub": "hub",
     "listen": "watching",
     "otel": "otel",

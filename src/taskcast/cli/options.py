@@ -118,3 +118,11 @@ def token_option(help: str | None = None) -> Callable[[F], F]:
 
 control_token_option = token_option("Needs the control claim.")
 admin_token_option = token_option("An admin token.")
+
+
+strict_option = click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse (exit 1) to resume on a log other than the one the seq came from, or past "
+    "its head; by default say so on stderr and start over on it.",
+)

@@ -10,8 +10,15 @@ from pathlib import Path
 import click
 
 from taskcast.channels import InvalidChannel, validate_pattern
-from taskcast.cli.options import connect_timeout_option, hub_option, setup_logging, token_option
+from taskcast.cli.options import (
+    connect_timeout_option,
+    hub_option,
+    setup_logging,
+    strict_option,
+    token_option,
+)
 from taskcast.cli.watching import stay_connected
+from taskcast.client.resume import LogMismatch
 
 
 @click.command()
@@ -32,10 +39,11 @@ from taskcast.cli.watching import stay_connected
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path(".taskcast/otel-cursor.json"),
     show_default=True,
-    help="Where the last exported seq is kept (resume point after a restart).",
+    help="Where the last exported seq of each log is kept (resume point after a restart).",
 )
 @click.option("--since", type=int, default=0, show_default=True, help="First run: start after.")
 @click.option("--service-name", default="taskcast", show_default=True)
+@strict_option
 @hub_option
 @token_option()
 @connect_timeout_option
@@ -47,6 +55,7 @@ def otel(
     cursor_file: Path,
     since: int,
     service_name: str,
+    strict: bool,
     hub: str,
     token: str | None,
     connect_timeout: float,
@@ -78,7 +87,11 @@ def otel(
             token=token,
             service_name=service_name,
             on_status=status,
+            strict=strict,
         )
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(stay_connected(hub, connect_timeout, export))
+        try:
+            asyncio.run(stay_connected(hub, connect_timeout, export))
+        except LogMismatch as exc:
+            raise click.ClickException(f"{exc} (--strict)") from None

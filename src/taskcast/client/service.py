@@ -24,7 +24,7 @@ from aiohttp import WSMsgType
 from taskcast.channels import control_channel, matches
 from taskcast.client.failover import HubRotation, HubUrls
 from taskcast.client.outbox import Outbox
-from taskcast.client.resume import ResumePoint
+from taskcast.client.resume import ResumePoint, Resumption
 from taskcast.client.subscriber import TokenSource, auth_headers, backoff_delay, subscribe
 from taskcast.commands import COMMAND_TYPE, command_fields
 from taskcast.frames import decode, encode
@@ -34,6 +34,9 @@ from taskcast.vocabulary import ErrorCode
 log = logging.getLogger("taskcast.client")
 
 Handler = Callable[[dict[str, Any]], None]
+# Frames the service makes itself for its ``on`` handlers, about a followed pattern.
+LOG_CHANGED = "log_changed"  # the hub serves another log: followed again from its start
+LOG_MISMATCH = "log_mismatch"  # strict: the follow stopped
 
 # Errors after which resending the same event can never succeed.
 PERMANENT_ERRORS = frozenset(
@@ -209,12 +212,25 @@ class CommunicationService:
             if handler in handlers:
                 handlers.remove(handler)
 
-    def follow(self, pattern: str, since: int | None = None) -> None:
+    def follow(
+        self, pattern: str, since: int | ResumePoint | None = None, *, strict: bool = False
+    ) -> None:
         """Subscribe this connection to ``pattern``; events go to the ``on`` handlers,
-        resumed without gaps or repeats across reconnects."""
+        resumed without gaps or repeats across reconnects. ``since`` may be a
+        ``ResumePoint`` (seq and log id): on another log the follow starts from that log's
+        beginning and the ``log_changed`` handlers hear of it, or — ``strict`` — it stops
+        and the ``log_mismatch`` handlers hear of it (``follow_point`` tells where it is)."""
+        point = since if isinstance(since, ResumePoint) else ResumePoint(since)
+        point.strict = point.strict or strict
         with self._lock:
-            self._follows[pattern] = ResumePoint(since)
+            self._follows[pattern] = point
         self._wake_now()
+
+    def follow_point(self, pattern: str) -> ResumePoint | None:
+        """Where the follow of ``pattern`` stands (a copy), to save and resume from."""
+        with self._lock:
+            point = self._follows.get(pattern)
+            return None if point is None else ResumePoint(point.last, point.log_id)
 
     def unfollow(self, pattern: str) -> None:
         """Stop following ``pattern`` (from the next connection on; events of it that are
@@ -365,13 +381,39 @@ class CommunicationService:
                     await ws.close()  # reconnect and resend everything, in order
                     return
             elif kind == "subscribed":
-                with self._lock:
-                    point = self._follows.get(str(frame.get("channel")))
-                    if point is not None:
-                        point.subscribed(frame.get("head"))
+                await self._followed(ws, frame)
             elif isinstance(frame.get("seq"), int) and not self._advance_follows(frame):
                 continue
             self._dispatch(frame)
+
+    async def _followed(self, ws: aiohttp.ClientWebSocketResponse, frame: dict[str, Any]) -> None:
+        """A followed pattern's ``subscribed``: go on, start again on a new log (saying so
+        to the ``log_changed`` handlers), or — strict — stop following it
+        (``log_mismatch``)."""
+        pattern = str(frame.get("channel"))
+        with self._lock:
+            point = self._follows.get(pattern)
+            verdict = point.subscribed(frame) if point is not None else Resumption.CONTINUE
+            if verdict is Resumption.REFUSE:
+                del self._follows[pattern]
+        if point is None:
+            return
+        if point.problem is not None:
+            log.warning("following %s: %s", pattern, point.problem)
+        if verdict is Resumption.RESTART:
+            await self._send_follow(ws, pattern, point)
+        if verdict is not Resumption.CONTINUE:
+            notice = LOG_CHANGED if verdict is Resumption.RESTART else LOG_MISMATCH
+            self._dispatch(
+                {
+                    "type": notice,
+                    "channel": pattern,
+                    "logId": point.found,
+                    "message": point.problem,
+                }
+            )
+        if verdict is Resumption.REFUSE:
+            await ws.send_frame(encode({"type": "unsubscribe", "channel": pattern}), WSMsgType.TEXT)
 
     def _acked(self, ids: list[str]) -> None:
         with self._lock:

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from taskcast.client.failover import HubRotation, HubUrls
-from taskcast.client.resume import ResumePoint
+from taskcast.client.resume import ResumePoint, Resumption
 from taskcast.frames import CONTROL_TYPES, decode
 
 log = logging.getLogger("taskcast.client")
@@ -36,11 +36,12 @@ def auth_headers(token: TokenSource) -> dict[str, str]:
 async def subscribe(
     url: HubUrls,
     pattern: str,
-    since: int | None = None,
+    since: int | ResumePoint | None = None,
     *,
     token: TokenSource = None,
     session: aiohttp.ClientSession | None = None,
     on_status: Callable[[str, str | None], None] | None = None,
+    strict: bool = False,
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Yield every event matching ``pattern`` after ``since`` (or from now), forever.
 
@@ -50,10 +51,17 @@ async def subscribe(
     ``on_status("subscribed", None)`` / ``on_status("retrying", error)`` tell a caller (the
     CLI) how the connection is doing. Given several hub URLs (the nodes of a cluster),
     it moves to the next one after each failure and resumes there.
+
+    ``since`` may be a ``ResumePoint`` (a seq and the id of the log it belongs to, saved
+    by an earlier run): it is kept up to date as events are yielded, so the caller can
+    save ``point.to_json()`` at any time. A point of another log is not resumed silently:
+    it logs a warning and starts from the new log's beginning, or with ``strict`` raises
+    ``LogMismatch``; so does a seq beyond the log's head (it goes on from the head).
     """
     own_session = session is None
     http = session or aiohttp.ClientSession()
-    point = ResumePoint(since)
+    point = since if isinstance(since, ResumePoint) else ResumePoint(since)
+    point.strict = point.strict or strict
     hubs = HubRotation(url)
     attempt = 0
     try:
@@ -69,10 +77,16 @@ async def subscribe(
                         kind = frame.get("type")
                         if kind == "subscribed":
                             attempt = 0
+                            verdict = point.subscribed(frame)
+                            if verdict is Resumption.REFUSE:
+                                raise point.mismatch()
+                            if point.problem is not None:
+                                log.warning("subscription %s: %s", pattern, point.problem)
                             if on_status is not None:
                                 on_status("subscribed", None)
-                            point.subscribed(frame.get("head"))
-                            if frame.get("recovered") is False:
+                            if verdict is Resumption.RESTART:
+                                await ws.send_str(point.request(pattern).decode())
+                            elif frame.get("recovered") is False:
                                 log.warning(
                                     "events %s..%s were dropped by retention before replay",
                                     (point.last or 0) + 1,

@@ -214,7 +214,12 @@ function foldIntoTask(event) {
   if (event.seq <= (t.lastSeq || 0)) return; // the server summary already counts it
   t.lastSeq = event.seq;
   t.lastActivity = now;
+  // As summaries.py: anything published for a lost task means a runner is at it again.
+  if (t.status === S.LOST && event.type !== T.RUNNER_LOST) t.status = S.RUNNING;
   switch (event.type) {
+    case T.RUNNER_LOST:
+      if (!Object.values(state.C.finalStatuses).includes(t.status)) t.status = S.LOST;
+      break;
     case T.TASK_STARTED: t.status = S.RUNNING; t.model = p.model; t.provider = p.provider; t.prompt = t.prompt || p.prompt; break;
     case T.API_ACTION: t.apiActions += 1; break;
     case T.LLM_USAGE: t.inputTokens += p.inputTokens || 0; t.outputTokens += p.outputTokens || 0; break;
@@ -238,6 +243,8 @@ function describe(event) {
     case T.TASK_FAILED: return p.error || "";
     case T.TASK_ABORTED: return `aborted by ${p.by || "?"}${p.reason ? ": " + p.reason : ""}`;
     case T.API_RETRY: return `retry ${p.attempt}: ${p.error}`;
+    case T.RUNNER_LOST:
+      return `runner ${p.holder || "?"} stopped renewing its lease (after #${p.lastSeq}); resume it: ${resumeCommand(p.taskId)}`;
     case T.APPROVAL_REQUESTED: return `wants to run ${p.tool}(${p.summary || ""})`;
     case T.APPROVAL_RESOLVED:
       return `${p.decision === "approve" ? "approved" : "denied"} by ${p.by}${p.reason ? " (" + p.reason + ")" : ""}`;
@@ -367,7 +374,8 @@ async function openTask(taskId) {
     since = reply.nextSince;
   }
   const t = state.tasks.get(taskId) || task || {};
-  $("detail-actions").hidden = t.status !== "running";
+  $("detail-actions").hidden = t.status !== S.RUNNING;
+  showLost(t);
   $("action-error").textContent = "";
   const summary = $("detail-summary");
   summary.replaceChildren();
@@ -379,6 +387,18 @@ async function openTask(taskId) {
     box.append(el("dt", "", label), el("dd", "", value));
     summary.append(box);
   }
+}
+
+// The command that continues a task whose runner was lost, on another machine.
+function resumeCommand(taskId) {
+  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+  return `taskcast run - --resume ${taskId} --hub ${scheme}${location.host}/ws`;
+}
+
+function showLost(t) {
+  const box = $("detail-lost");
+  box.hidden = t.status !== S.LOST;
+  if (!box.hidden) $("resume-command").textContent = resumeCommand(t.taskId);
 }
 
 function timelineItem(event) {

@@ -28,6 +28,8 @@ class HubConfig:
     max_batch: int = 2000
     replay_page: int = 1000
     trim_interval_seconds: float = 5.0
+    # How often lapsed leases are looked for (a dead runner is reported within this).
+    lease_sweep_seconds: float = 1.0
     shutdown_timeout_seconds: float = 5.0
     # How long a close waits for the client's close frame (a client not reading never sends one).
     close_timeout_seconds: float = 2.0

@@ -57,12 +57,12 @@ from taskcast.hub.connection import (
     ClientConnection,
     WritePass,
 )
-from taskcast.leases import Lease, acquire, may_release
+from taskcast.leases import Lapse, Lease, acquire, lapse_of, may_release, runner_lost_id
 from taskcast.ratelimit import BucketTable
 from taskcast.store import AppendResult, EventQuery, EventStore, SharedLog, StoredEvent
 from taskcast.store.base import stored_row
 from taskcast.summaries import TaskSummaries
-from taskcast.vocabulary import FINAL_STATUSES, ErrorCode
+from taskcast.vocabulary import FINAL_STATUSES, ErrorCode, EventType
 from taskcast.webhooks.worker import WebhookDispatcher
 from taskcast.wsframe import text_frame
 
@@ -89,6 +89,8 @@ OTHER_LABEL = "other"
 # --max-subscriber-buffer (a run is also cut at a quarter of it).
 RUN_BYTES = 64 * 1024
 # Upper bounds (seconds) of the store commit latency histogram.
+# How long a subscribe on a shared log waits for this node to reach its ``since``.
+CATCH_UP_SECONDS = 5.0
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -170,6 +172,8 @@ class Hub:
         # Shared log: acks waiting for their event to be fanned out, by seq.
         self._held: list[tuple[int, int, Reply, AppendResult]] = []
         self._held_count = 0
+        # Subscribers waiting for this node's feed to reach a seq (``_head_reaching``).
+        self._head_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._pending: list[Pending] = []
         self._has_work = asyncio.Event()
         self._idle = asyncio.Event()
@@ -183,6 +187,7 @@ class Hub:
         await self._load_summaries()
         self._tasks.append(asyncio.create_task(self._commit_loop(), name="taskcast-commit"))
         self._tasks.append(asyncio.create_task(self._trim_loop(), name="taskcast-trim"))
+        self._tasks.append(asyncio.create_task(self._lease_loop(), name="taskcast-leases"))
         await self.webhooks.start()
         if self.shared is not None:
             self.shared.on_advance(self._follow_log)
@@ -347,10 +352,18 @@ class Hub:
         slow: list[ClientConnection] = []
         while events := self.shared.events_after(self.published_head, 1000):
             self._fan_out_stored([(event, None) for event in events], slow)
+        # Seqs the log skipped (a message that is no taskcast event) are passed too.
+        self.published_head = max(self.published_head, self.shared.head)
         held = self._held
         while held and held[0][0] <= self.published_head:
             _, _, reply, result = heapq.heappop(held)
             reply(result)
+        if self._head_waiters:
+            waiting = self._head_waiters
+            self._head_waiters = [(seq, f) for seq, f in waiting if seq > self.published_head]
+            for seq, future in waiting:
+                if seq <= self.published_head and not future.done():
+                    future.set_result(None)
         for connection in slow:
             self._drop_slow_consumer(connection)
         self.webhooks.notify()
@@ -594,14 +607,62 @@ class Hub:
         subscription = Subscription(connection, request.pattern, live=request.since is None)
         connection.add_subscription(subscription)
         self.index.add(subscription)
+        since = request.since
+        if since is not None and since > self.published_head and self.shared is not None:
+            # This node may trail the shared log (its feed brings what other nodes wrote
+            # a few ms later): ask the log before saying that ``since`` is ahead of it.
+            connection.replays[request.pattern] = asyncio.create_task(
+                self._answer_when_caught_up(subscription, since)
+            )
+            return
+        self._answer_subscribe(subscription, since)
+
+    def _answer_subscribe(
+        self, subscription: Subscription[ClientConnection], since: int | None
+    ) -> None:
+        """``subscribed`` (head, log id, recovered, ahead), then the replay from ``since``."""
+        connection = subscription.connection
         head = self.published_head
         oldest = min(self.store.oldest, head + 1)
-        self.reply(connection, subscribed_frame(request.pattern, head, request.since, oldest))
-        if request.since is not None and not connection.closing:
+        ahead = since is not None and since > head
+        self.reply(
+            connection,
+            subscribed_frame(
+                subscription.pattern, head, since, oldest, self.store.log_id, ahead=ahead
+            ),
+        )
+        if since is not None and not connection.closing:
             self.stats.replays += 1
-            connection.replays[request.pattern] = asyncio.create_task(
-                self._replay(subscription, request.since)
+            connection.replays[subscription.pattern] = asyncio.create_task(
+                self._replay(subscription, since)
             )
+
+    async def _answer_when_caught_up(
+        self, subscription: Subscription[ClientConnection], since: int
+    ) -> None:
+        """On a shared log: when ``since`` is within the log, wait (a bounded while) for
+        this node's feed to reach it; then answer as ``_answer_subscribe`` does."""
+        assert self.shared is not None
+        try:
+            if since <= await self.shared.last_seq():
+                await self._head_reaching(since, CATCH_UP_SECONDS)
+        except Exception as exc:  # the log could not say: answer with what this node has
+            log.warning("could not read the shared log's head: %s", exc)
+        connection = subscription.connection
+        if connection.closing or connection.subscription(subscription.pattern) is not subscription:
+            return
+        if connection.replays.get(subscription.pattern) is asyncio.current_task():
+            del connection.replays[subscription.pattern]
+        self._answer_subscribe(subscription, since)
+
+    async def _head_reaching(self, seq: int, timeout: float) -> None:
+        """Until ``published_head`` reaches ``seq`` (or ``timeout`` passes)."""
+        if self.published_head >= seq:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._head_waiters.append((seq, future))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(future), timeout)
 
     def unsubscribe(self, connection: ClientConnection, pattern: str) -> None:
         subscription = connection.take_subscription(pattern)
@@ -675,6 +736,52 @@ class Hub:
         task.add_done_callback(self._closers.discard)
 
     # --- housekeeping -----------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        """Look for lapsed leases every ``lease_sweep_seconds``: a runner that stopped
+        renewing before its task ended is reported (``runner_lost``), once. It ends when
+        the hub stops accepting, even if a cancellation is swallowed in the NATS client."""
+        while self.accepting:
+            await asyncio.sleep(self.config.lease_sweep_seconds)
+            try:
+                await self.sweep_leases(now_ms())
+            except Exception as exc:
+                log.warning("lease sweep failed: %s", exc)
+
+    async def sweep_leases(self, now: int) -> None:
+        for record in (await self.store.load_records(LEASE_KIND)).values():
+            lease = Lease.from_record(record)
+            summary = self.summaries.get(lease.task_id)
+            ended = summary is not None and summary.status in FINAL_STATUSES.values()
+            lapse = lapse_of(lease, now, ended)
+            if lapse is Lapse.KEEP:
+                continue
+            if lapse is Lapse.REPORT:
+                self.submit(
+                    parse_event(
+                        {
+                            "id": runner_lost_id(lease),
+                            "type": EventType.RUNNER_LOST.value,
+                            "payload": {
+                                "taskId": lease.task_id,
+                                "holder": lease.holder,
+                                "lastSeq": summary.last_seq if summary is not None else 0,
+                                "leaseExpiredAt": lease.expires_at,
+                                "timestamp": now,
+                            },
+                        },
+                        HUB_PUBLISHER,
+                    ),
+                    lambda outcome: None,
+                )
+
+            def forget(
+                current: dict[str, Any] | None, lapsed: Lease = lease
+            ) -> dict[str, Any] | None:
+                # Only that lapsed lease: a runner that took it since keeps its own.
+                return None if current == lapsed.to_record() else current
+
+            await self.store.update_record(LEASE_KIND, lease.task_id, forget)
 
     async def _trim_loop(self) -> None:
         while True:

@@ -41,6 +41,7 @@ HUB_KEY: web.AppKey[Hub] = web.AppKey("hub", Hub)
 MAX_QUERY_LIMIT = 10_000
 DEFAULT_QUERY_LIMIT = 1000
 NDJSON = "application/x-ndjson"
+LOG_ID_HEADER = "X-Taskcast-Log-Id"
 
 
 def json_error(status: int, code: str, message: str) -> web.Response:
@@ -65,11 +66,14 @@ async def healthz(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     status = "ok" if hub.accepting else "stopping"
     principal = request.get(PRINCIPAL_KEY)
+    log_id = hub.store.log_id  # which log a client's seqs belong to: no secret
     if principal is None or metrics_refusal(principal) is not None:
-        return web.json_response({"status": status})  # strangers learn only that it is up
+        # Strangers learn only that it is up, and which log it serves.
+        return web.json_response({"status": status, "logId": log_id})
     return web.json_response(
         {
             "status": status,
+            "logId": log_id,
             "head": hub.published_head,
             "oldest": hub.store.oldest,
             "store": hub.store.description,
@@ -176,7 +180,10 @@ async def get_events(request: web.Request) -> web.Response:
     query = parse_event_query(request)
     page = await hub.store.query(query)
     frames = [with_seq(event.body, event.seq) for event in page.events]
-    headers: dict[str, Any] = {"X-Taskcast-Next-Since": str(page.scanned_to)}
+    headers: dict[str, Any] = {
+        "X-Taskcast-Next-Since": str(page.scanned_to),
+        LOG_ID_HEADER: hub.store.log_id,  # the log these seqs belong to
+    }
     if len(page.events) >= query.limit:
         next_url = request.rel_url.update_query(since=page.scanned_to)
         headers["Link"] = f'<{next_url}>; rel="next"'
@@ -283,12 +290,15 @@ async def get_task(request: web.Request) -> web.Response:
             readable=None if principal.admin else principal.subscribe,
         )
     )
-    body = b'{"task":%s,"events":[%s],"nextSince":%d}' % (
+    body = b'{"task":%s,"events":[%s],"nextSince":%d,"logId":%s}' % (
         encode(summary.to_json(now_ms())),
         b",".join(with_seq(event.body, event.seq) for event in page.events),
         page.scanned_to,
+        encode(hub.store.log_id),
     )
-    return web.Response(body=body, content_type="application/json")
+    return web.Response(
+        body=body, content_type="application/json", headers={LOG_ID_HEADER: hub.store.log_id}
+    )
 
 
 BUCKETS = {"minute": 60_000, "hour": 3_600_000}

@@ -22,6 +22,8 @@ from typing import Any
 
 from taskcast.client import subscribe
 from taskcast.client.failover import HubUrls
+from taskcast.client.hub_http import hub_request
+from taskcast.client.resume import LogMismatch, ResumePoint
 from taskcast.client.subscriber import TokenSource
 from taskcast.files import ensure_private_dir, write_private
 from taskcast.integrations import missing_extra
@@ -71,22 +73,55 @@ def readable_span(spec: SpanSpec, resource: Resource) -> ReadableSpan:
 
 
 class Cursor:
-    """The last exported seq and the builder's state, in one private JSON file."""
+    """Where export stands, per log: for each log id the last exported seq and the
+    builder's state, in one private JSON file (``{"current": id, "logs": {id: {"seq",
+    "state"}}}``) — a seq of one log says nothing of another, so going to another hub
+    and back resumes each where it was. A file of an older taskcast (one cursor, no log
+    id) is taken as the first log's."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
-    def load(self) -> tuple[int | None, dict[str, Any]]:
+    def read(self) -> tuple[str | None, dict[str, dict[str, Any]]]:
+        """The log exported last and every log's entry (an older file's under "")."""
         try:
             saved = json.loads(self.path.read_text())
         except FileNotFoundError:
             return None, {}
-        return int(saved["seq"]), dict(saved.get("state") or {})
+        if "logs" not in saved:  # one cursor, no log id
+            return None, {LEGACY: {"seq": int(saved["seq"]), "state": saved.get("state") or {}}}
+        current = saved.get("current")
+        return (current if isinstance(current, str) else None), dict(saved["logs"])
 
-    def save(self, seq: int, state: dict[str, Any]) -> None:
+    def load(self, log_id: str | None = None) -> tuple[int | None, dict[str, Any]]:
+        """The seq and state saved for ``log_id`` (default: the log exported last)."""
+        current, logs = self.read()
+        entry = logs.get(log_id or current or LEGACY) or logs.get(LEGACY)
+        if entry is None:
+            return None, {}
+        return int(entry["seq"]), dict(entry.get("state") or {})
+
+    def save(self, log_id: str | None, seq: int, state: dict[str, Any]) -> None:
+        _, logs = self.read()
+        if log_id is not None:
+            logs.pop(LEGACY, None)  # it was this log's: now it is said
+        logs[log_id or LEGACY] = {"seq": seq, "state": state}
         ensure_private_dir(self.path.parent)
-        data = json.dumps({"seq": seq, "state": state}, separators=(",", ":")).encode()
+        data = json.dumps({"current": log_id, "logs": logs}, separators=(",", ":")).encode()
         write_private(self.path, data)  # whole file replaced at once: never half written
+
+
+LEGACY = ""  # the key of a cursor saved without a log id
+
+
+async def hub_log_id(hub: HubUrls, token: TokenSource) -> str | None:
+    """The id of the log the hub serves (its ``/healthz``), None when it cannot say."""
+    try:
+        health = await hub_request(hub, token, "GET", "/healthz", timeout=5.0)
+    except Exception:  # down, or an older hub: the subscription will tell
+        return None
+    log_id = health.get("logId") if isinstance(health, dict) else None
+    return log_id if isinstance(log_id, str) else None
 
 
 def otlp_http_exporter(endpoint: str, headers: Mapping[str, str] | None = None) -> SpanExporter:
@@ -108,38 +143,72 @@ async def follow_into(
     token: TokenSource = None,
     service_name: str = "taskcast",
     on_status: Callable[[str, str | None], None] | None = None,
+    strict: bool = False,
 ) -> None:
-    """Run until cancelled: events → spans → ``exporter``, the cursor after each export."""
-    seq, state = cursor.load()
+    """Run until cancelled: events → spans → ``exporter``, the cursor after each export.
+
+    It resumes from the cursor of the log the hub serves (``since`` on a log it has
+    none for). Should the hub turn out to serve another log — at start, or after a
+    reconnect — it says so and goes on with that log's own cursor; ``strict`` refuses
+    (``LogMismatch``) rather than start a log it has no cursor for."""
+    log_id = await hub_log_id(hub, token)
+    current, logs = cursor.read()
+    key = log_id or current
+    if strict and logs and key not in logs and LEGACY not in logs:
+        raise LogMismatch(
+            f"the hub serves log {key}; {cursor.path} holds cursors of {', '.join(logs)}",
+            current,
+            key,
+        )
+    seq, state = cursor.load(key)
+    if log_id is not None and key not in logs and logs:
+        log.warning("log %s is new to %s: exporting it from seq %d", log_id, cursor.path, since)
+    point = ResumePoint(since if seq is None else seq, key if seq is not None else log_id)
+    point.strict = strict
     builder = TraceBuilder(state)
     resource = Resource.create({"service.name": service_name})
-    start = since if seq is None else seq
-    frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
+    # Each frame with the log it came from: the subscription may move to another log.
+    frames: asyncio.Queue[tuple[str | None, dict[str, Any]]] = asyncio.Queue(maxsize=10_000)
 
     async def pump() -> None:
-        async for frame in subscribe(hub, channel, start, token=token, on_status=on_status):
-            await frames.put(frame)
+        async for frame in subscribe(hub, channel, point, token=token, on_status=on_status):
+            await frames.put((point.log_id, frame))
 
     pumping = asyncio.create_task(pump())
     spans: list[SpanSpec] = []
-    fed = start
-    saved = start
+    active = point.log_id  # the log the builder and ``fed`` belong to
+    fed = saved = skip = point.last or 0
     deadline = time.monotonic() + FLUSH_SECONDS
+
+    async def flush() -> None:
+        nonlocal spans, saved
+        if spans:
+            await _export(exporter, [readable_span(s, resource) for s in spans])
+            spans = []
+        if fed != saved:
+            cursor.save(active, fed, builder.state())
+            saved = fed
+
     try:
         while True:
             with contextlib.suppress(TimeoutError):
-                frame = await asyncio.wait_for(frames.get(), max(0.0, deadline - time.monotonic()))
-                spans += builder.feed(frame)
-                fed = frame["seq"]
+                source, frame = await asyncio.wait_for(
+                    frames.get(), max(0.0, deadline - time.monotonic())
+                )
+                if source != active and active is not None:
+                    # The hub serves another log now: finish this one, go on with that one's.
+                    await flush()
+                    seq, state = cursor.load(source)
+                    builder, skip = TraceBuilder(state), seq or 0
+                    fed = saved = skip
+                active = source
+                if frame["seq"] > skip:  # exported already, before the log changed
+                    spans += builder.feed(frame)
+                    fed = frame["seq"]
             if pumping.done():
                 pumping.result()  # the subscription ended: raise what ended it
             if len(spans) >= BATCH_SPANS or time.monotonic() >= deadline:
-                if spans:
-                    await _export(exporter, [readable_span(s, resource) for s in spans])
-                    spans = []
-                if fed != saved:
-                    cursor.save(fed, builder.state())
-                    saved = fed
+                await flush()
                 deadline = time.monotonic() + FLUSH_SECONDS
     finally:
         pumping.cancel()

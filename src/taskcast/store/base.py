@@ -98,6 +98,12 @@ class EventStore(Protocol):
     @property
     def description(self) -> str: ...
 
+    @property
+    def log_id(self) -> str:
+        """This log's identity, made with it and kept with it (valid once open): a seq
+        means something only together with it — a resume point is ``(log_id, seq)``."""
+        ...
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -151,4 +157,8 @@ class SharedLog(Protocol):
 
     def events_after(self, seq: int, limit: int) -> list[StoredEvent]:
         """The events after ``seq`` this node has, oldest first, without waiting."""
+        ...
+
+    async def last_seq(self) -> int:
+        """The log's own head, as the log says now (this node may not have it yet)."""
         ...

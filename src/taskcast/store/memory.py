@@ -6,6 +6,7 @@ import bisect
 from typing import Any
 
 from taskcast.frames import Publish
+from taskcast.ids import random_id
 from taskcast.store.base import (
     AppendResult,
     EventQuery,
@@ -25,6 +26,7 @@ class MemoryStore:
         self._ids: dict[tuple[str, str], int] = {}
         self._head = 0
         self._records: dict[str, dict[str, dict[str, Any]]] = {}
+        self._log_id = f"memory-{random_id()}"  # a new log every time: gone when it stops
 
     @property
     def head(self) -> int:
@@ -37,6 +39,10 @@ class MemoryStore:
     @property
     def description(self) -> str:
         return "memory"
+
+    @property
+    def log_id(self) -> str:
+        return self._log_id
 
     async def open(self) -> None:
         return None

@@ -57,6 +57,7 @@ from taskcast.store.nats_layout import (
     shown_servers,
     stored_event,
     stream_conflict,
+    stream_log_id,
     subject_of,
     subject_prefix,
 )
@@ -102,6 +103,7 @@ class NatsStore:
         self._notify_scheduled = False
         self._last_notify = 0.0
         self._last_error: str | None = None
+        self._log_id = ""
 
     @property
     def head(self) -> int:
@@ -115,6 +117,10 @@ class NatsStore:
     def description(self) -> str:
         servers = shown_servers(self.servers)
         return f"nats:{servers} stream {self.plan.name} R{self.plan.replicas}"
+
+    @property
+    def log_id(self) -> str:
+        return self._log_id
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -198,6 +204,7 @@ class NatsStore:
             ):
                 info = await self._js.update_stream(config)
                 log.info("updated NATS stream %s to this hub's limits", self.plan.name)
+        self._log_id = stream_log_id(self.plan.name, info.created)
         return info.state.last_seq, info.state.messages
 
     async def _follow(self, last_seq: int, kept: int) -> None:
@@ -256,9 +263,9 @@ class NatsStore:
             event = stored_event(seq, channel_of(self.prefix, msg.subject), msg.data)
         except Exception:
             log.exception("stream message %d is not a taskcast event; skipped", seq)
-            self.replica.skip_to(seq)
-            return
-        self.replica.add_stored([event])
+            self.replica.skip_to(seq)  # the head moves on all the same
+        else:
+            self.replica.add_stored([event])
         if not self._caught_up.is_set():
             if seq >= self._catch_up_to:
                 self._caught_up.set()
@@ -283,6 +290,12 @@ class NatsStore:
 
     def events_after(self, seq: int, limit: int) -> list[StoredEvent]:
         return self.replica.events_after(seq, limit)
+
+    async def last_seq(self) -> int:
+        if self._js is None:
+            raise NatsUnavailable("store is not open")
+        info = await self._js.stream_info(self.plan.name)
+        return int(info.state.last_seq)
 
     # --- writing ----------------------------------------------------------------
 

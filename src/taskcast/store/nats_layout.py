@@ -12,6 +12,7 @@ its duplicate window and answers with the first seq.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import re
 from dataclasses import dataclass
@@ -60,6 +61,13 @@ def shown_servers(servers: list[str]) -> str:
             server = urlunsplit(parts._replace(netloc=netloc))
         shown.append(server)
     return ",".join(shown)
+
+
+def stream_log_id(name: str, created: datetime.datetime | None) -> str:
+    """The log id of a stream: its name and creation time — every node of a cluster
+    names the same log, and a stream deleted and made again is another log."""
+    when = created.isoformat(timespec="microseconds") if created is not None else "unknown"
+    return f"{name}@{when}"
 
 
 def subject_of(prefix: str, channel: str) -> str:

@@ -24,6 +24,7 @@ from typing import IO, Any
 from taskcast.channels import is_literal, literal_prefix
 from taskcast.files import ensure_private_dir, ensure_private_file
 from taskcast.frames import Publish
+from taskcast.ids import random_id
 from taskcast.store.base import (
     AppendResult,
     EventQuery,
@@ -61,6 +62,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
     kind TEXT NOT NULL, id TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (kind, id)
 );
+CREATE TABLE IF NOT EXISTS identity (log_id TEXT NOT NULL);
 """
 )
 _V1_COLUMNS = "seq, id, channel, type, task_id, source, ts, body"
@@ -113,6 +115,7 @@ class SqliteStore:
         self._lock_file: IO[bytes] | None = None
         self._head = 0
         self._oldest = 1
+        self._log_id = ""
         self._stopping = threading.Event()
         self._checkpointer: threading.Thread | None = None
 
@@ -127,6 +130,10 @@ class SqliteStore:
     @property
     def description(self) -> str:
         return f"sqlite:{self.path}"
+
+    @property
+    def log_id(self) -> str:
+        return self._log_id
 
     async def open(self) -> None:
         await self._on_writer(self._take_lock)
@@ -169,6 +176,7 @@ class SqliteStore:
         stored_max = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
         self._head = max(row[0] if row else 0, stored_max)
         self._oldest = conn.execute("SELECT MIN(seq) FROM events").fetchone()[0] or self._head + 1
+        self._log_id = _log_identity(conn)
         self._write_conn = conn
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, name="taskcast-sqlite-ckpt", daemon=True
@@ -431,6 +439,18 @@ class SqliteStore:
             with self._reader_conns_lock:
                 self._reader_conns.append(conn)
         return conn
+
+
+def _log_identity(conn: sqlite3.Connection) -> str:
+    """The file's log id, made at its first open by a taskcast that keeps one: a random
+    id that travels with the file (a copy of the file is the same log, a new file is
+    another)."""
+    row = conn.execute("SELECT log_id FROM identity").fetchone()
+    if row is not None:
+        return str(row[0])
+    log_id = f"sqlite-{random_id()}"
+    conn.execute("INSERT INTO identity(log_id) VALUES (?)", (log_id,))
+    return log_id
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from taskcast.channels import control_channel
+from taskcast.client.resume import ResumePoint
+from taskcast.client.service import LOG_CHANGED
 from taskcast.commands import COMMAND_TYPE, RemoteEvent, RequestKind
 from taskcast.ids import random_id
 from taskcast.task.remote import Command, Decision, RemoteControl
@@ -36,7 +38,7 @@ class ControlSource(Protocol):
 
     def off(self, frame_type: str, handler: Callable[[dict[str, Any]], None]) -> None: ...
 
-    def follow(self, pattern: str, since: int | None = None) -> None: ...
+    def follow(self, pattern: str, since: int | ResumePoint | None = None) -> None: ...
 
     def unfollow(self, pattern: str) -> None: ...
 
@@ -60,6 +62,7 @@ class RemoteLink:
         *,
         timeout: float = 600.0,
         since: int = 0,
+        log_id: str | None = None,
         on_abort: Callable[[str, str | None], None] | None = None,
         on_applied: Callable[[int], None] | None = None,
     ) -> None:
@@ -69,6 +72,7 @@ class RemoteLink:
         self.emit = emit
         self.timeout = timeout
         self.control = RemoteControl(last_seq=since)
+        self.log_id = log_id  # the log the control seqs belong to (learnt when followed)
         self.on_abort = on_abort
         self.on_applied = on_applied
         self.messages: list[tuple[str, str]] = []  # (text, by), for the next request
@@ -80,13 +84,16 @@ class RemoteLink:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.service.on(COMMAND_TYPE, self._from_client_thread)
-        self.service.follow(self.channel, self.control.last_seq)
+        self.service.on("subscribed", self._from_client_thread)
+        self.service.on(LOG_CHANGED, self._from_client_thread)
+        self.service.follow(self.channel, ResumePoint(self.control.last_seq, self.log_id))
 
     def stop(self) -> None:
         """The task ended: stop following, and fail nothing that still waits."""
         self.control.ended = True
         self.service.unfollow(self.channel)
-        self.service.off(COMMAND_TYPE, self._from_client_thread)
+        for kind in (COMMAND_TYPE, "subscribed", LOG_CHANGED):
+            self.service.off(kind, self._from_client_thread)
         for future in self._waiting.values():
             future.cancel()
         self._waiting.clear()
@@ -184,7 +191,17 @@ class RemoteLink:
             self._loop.call_soon_threadsafe(self.apply, frame)
 
     def apply(self, frame: dict[str, Any]) -> None:
-        """Apply one delivered command (on the Task's loop)."""
+        """Apply one delivered command (on the Task's loop); note the control log's id."""
+        kind = frame.get("type")
+        if kind == "subscribed" or kind == LOG_CHANGED:
+            if kind == LOG_CHANGED:  # another log: its commands are all new to this task
+                self.control.last_seq = 0
+            found = frame.get("logId")
+            if isinstance(found, str) and found != self.log_id:
+                self.log_id = found
+                if self.on_applied is not None:
+                    self.on_applied(self.control.last_seq)
+            return
         command = Command.from_event(frame)
         if command is None:
             return

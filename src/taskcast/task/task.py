@@ -212,10 +212,13 @@ class Task:
         task.api_conversation_history = load_history(task.history_dir)
         meta = task.history_dir / "task.json"
         if meta.exists():
-            control_seq = json.loads(meta.read_text()).get("controlSeq", 0)
+            saved = json.loads(meta.read_text())
+            control_seq, control_log = saved.get("controlSeq", 0), saved.get("controlLogId")
             task._control_seq = control_seq if isinstance(control_seq, int) else 0
             if task.remote is not None:  # commands already applied are not applied again
                 task.remote.control.last_seq = task._control_seq
+                # ... on that log: on another, its commands are all new (remote_link.py)
+                task.remote.log_id = control_log if isinstance(control_log, str) else None
         return task
 
     @classmethod
@@ -533,6 +536,7 @@ class Task:
                 "provider": self.api.name,
                 "model": self.api.model,
                 "controlSeq": self._control_seq,
+                "controlLogId": self.remote.log_id if self.remote is not None else None,
                 "updatedAt": now_ms(),
                 **extra,
             },

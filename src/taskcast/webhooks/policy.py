@@ -31,6 +31,7 @@ class Webhook:
     types: tuple[str, ...] = ()  # empty: every type
     secret: str = ""
     cursor: int = 0  # the last seq delivered (a 2xx); delivery resumes after it
+    log_id: str | None = None  # the log the cursor is a seq of
     state: WebhookState = WebhookState.ACTIVE
     created_at: int = 0  # ms
     failing_since: int | None = None  # ms of the first failure in the current run

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from standardwebhooks import Webhook as Signer
 
+from taskcast.client.resume import ResumePoint
 from taskcast.frames import with_seq
 from taskcast.ids import random_id
 from taskcast.leases import Lease, acquire
@@ -167,7 +168,12 @@ class WebhookDispatcher:
                     await asyncio.gather(self._beat, return_exceptions=True)
         for task in self._tasks.values():
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        # A cancellation swallowed inside the NATS client leaves a task running on: it
+        # ends at its next look at ``_stopping`` (woken for it), or is left after a while.
+        self.notify()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
+                await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
         if self._session is not None:
             await self._session.close()
@@ -189,6 +195,7 @@ class WebhookDispatcher:
             types=types,
             secret=new_secret(),
             cursor=self.head() if since is None else since,
+            log_id=self.store.log_id,
             created_at=self.now_ms(),
         )
         await self.store.save_record(KIND, hook.id, _to_record(hook))
@@ -226,6 +233,7 @@ class WebhookDispatcher:
             "types": list(hook.types),
             "state": hook.state.value,
             "cursor": hook.cursor,
+            "logId": hook.log_id,
             "lag": max(0, self.head() - hook.cursor),
             "delivered": hook.delivered,
             "failures": hook.failures,
@@ -239,13 +247,24 @@ class WebhookDispatcher:
     def _launch(self, hook: Webhook) -> None:
         if hook.state is WebhookState.FAILED:
             return
+        self._fit_to_log(hook)
         self._wake[hook.id] = asyncio.Event()
         self._tasks[hook.id] = asyncio.create_task(self._run(hook), name=f"webhook-{hook.id}")
+
+    def _fit_to_log(self, hook: Webhook) -> None:
+        """A cursor is a seq of one log: on another (a stream made again under the same
+        records, a log file replaced) delivery starts at that log's beginning, said in
+        the log; past the head of a log that is behind, at its head."""
+        point = ResumePoint(hook.cursor, hook.log_id)
+        point.fit(self.store.log_id, self.head(), ahead=hook.cursor > self.head())
+        if point.problem is not None:
+            log.warning("webhook %s: %s", hook.id, point.problem)
+        hook.cursor, hook.log_id = point.last or 0, point.log_id
 
     async def _run(self, hook: Webhook) -> None:
         wake = self._wake[hook.id]
         try:
-            while hook.state is WebhookState.ACTIVE:
+            while hook.state is WebhookState.ACTIVE and not self._stopping:
                 wake.clear()
                 query = EventQuery(
                     after=hook.cursor, until=self.head(), pattern=hook.channel, limit=PAGE
@@ -266,7 +285,7 @@ class WebhookDispatcher:
             log.exception("webhook %s stopped", hook.id)
 
     async def _deliver_until_done(self, hook: Webhook, event: StoredEvent) -> bool:
-        while True:
+        while not self._stopping:
             error = await self._post(hook, event)
             if error is None:
                 record_success(hook, event.seq)
@@ -279,6 +298,7 @@ class WebhookDispatcher:
                 return False
             log.info("webhook %s: %s; retrying in %.0f s", hook.id, error, delay)
             await asyncio.sleep(delay)
+        return False
 
     async def _post(self, hook: Webhook, event: StoredEvent) -> str | None:
         """One attempt; the error, or None for a 2xx."""
