@@ -316,3 +316,35 @@ async def test_events_per_minute_counts_the_whole_log(browser: Browser, secure_h
         timeout=15_000,
     )
     assert "whole log" in await page.locator("#chart-range").inner_text()
+
+
+async def test_a_task_whose_runner_died_is_shown_lost_with_its_resume_command(
+    browser: Browser, start_hub: Any
+) -> None:
+    import aiohttp
+
+    hub = start_hub()
+    page = await open_dashboard(browser, hub.http)
+    async with aiohttp.ClientSession() as session:
+        # A runner takes the task's lease (1 s), starts, and is never heard of again.
+        lease = {"holder": "box-a:4242:dead", "ttl": 1}
+        async with session.post(f"{hub.http}/api/tasks/t-lost/lease", json=lease) as r:
+            assert r.status == 200
+        started = {"type": "task_started", "payload": {"taskId": "t-lost", "prompt": "go"}}
+        async with session.post(f"{hub.http}/api/events", json=started) as r:
+            assert r.status == 200
+    row = page.locator("#tasks tbody tr[data-task='t-lost']")
+    await row.locator("td.s-lost").wait_for(timeout=15_000)
+    await row.click()
+    await page.locator("#detail-lost").wait_for(state="visible", timeout=5_000)
+    command = await page.locator("#resume-command").inner_text()
+    assert command == f"taskcast run - --resume t-lost --hub ws://127.0.0.1:{hub.port}/ws"
+    assert not await page.locator("#detail-actions").is_visible()  # nobody to steer
+    await page.locator("#timeline li.t-runner_lost").wait_for(timeout=5_000)
+    await page.screenshot(path=OUTPUT / "runner-lost.png")
+    async with aiohttp.ClientSession() as session:
+        resumed = {"type": "task_resumed", "payload": {"taskId": "t-lost", "lastSeq": 2}}
+        async with session.post(f"{hub.http}/api/events", json=resumed) as r:
+            assert r.status == 200
+    await row.locator("td.s-running").wait_for(timeout=5_000)
+    assert page.errors == []  # type: ignore[attr-defined]
