@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
+TS := clients/typescript
+
 .PHONY: demo test lint bench soak clean
 
 $(BIN)/.installed: requirements.lock pyproject.toml
@@ -11,17 +13,24 @@ $(BIN)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
+# The TypeScript SDK's dependencies, exactly as its package-lock.json pins them.
+$(TS)/node_modules/.installed: $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 demo: $(BIN)/.installed
 	$(BIN)/taskcast demo
 
-lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+lint: $(BIN)/.installed $(TS)/node_modules/.installed
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
+	cd $(TS) && npm run --silent typecheck
 
 test: $(BIN)/.installed lint
 	./scripts/test-deps
 	$(BIN)/pytest -q
+	cd $(TS) && TASKCAST_PYTHON=$(abspath $(BIN))/python npm test --silent
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py
@@ -30,9 +39,10 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/scale.py --shape tasks
 	$(BIN)/python bench/publishers.py
 	$(BIN)/python bench/storm.py
+	$(BIN)/python bench/clients.py
 
 soak: $(BIN)/.installed
 	$(BIN)/python bench/soak.py
 
 clean:
-	rm -rf $(VENV) .taskcast .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .taskcast .pytest_cache .mypy_cache .ruff_cache $(TS)/node_modules $(TS)/build $(TS)/dist

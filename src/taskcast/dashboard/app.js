@@ -1,6 +1,7 @@
-// taskcast dashboard: a live view of the hub's log over the same websocket protocol
-// any client uses. It resumes with `since` after any drop, so no row is lost or doubled.
-"use strict";
+// taskcast dashboard: a live view of the hub's log through taskcast's own TypeScript SDK
+// (its browser build, served by the hub under /dashboard/sdk/): `subscribe` resumes with
+// `since` after any drop, so no row is lost or doubled; `HubClient` sends the commands.
+import { HubClient, ResumePoint, subscribe } from "./sdk/index.js";
 
 const MAX_ROWS = 3000;            // rows kept in the feed
 const INITIAL_BACKLOG = 2000;     // events replayed on first load
@@ -22,7 +23,7 @@ const state = {
   selected: null,
   timelineSeq: 0,         // last seq shown in the open task's timeline
   perMinute: new Map(),   // minute (ms) -> count
-  reconnects: 0,
+  openedAt: Date.now(),     // requests older than the page are not notified
   requests: new Map(),    // requestId -> an open approval request or question ("Needs you")
   C: null,                // the closed sets, from /dashboard/constants.json (one definition)
 };
@@ -79,7 +80,7 @@ async function start() {
   } catch (err) {
     state.lastSeq = null;
   }
-  connect();
+  follow();
   pollStats();
   setInterval(pollStats, 2000);
   pollWebhooks();
@@ -91,40 +92,30 @@ async function start() {
   setInterval(() => { renderTasks(); renderCharts(); }, 2000);
 }
 
-function connect() {
-  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  const ws = new WebSocket(withToken(scheme + location.host + "/ws"));
-  let probing = false;  // asking for the head first, to replay only the recent backlog
-  ws.onopen = () => {
-    probing = state.lastSeq === null;
-    const request = { type: "subscribe", channel: "tasks.>" };
-    if (!probing) request.since = state.lastSeq;
-    ws.send(JSON.stringify(request));
-  };
-  ws.onmessage = (message) => {
-    const frame = JSON.parse(message.data);
-    if (frame.type === "subscribed") {
-      if (state.loadedAt === undefined) state.loadedAt = frame.head;
-      if (probing) {  // now replay the backlog; the replay also covers what arrives meanwhile
-        probing = false;
-        state.lastSeq = Math.max(0, frame.head - INITIAL_BACKLOG);
-        ws.send(JSON.stringify({ type: "subscribe", channel: "tasks.>", since: state.lastSeq }));
-        return;
+const wsUrl = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+const hub = new HubClient(location.origin, token ? { token } : {});
+
+// The live feed: the SDK's subscribe, from the last seq shown (or the recent backlog
+// before the head on first load), resumed by itself after every drop.
+async function follow() {
+  const point = new ResumePoint(state.lastSeq);
+  const feed = subscribe(wsUrl, "tasks.>", {
+    since: point,
+    backlog: INITIAL_BACKLOG,
+    token: token || undefined,
+    onSubscribed: (frame) => { if (state.loadedAt === undefined) state.loadedAt = frame.head; },
+    onStatus: (status) => {
+      if (status === "subscribed") setStatus("live", "live");
+      else if (status !== "closed") {
+        setStatus(status === "connecting" ? "connecting" : "down",
+          state.needsToken ? "token required: open /?token=…" : status === "connecting" ? "connecting…" : "reconnecting…");
       }
-      state.reconnects = 0;
-      setStatus("live", "live");
-      return;
-    }
-    if (probing || typeof frame.seq !== "number" || frame.type === "error") return;
-    if (state.lastSeq !== null && frame.seq <= state.lastSeq) return; // already shown
+    },
+  });
+  for await (const frame of feed) {
     state.lastSeq = frame.seq;
     receive(frame);
-  };
-  ws.onclose = () => {
-    const delay = Math.min(5000, 250 * 2 ** state.reconnects++) * (0.5 + Math.random() / 2);
-    setStatus("down", state.needsToken ? "token required: open /?token=…" : "reconnecting…");
-    setTimeout(connect, delay);
-  };
+  }
 }
 
 async function pollStats() {
@@ -529,18 +520,12 @@ function argumentsView(request) {
 
 async function sendCommand(taskId, body, error) {
   error.textContent = "";
+  const { action, ...fields } = body;
   try {
-    const reply = await fetch(`/api/tasks/${encodeURIComponent(taskId)}/commands`, {
-      method: "POST", headers: { ...headers, "Content-Type": "application/json" }, body: JSON.stringify(body),
-    });
-    if (!reply.ok) {
-      const answer = await reply.json().catch(() => ({}));
-      error.textContent = `${reply.status}: ${answer.message || "refused"}`;
-      return false;
-    }
+    await hub.command(taskId, action, fields);
     return true;
   } catch (err) {
-    error.textContent = "the hub cannot be reached";
+    error.textContent = err.name === "HubError" ? `${err.status}: ${err.body.message || "refused"}` : "the hub cannot be reached";
     return false;
   }
 }
@@ -554,7 +539,7 @@ function setupNotifications() {
 
 function notify(request) {
   if (!("Notification" in window) || Notification.permission !== "granted") return;
-  if (request.seq <= (state.loadedAt || 0)) return; // only what arrives while the page is open
+  if ((request.requestedAt || 0) < state.openedAt) return; // only what arrives while the page is open
   const what = request.kind === state.C.requestKinds.APPROVAL ? `${request.tool}: ${request.summary || ""}` : request.question;
   new Notification(`taskcast: ${request.taskId} needs you`, { body: what, tag: request.requestId });
 }
