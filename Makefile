@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 TS := clients/typescript
+OUTSIDE := tests/outside
 
 .PHONY: demo test lint bench soak clean
 
@@ -11,11 +12,17 @@ $(BIN)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(BIN)/python -m compileall -q src/taskcast  # bytecode now: a hook call must not compile
 	touch $@
 
 # The TypeScript SDK's dependencies, exactly as its package-lock.json pins them.
 $(TS)/node_modules/.installed: $(TS)/package-lock.json
 	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Clients taskcast does not write, driven by the tests: the Claude Code CLI, AG-UI's client.
+$(OUTSIDE)/node_modules/.installed: $(OUTSIDE)/package-lock.json
+	cd $(OUTSIDE) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 demo: $(BIN)/.installed
@@ -27,7 +34,7 @@ lint: $(BIN)/.installed $(TS)/node_modules/.installed
 	$(BIN)/mypy
 	cd $(TS) && npm run --silent typecheck
 
-test: $(BIN)/.installed lint
+test: $(BIN)/.installed lint $(OUTSIDE)/node_modules/.installed
 	./scripts/test-deps
 	$(BIN)/pytest -q
 	cd $(TS) && TASKCAST_PYTHON=$(abspath $(BIN))/python npm test --silent
@@ -40,9 +47,10 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/publishers.py
 	$(BIN)/python bench/storm.py
 	$(BIN)/python bench/clients.py
+	$(BIN)/python bench/claude_code_hook.py
 
 soak: $(BIN)/.installed
 	$(BIN)/python bench/soak.py
 
 clean:
-	rm -rf $(VENV) .taskcast .pytest_cache .mypy_cache .ruff_cache $(TS)/node_modules $(TS)/build $(TS)/dist
+	rm -rf $(VENV) .taskcast .pytest_cache .mypy_cache .ruff_cache $(TS)/node_modules $(TS)/build $(TS)/dist $(OUTSIDE)/node_modules

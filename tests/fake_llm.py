@@ -26,14 +26,25 @@ class Reply:
 
 
 class FakeLLM:
+    """``replies`` are answered in order; once they run out, ``exhausted`` (if set) is
+    answered to every request (Claude Code may ask once more than a script expects)."""
+
     def __init__(self, replies: list[Reply]) -> None:
         self.replies = list(replies)
         self.requests: list[dict[str, Any]] = []
+        self.exhausted: Reply | None = None
+        self.arrived = asyncio.Event()  # set at each request (tests wait on it)
+        self._message_ids = 0
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self.openai)
-        self.app.router.add_post("/v1/messages", self.anthropic)
+        self.app.router.add_post("/v1/messages", self.anthropic)  # any query (?beta=true)
+        self.app.router.add_route("*", "/{tail:.*}", self.anything_else)
         self.runner: web.AppRunner | None = None
         self.base = ""
+
+    async def anything_else(self, request: web.Request) -> web.Response:
+        """What a client asks besides the model (Claude Code: ``HEAD /``): an empty 200."""
+        return web.json_response({})
 
     async def start(self) -> FakeLLM:
         self.runner = web.AppRunner(self.app, shutdown_timeout=1.0)  # slow replies end
@@ -63,6 +74,9 @@ class FakeLLM:
 
     async def _next(self, request_body: dict[str, Any]) -> Reply:
         self.requests.append(request_body)
+        self.arrived.set()
+        if not self.replies and self.exhausted is not None:
+            return self.exhausted
         reply = self.replies.pop(0)
         if reply.hold is not None:
             await reply.hold.wait()
@@ -184,8 +198,9 @@ class FakeLLM:
             "cache_read_input_tokens": reply.cached_tokens,
             "cache_creation_input_tokens": 0,
         }
+        self._message_ids += 1
         message = {
-            "id": "msg_1",
+            "id": f"msg_{self._message_ids}",
             "type": "message",
             "role": "assistant",
             "model": body["model"],

@@ -13,13 +13,13 @@ thread then delays getting it back, so random bytes are drawn 4 KiB at a time.
 
 from __future__ import annotations
 
+import _thread
 import os
-import threading
 import time
 
 ID_LENGTH = 44
 _POOL_BYTES = 4096
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()  # threading's, without importing threading
 _pool = b""
 _position = 0
 

@@ -127,7 +127,7 @@ test("a file outbox reads the Python outbox's journal, and Python reads this one
   outbox.ack(["b"]);
   outbox.add("e", '{"id":"e","type":"y","payload":{}}');
   outbox.close();
-  const read = spawnSync(PYTHON, ["-c", "import sys\nfrom taskcast.client.outbox import load_journal\nfrom pathlib import Path\nprint(','.join(load_journal(Path(sys.argv[1]))))", fromPython], { cwd: REPO, encoding: "utf8" });
+  const read = spawnSync(PYTHON, ["-c", "import sys\nfrom taskcast.client.outbox import load_journal\nfrom pathlib import Path\nprint(','.join(load_journal(Path(sys.argv[1]))[0]))", fromPython], { cwd: REPO, encoding: "utf8" });
   assert.equal(read.stdout.trim(), "d,e");
 });
 

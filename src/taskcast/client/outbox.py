@@ -7,20 +7,26 @@ an agent process killed with -9 finds its unacknowledged events on restart.
 
 from __future__ import annotations
 
-import logging
+import json
 import os
 from collections import OrderedDict
-from pathlib import Path
 from typing import IO
-
-import msgspec
 
 from taskcast.files import FILE_MODE, ensure_private_dir
 
-log = logging.getLogger("taskcast.client")
+COMPACT_LINES = 10_000  # a journal is rewritten past this many lines and 4 times what waits
+# ... and when opened, past this many more than 4 times what waits (not at every open: its
+# fsync cost a short-lived publisher — a Claude Code hook — more than all its work).
+OPEN_COMPACT_LINES = 1_000
 
-_decode = msgspec.json.Decoder().decode
-_encode = msgspec.json.Encoder().encode
+# The stdlib's json, not msgspec: nothing here is a hot path (a journal is read once;
+# ids are written as they are acknowledged), and a short-lived publisher (a Claude Code
+# hook) would pay msgspec's import, its largest cost.
+_decode = json.loads
+
+
+def _encode(value: str) -> bytes:
+    return json.dumps(value).encode()
 
 
 class Outbox:
@@ -30,10 +36,13 @@ class Outbox:
         self._events: OrderedDict[str, bytes] = OrderedDict()
         self._journal: IO[bytes] | None = None
         self._journal_lines = 0
-        self.path = Path(path) if path is not None else None
+        self.path = os.fspath(path) if path is not None else None
         if self.path is not None:
-            self._events = load_journal(self.path)
-            self._rewrite_journal()
+            self._events, lines = load_journal(self.path)
+            if lines > OPEN_COMPACT_LINES + 4 * len(self._events):
+                self._rewrite_journal()
+            else:
+                self._open_journal(lines)
 
     def __len__(self) -> int:
         return len(self._events)
@@ -59,7 +68,7 @@ class Outbox:
         if self._journal is not None and removed:
             self._journal.write(b"".join(b"-" + _encode(i) + b"\n" for i in removed))
             self._journal_lines += len(removed)
-            if self._journal_lines > 10_000 and self._journal_lines > 4 * len(self._events):
+            if self._journal_lines > COMPACT_LINES and self._journal_lines > 4 * len(self._events):
                 self._rewrite_journal()
         return len(removed)
 
@@ -76,8 +85,8 @@ class Outbox:
         assert self.path is not None
         if self._journal is not None:
             self._journal.close()
-        ensure_private_dir(self.path.parent)
-        temporary = self.path.with_name(self.path.name + ".tmp")
+        ensure_private_dir(os.path.dirname(self.path) or ".")
+        temporary = self.path + ".tmp"
         fd = os.open(temporary, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, FILE_MODE)
         os.fchmod(fd, FILE_MODE)  # unacknowledged events: as private as the log
         with open(fd, "wb") as out:
@@ -85,19 +94,31 @@ class Outbox:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, self.path)
+        self._open_journal(len(self._events))
+
+    def _open_journal(self, lines: int) -> None:
+        assert self.path is not None
+        ensure_private_dir(os.path.dirname(self.path) or ".")
+        fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, FILE_MODE)
+        os.fchmod(fd, FILE_MODE)
         # Unbuffered: each add is one write() into the OS, which survives kill -9.
-        self._journal = open(self.path, "ab", buffering=0)  # noqa: SIM115 - owned by the outbox
-        self._journal_lines = len(self._events)
+        self._journal = open(fd, "ab", buffering=0)  # noqa: SIM115 - owned by the outbox
+        self._journal_lines = lines
 
 
-def load_journal(path: Path) -> OrderedDict[str, bytes]:
+def load_journal(path: str | os.PathLike[str]) -> tuple[OrderedDict[str, bytes], int]:
+    """The events a journal holds unacknowledged, and how many lines it has."""
     events: OrderedDict[str, bytes] = OrderedDict()
-    if not path.exists():
-        return events
+    lines = 0
+    if not os.path.exists(path):
+        return events, lines
     with open(path, "rb") as journal:
         for line in journal:
             if not line.endswith(b"\n"):
-                break  # a write cut short by a crash: never acknowledged, never sent whole
+                # A write cut short by a crash: never acknowledged, never sent whole. The
+                # next append must not continue it: compact.
+                return events, OPEN_COMPACT_LINES + 4 * len(events) + 1
+            lines += 1
             try:
                 if line.startswith(b"+"):
                     frame = line[1:-1]
@@ -105,6 +126,10 @@ def load_journal(path: Path) -> OrderedDict[str, bytes]:
                     events[event_id] = frame
                 elif line.startswith(b"-"):
                     events.pop(_decode(line[1:-1]), None)
-            except (msgspec.DecodeError, KeyError, TypeError):
-                log.warning("outbox %s: skipping an unreadable line", path)
-    return events
+            except (ValueError, KeyError, TypeError):
+                import logging  # only then: a short-lived publisher need not load it
+
+                logging.getLogger("taskcast.client").warning(
+                    "outbox %s: skipping an unreadable line", path
+                )
+    return events, lines

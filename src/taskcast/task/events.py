@@ -9,9 +9,22 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-from taskcast.task.conversation import AssistantTurn, ToolCall
+if TYPE_CHECKING:  # types only: a Claude Code hook builds payloads without dataclasses
+    from taskcast.task.conversation import AssistantTurn
+
+
+class CallLike(Protocol):
+    """A tool call as rendered here (``ToolCall``, or an adapter's own)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def arguments(self) -> dict[str, Any]: ...
+
 
 MAX_SUMMARY = 200
 MAX_OUTPUT = 2000
@@ -25,7 +38,7 @@ def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def render_tool_calls(calls: list[ToolCall]) -> str:
+def render_tool_calls(calls: Sequence[CallLike]) -> str:
     """A compact, readable rendering of tool calls, for tool-only responses."""
     return "; ".join(f"{call.name}({summarize_arguments(call.arguments, 60)})" for call in calls)
 
@@ -46,7 +59,7 @@ def api_action_message(turn: AssistantTurn) -> str:
     return response_message(turn.text, turn.tool_calls)
 
 
-def response_message(text: str, tool_calls: list[ToolCall]) -> str:
+def response_message(text: str, tool_calls: Sequence[CallLike]) -> str:
     """A model response as the seed's ``message``: its text, else its tool calls rendered,
     never empty — for the Task and for every integration alike."""
     if text.strip():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 HISTORY_EVENT = "history_appended"
@@ -34,13 +33,15 @@ class HistoryGap(ValueError):
     """The events do not hold every message (a missing index or chunk)."""
 
 
-@dataclass
 class HistoryBuilder:
-    """Folds ``history_appended`` payloads, in seq order, into the message list."""
+    """Folds ``history_appended`` payloads, in seq order, into the message list. (A
+    plain class: a Claude Code hook imports this module and must not pay for
+    ``dataclasses``.)"""
 
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    last_seq: int = 0
-    _parts: dict[int, list[str | None]] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.last_seq = 0
+        self._parts: dict[int, list[str | None]] = {}
 
     def add(self, payload: dict[str, Any], seq: int = 0) -> dict[str, Any] | None:
         """Take one payload; returns the message it completed, if any."""
