@@ -447,6 +447,7 @@ class Task:
                 "tool": call.name,
                 **approval_arguments(call.arguments),
                 "summary": summarize_arguments(call.arguments),
+                "toolCallId": call.id,  # the call in the history (AG-UI interrupts name it)
             },
             local,
         )

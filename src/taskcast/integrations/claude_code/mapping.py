@@ -442,7 +442,7 @@ def approval_request(request_id: str, hook: dict[str, Any]) -> Event:
             "tool": str(hook.get("tool_name") or "tool"),
             **approval_arguments(arguments),
             "summary": summarize_arguments(arguments),
-            "toolUseId": str(hook.get("tool_use_id") or ""),
+            "toolCallId": str(hook.get("tool_use_id") or ""),  # the call in the history
         },
     )
 
