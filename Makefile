@@ -38,6 +38,7 @@ test: $(BIN)/.installed lint $(OUTSIDE)/node_modules/.installed
 	./scripts/test-deps
 	$(BIN)/pytest -q
 	cd $(TS) && TASKCAST_PYTHON=$(abspath $(BIN))/python npm test --silent
+	cd $(OUTSIDE) && TASKCAST_PYTHON=$(abspath $(BIN))/python npm test --silent
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -287,3 +288,19 @@ class FakeLLM:
         await event("message_stop", {})
         await response.write_eof()
         return response
+
+
+async def _serve(script: str) -> None:
+    """``python -m tests.fake_llm SCRIPT.json``: serve scripted replies (a list of Reply
+    fields) and print the base URL — for test suites outside pytest (node --test)."""
+    replies = [Reply(**fields) for fields in json.loads(Path(script).read_text())]
+    server = await FakeLLM(replies).start()
+    server.exhausted = Reply(text="(no more scripted replies)")
+    print(server.base, flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    import sys
+
+    asyncio.run(_serve(sys.argv[1]))

@@ -102,11 +102,19 @@ def bearer(value: str) -> dict[str, str]:
 
 
 async def wait_for_event(
-    hub: Any, task_id: str, wanted: Callable[[dict[str, Any]], bool], timeout: float = 20
+    hub: Any,
+    task_id: str,
+    wanted: Callable[[dict[str, Any]], bool],
+    timeout: float = 20,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """Until the task's log holds an event ``wanted`` accepts (returned): watched on a
     subscription from the start of the log, not polled. ``hub``: a HubProcess."""
-    async with aiohttp.ClientSession() as session, session.ws_connect(hub.url) as ws:
+    headers = bearer(token) if token else None
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(hub.url, headers=headers) as ws,
+    ):
         await subscribe(ws, f"tasks.{task_id}", since=0)
         async with asyncio.timeout(timeout):
             while True:

@@ -19,6 +19,7 @@ import pytest
 
 from taskcast.integrations.claude_code.mapping import Session, read_transcript
 from taskcast.integrations.claude_code.settings import MARKER
+from tests.agui_reader import read_run, run_input
 from tests.conftest import REPO, HubProcess
 from tests.fake_llm import FakeLLM, Reply
 
@@ -218,6 +219,20 @@ async def test_a_session_is_a_task_every_response_once_in_order(
         summary["inputTokens"],
         summary["toolCalls"],
     ) == ("completed", 3, 350, 2)
+    # The session through the AG-UI door: the same conversation, AG-UI's way.
+    async with aiohttp.ClientSession() as session:
+        run = await read_run(session, hub.http, session_id, run_input(session_id))
+    assert [e["type"] for e in run] == [
+        "RUN_STARTED",
+        "MESSAGES_SNAPSHOT",
+        "STATE_SNAPSHOT",
+        "RUN_FINISHED",
+    ]
+    shown = run[1]["messages"]
+    assert [m["role"] for m in shown] == [m["role"] for m in messages]
+    assert shown[1]["toolCalls"][0]["function"]["name"] == "Write"
+    assert shown[-1]["content"] == "Done: hello.txt is there."
+    assert run[-1]["outcome"] == {"type": "success"}
     assert machine.hook_log() == ""  # nothing went wrong in any hook call
 
 

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from taskcast import CommunicationService, TaskRecorder
+from tests.agui_reader import read_run, run_input
 from tests.conftest import REPO, HubProcess
 from tests.fake_llm import FakeLLM, Reply
 from tests.nats_servers import free_port
@@ -166,6 +167,13 @@ async def test_a_langgraph_agent_publishes_one_api_action_per_model_response(
     } == {("gpt-test", 11, 7, 3)}
     assert events[0]["payload"]["prompt"] == "add 2 and 3, then explode"
     assert events[-1]["payload"]["result"] == "2 + 3 = 5, and explode failed."
+    # Through the AG-UI door: each response an assistant message, the tools as CUSTOM.
+    async with aiohttp.ClientSession() as session:
+        run = await read_run(session, hub.http, "lg-1", run_input("lg-1"))
+    assert [m["content"] for m in run[1]["messages"]] == [p["message"] for p in actions]
+    assert run[2]["snapshot"]["toolFailures"] == 1
+    assert run[-1]["outcome"] == {"type": "success"}
+    assert run[-1]["result"] == "2 + 3 = 5, and explode failed."
 
     # Sync, with no task id: the outermost run's id names the task; a plain chat model too.
     llm.replies = [Reply(text="plain answer")]

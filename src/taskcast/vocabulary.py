@@ -76,3 +76,5 @@ class ErrorCode(StrEnum):
     INVALID_WEBHOOK = "invalid_webhook"
     INVALID_LEASE = "invalid_lease"
     LEASE_HELD = "lease_held"
+    INVALID_INPUT = "invalid_input"  # AG-UI: a body that is not a RunAgentInput for the task
+    ALREADY_RESOLVED = "already_resolved"  # AG-UI: a resume for an interrupt already answered

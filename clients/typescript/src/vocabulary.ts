@@ -63,6 +63,8 @@ export const ErrorCode = {
   INVALID_WEBHOOK: "invalid_webhook",
   INVALID_LEASE: "invalid_lease",
   LEASE_HELD: "lease_held",
+  INVALID_INPUT: "invalid_input",
+  ALREADY_RESOLVED: "already_resolved",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

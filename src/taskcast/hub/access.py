@@ -28,6 +28,8 @@ HTTP_STATUS: dict[str, int] = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.TOO_MANY_CONNECTIONS: 503,
     ErrorCode.SHUTTING_DOWN: 503,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.ALREADY_RESOLVED: 409,
 }
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "127.0.0.1", "::1"})
 
@@ -155,6 +157,26 @@ def browser_refusal(
     if (config.allowed_origins or no_auth) and not same_origin(origin, host, scheme):
         return FrameError(ErrorCode.FORBIDDEN, "origin not allowed; see --allowed-origin")
     return None
+
+
+CORS_PREFLIGHT = {
+    "Access-Control-Allow-Methods": "GET, POST",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID",
+    "Access-Control-Max-Age": "600",
+}
+
+
+def cors_headers(config: HubConfig, origin: str | None) -> dict[str, str]:
+    """What lets a page on an ``--allowed-origin`` read the hub's answers (CORS: a
+    browser front-end calling the AG-UI door, the HTTP API). Only those origins: the
+    hub's own pages need none, and ``browser_refusal`` turns every other one away."""
+    if origin is None or origin not in config.allowed_origins:
+        return {}
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Expose-Headers": "X-Taskcast-Log-Id",
+        "Vary": "Origin",
+    }
 
 
 def host_allowed(config: HubConfig, host: str | None) -> bool:

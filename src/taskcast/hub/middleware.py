@@ -8,13 +8,20 @@ get only "ok" from ``/healthz``), but they too must be asked for by this hub's n
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from taskcast.auth import Principal
 from taskcast.frames import FrameError
-from taskcast.hub.access import HTTP_STATUS, authenticated, browser_refusal
+from taskcast.hub.access import (
+    CORS_PREFLIGHT,
+    HTTP_STATUS,
+    authenticated,
+    browser_refusal,
+    cors_headers,
+)
 from taskcast.hub.config import HubConfig
 from taskcast.vocabulary import ErrorCode
 
@@ -59,6 +66,11 @@ def make_access_middleware(config: HubConfig, refused: Callable[[str], None]) ->
         if refusal is not None:
             refused(refusal.code)
             raise http_refusal(refusal)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            allowed = cors_headers(config, request.headers.get("Origin"))
+            if not allowed:  # a preflight from the hub's own origin: it needs none
+                raise http_refusal(FrameError(ErrorCode.FORBIDDEN, "no CORS for this origin"))
+            return web.Response(status=204, headers={**allowed, **CORS_PREFLIGHT})
         path = request.path
         if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
             try:
@@ -74,6 +86,16 @@ def make_access_middleware(config: HubConfig, refused: Callable[[str], None]) ->
         return await handler(request)
 
     return access
+
+
+def make_cors_hook(config: HubConfig) -> Callable[[web.Request, web.StreamResponse], Any]:
+    """Every answer (streams and refusals too) to a page on an ``--allowed-origin``
+    carries the CORS headers that let it read the answer."""
+
+    async def add_cors(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(cors_headers(config, request.headers.get("Origin")))
+
+    return add_cors
 
 
 def principal_of(request: web.Request) -> Principal:

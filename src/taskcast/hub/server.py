@@ -18,11 +18,17 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from taskcast.commands import CommandAction, Rejection, RemoteEvent, RequestKind
 from taskcast.frames import error_frame
+from taskcast.hub.agui import add_routes as add_agui_routes
 from taskcast.hub.config import HubConfig
 from taskcast.hub.connection import WebSocketSink, open_connection
 from taskcast.hub.core import Hub
 from taskcast.hub.http_api import HUB_KEY, add_routes
-from taskcast.hub.middleware import http_refusal, make_access_middleware, principal_of
+from taskcast.hub.middleware import (
+    http_refusal,
+    make_access_middleware,
+    make_cors_hook,
+    principal_of,
+)
 from taskcast.hub.websocket_door import Doors
 from taskcast.store import open_store
 from taskcast.vocabulary import FINAL_STATUSES, ErrorCode, EventType, TaskStatus
@@ -127,8 +133,11 @@ def build_app(hub: Hub) -> web.Application:
         middlewares=[make_access_middleware(hub.config, hub.count_refused)],
     )
     app[HUB_KEY] = hub
+    if hub.config.allowed_origins:
+        app.on_response_prepare.append(make_cors_hook(hub.config))
     app.router.add_get("/ws", websocket_endpoint)
     add_routes(app)
+    add_agui_routes(app)
     app.router.add_get("/", dashboard_page)
     app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/dashboard/constants.json", dashboard_constants)

@@ -58,6 +58,8 @@ export const ErrorCode = {
     INVALID_WEBHOOK: "invalid_webhook",
     INVALID_LEASE: "invalid_lease",
     LEASE_HELD: "lease_held",
+    INVALID_INPUT: "invalid_input",
+    ALREADY_RESOLVED: "already_resolved",
 };
 /** What a `task_command` asks of a running task. */
 export const CommandAction = {
