@@ -18,7 +18,9 @@ import {
 import { Hub, PYTHON, REPO, freePort, readLog, tempDir, waitFor } from "./helpers.js";
 
 const hubs: Hub[] = [];
+const services: CommunicationService[] = [];
 after(async () => {
+  for (const service of services) await service.close(1_000); // a failed test leaves none open
   for (const hub of hubs) await hub.stop();
 });
 
@@ -26,6 +28,7 @@ test("a TaskRecorder's approvals and questions are answered through HubClient", 
   const hub = await Hub.start();
   hubs.push(hub);
   const service = new CommunicationService(hub.url);
+  services.push(service);
   const aborted: string[] = [];
   const recorder = new TaskRecorder(service, "ts-agent", {
     provider: "openai",
@@ -43,6 +46,8 @@ test("a TaskRecorder's approvals and questions are answered through HubClient", 
   assert.equal(request!.tool, "write_to_file");
   await client.approve("ts-agent"); // the only one: no request id needed
   assert.deepEqual(await asking, { approved: true, by: "anonymous", reason: null });
+  // The recorder answers with approval_resolved after it wakes: wait until the hub has it.
+  await waitFor(async () => (await client.pending({ taskId: "ts-agent" })).length === 0, 10_000, "the resolution");
   await assert.rejects(client.approve("ts-agent"), NoSingleRequest); // nothing waits now
   recorder.tool("write_to_file", { path: "a.txt" }, "wrote 1 byte", { durationMs: 3 });
   const denying = recorder.requestApproval("execute_command", { command: "rm -rf /" });
