@@ -4,6 +4,7 @@ missing, refuses, or already holds another stream (issue 12)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -13,13 +14,14 @@ from typing import Any
 
 import aiohttp
 import nats
+import nats.js.errors
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from taskcast.client.failover import HubRotation, hub_urls
 from taskcast.frames import parse_event
-from taskcast.store import Retention
+from taskcast.store import EventQuery, Retention, StoredEvent
 from taskcast.store.nats_layout import (
     InvalidStreamName,
     channel_of,
@@ -33,8 +35,11 @@ from taskcast.store.nats_layout import (
     subject_of,
     subject_prefix,
 )
+from taskcast.store.nats_reads import ack_position
+from taskcast.store.window import RecentWindow
+from taskcast.summaries import TaskSummaries
 from tests.conftest import REPO, HubProcess
-from tests.helpers import publish_acked, scripted_run, seed, self_signed
+from tests.helpers import collect_events, publish_acked, scripted_run, seed, self_signed
 from tests.nats_servers import NatsServer, free_port, unique_stream
 
 texts = st.text(min_size=1, max_size=40)
@@ -305,3 +310,155 @@ def test_a_node_stops_at_once_even_while_another_holds_the_webhook_lease(
         second = HubProcess(nats_server.url, "--nats-stream", stream)
         second.start(tmp_path / f"b{attempt}.log")
         assert second.terminate() == 0  # within terminate's 20 s, cleanly
+
+
+# --- the log lives in JetStream: a node keeps only a window of recent events (issue 29)
+
+
+def _stored(seq: int, channel: str = "tasks.t", size: int = 10) -> StoredEvent:
+    return StoredEvent(seq, f"e{seq}", channel, "api_action", "t", None, seq, b"x" * size)
+
+
+@given(st.lists(st.integers(1, 3), min_size=1, max_size=200), st.integers(1, 30))
+def test_the_window_keeps_a_bounded_tail_and_knows_what_it_covers(
+    gaps: list[int], keep: int
+) -> None:
+    window = RecentWindow(max_events=keep, max_bytes=10**9)
+    window.start_at(5)
+    seqs = []
+    seq = 5
+    for gap in gaps:
+        seq += gap
+        seqs.append(seq)
+        window.add(_stored(seq))
+    assert len(window) == min(keep, len(seqs)) and window.head == seqs[-1]
+    kept = seqs[-keep:]
+    assert [e.seq for e in window.events_after(0, 10**6)] == kept
+    # It covers a read from just before what it keeps, not from earlier.
+    assert window.covers(kept[0] - 1) and not window.covers(window.base - 1)
+    evicted = seqs[:-keep]
+    assert window.base == (evicted[-1] if evicted else 5)
+    page = window.query(EventQuery(after=window.base, limit=10**6))
+    assert [e.seq for e in page.events] == kept and page.scanned_to == seqs[-1]
+
+
+def test_the_window_is_held_to_its_byte_budget() -> None:
+    window = RecentWindow(max_events=10**6, max_bytes=10 * 1200)
+    window.start_at(0)
+    for seq in range(1, 101):
+        window.add(_stored(seq, size=1000))
+    assert len(window) == 10 and window.bytes <= 10 * 1200
+    assert window.base == 90
+
+
+async def test_a_node_reads_the_past_from_jetstream_not_from_memory(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """A node that starts on a stream with history keeps none of it: replays (whole and
+    filtered), ``/api/events`` pages, analytics and the task summaries all come from
+    JetStream and the snapshot, and equal what the node that saw it all says."""
+    stream = unique_stream("past")
+    first = HubProcess(nats_server.url, "--nats-stream", stream).start(tmp_path / "a.log")
+    late: HubProcess | None = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(first.url)
+            frames = [seed(f"t{n % 7}", str(n), id=f"p{n}") for n in range(2500)]
+            frames.insert(1200, {"type": "note", "channel": "other.x", "payload": {"n": 1}})
+            await publish_acked(ws, frames)
+            late = HubProcess(nats_server.url, "--nats-stream", stream).start(tmp_path / "b.log")
+            for hub in (first, late):
+                listener = await session.ws_connect(hub.url)
+                await listener.send_json({"type": "subscribe", "channel": "tasks.t3", "since": 0})
+                got = await collect_events(listener, len(range(3, 2500, 7)))
+                assert [e["payload"]["message"] for e in got] == [str(n) for n in range(3, 2500, 7)]
+                everything = await session.ws_connect(hub.url)
+                await everything.send_json({"type": "subscribe", "channel": ">", "since": 100})
+                assert [e["seq"] for e in await collect_events(everything, 2401)] == list(
+                    range(101, 2502)
+                )
+                pages: list[int] = []
+                since = 0
+                while True:
+                    async with session.get(
+                        f"{hub.http}/api/events", params={"since": since, "limit": 400}
+                    ) as r:
+                        page = await r.json()
+                    if not page:
+                        break
+                    pages += [e["seq"] for e in page]
+                    since = page[-1]["seq"]
+                assert pages == list(range(1, 2502))
+                async with session.get(f"{hub.http}/api/tasks") as r:
+                    tasks = {t["taskId"]: t["apiActions"] for t in await r.json()}
+                assert tasks == {f"t{k}": len(range(k, 2500, 7)) for k in range(7)}
+                async with session.get(f"{hub.http}/api/stats", params={"buckets": "5"}) as r:
+                    assert r.status == 200, await r.text()
+                    counted = await r.json()
+                assert sum(b["total"] for b in counted["buckets"]) == 2501
+                await listener.close()
+                await everything.close()
+    finally:
+        if late is not None:
+            late.terminate()
+        first.terminate()
+
+
+async def test_a_starting_node_takes_the_summaries_from_the_snapshot_and_the_tail(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    stream = unique_stream("snap")
+    flags = ("--nats-stream", stream, "--nats-snapshot-interval", "0.2")
+    first = HubProcess(nats_server.url, *flags).start(tmp_path / "a.log")
+    late: HubProcess | None = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(first.url)
+            await publish_acked(ws, [seed(f"s{n % 5}", str(n)) for n in range(1500)])
+            nc = await nats.connect(nats_server.url)
+            try:
+                objects = await nc.jetstream().object_store(f"{stream}_snapshots")
+                deadline = asyncio.get_running_loop().time() + 20
+                while True:  # the first node saves its snapshot (at seq 1500)
+                    with contextlib.suppress(nats.js.errors.ObjectNotFoundError):
+                        if (await objects.get_info("task-summaries")).description == "1500":
+                            break
+                    assert asyncio.get_running_loop().time() < deadline, "no snapshot"
+                    await asyncio.sleep(0.1)
+            finally:
+                await nc.close()
+            await publish_acked(ws, [seed("s9", "after the snapshot")])
+            late = HubProcess(nats_server.url, *flags).start(tmp_path / "b.log")
+            views = []
+            for hub in (first, late):
+                async with session.get(f"{hub.http}/api/tasks") as r:
+                    views.append(
+                        {t["taskId"]: (t["apiActions"], t["lastSeq"]) for t in await r.json()}
+                    )
+            assert views[0] == views[1]
+            assert views[1]["s9"] == (1, 1501) and views[1]["s0"][0] == 300
+        assert "from the snapshot at seq 1500, then 1 seqs" in (tmp_path / "b.log").read_text()
+    finally:
+        if late is not None:
+            late.terminate()
+        first.terminate()
+
+
+def test_the_ack_subject_gives_the_seq_and_what_is_left_in_both_forms() -> None:
+    assert ack_position("$JS.ACK.S.c1.1.42.7.1733000000000000000.3") == (42, 3)
+    with_domain = "$JS.ACK.hub.ACCHASH.S.c1.1.42.7.1733000000000000000.3.rnd"
+    assert ack_position(with_domain) == (42, 3)
+
+
+def test_summaries_survive_their_snapshot_in_order() -> None:
+    summaries = TaskSummaries(max_tasks=3)
+    for seq, task in enumerate(["a", "b", "c", "a", "d"], 1):
+        body = b'{"payload":{"requestId":"r%d","tool":"x"}}' % seq
+        summaries.observe(seq, seq, "approval_requested", task, "s", body, f"tasks.{task}")
+    copy = TaskSummaries(max_tasks=3)
+    copy.load(summaries.dump())
+    assert list(copy.tasks) == list(summaries.tasks) == ["c", "a", "d"]
+    assert copy.tasks == summaries.tasks
+    smaller = TaskSummaries(max_tasks=2)
+    smaller.load(summaries.dump())
+    assert list(smaller.tasks) == ["a", "d"]  # the least recently active go first

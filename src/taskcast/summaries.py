@@ -234,6 +234,19 @@ class TaskSummaries:
     def get(self, task_id: str) -> TaskSummary | None:
         return self.tasks.get(task_id)
 
+    def dump(self) -> bytes:
+        """Every summary, least recently active first (what ``load`` takes back): a
+        cluster node starts from this instead of folding the whole log."""
+        return _snapshot_encoder.encode(list(self.tasks.values()))
+
+    def load(self, data: bytes) -> None:
+        """Replace the summaries with a ``dump``'s."""
+        self.tasks = OrderedDict(
+            (summary.task_id, summary) for summary in _snapshot_decoder.decode(data)
+        )
+        while len(self.tasks) > self.max_tasks:
+            self.tasks.popitem(last=False)
+
     def forget_before(self, oldest_seq: int) -> int:
         """Drop summaries whose every event retention removed; returns how many."""
         dropped = 0
@@ -267,6 +280,9 @@ class TaskSummaries:
             chosen.append(summary)
         return chosen
 
+
+_snapshot_encoder = msgspec.msgpack.Encoder()
+_snapshot_decoder = msgspec.msgpack.Decoder(list[TaskSummary])
 
 _OPENS = frozenset({"approval_requested", "question_asked"})
 _SETTLES = frozenset({"approval_resolved", "question_answered"})

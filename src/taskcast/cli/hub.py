@@ -46,6 +46,14 @@ from taskcast.store import DEFAULT_STORE, NatsOptions, NatsUnavailable, Retentio
     help="How long a resent event id is recognised across nodes (30m, 12h, 1d, seconds).",
 )
 @click.option(
+    "--nats-snapshot-interval",
+    type=click.FloatRange(0.1, 3600),
+    default=10.0,
+    show_default=True,
+    help="Seconds between the task-summary snapshots a node saves, so that a node that "
+    "starts reads only the log after the latest one.",
+)
+@click.option(
     "--nats-credentials",
     type=click.Path(exists=True, dir_okay=False),
     help="NATS .creds file (JWT + NKey) for a secured NATS.",
@@ -173,6 +181,7 @@ def hub(
     nats_stream: str,
     nats_replicas: int,
     nats_duplicate_window: str,
+    nats_snapshot_interval: float,
     nats_credentials: str | None,
     nats_tls: bool,
     retain_events: int | None,
@@ -262,6 +271,7 @@ def hub(
         close_timeout_seconds=close_timeout,
         allow_private_webhooks=allow_private_webhooks,
         webhook_give_up_seconds=float(parse_duration(webhook_give_up)),
+        snapshot_interval_seconds=nats_snapshot_interval,
     )
     try:
         asyncio.run(serve(config, ready=announce))

@@ -30,6 +30,9 @@ class HubConfig:
     trim_interval_seconds: float = 5.0
     # How often lapsed leases are looked for (a dead runner is reported within this).
     lease_sweep_seconds: float = 1.0
+    # Shared log: how often a node saves the task summaries (if this many events came).
+    snapshot_interval_seconds: float = 10.0
+    snapshot_min_events: int = 1000
     shutdown_timeout_seconds: float = 5.0
     # How long a close waits for the client's close frame (a client not reading never sends one).
     close_timeout_seconds: float = 2.0

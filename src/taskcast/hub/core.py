@@ -57,6 +57,7 @@ from taskcast.hub.connection import (
     ClientConnection,
     WritePass,
 )
+from taskcast.hub.pacing import LoopLag
 from taskcast.leases import Lapse, Lease, acquire, lapse_of, may_release, runner_lost_id
 from taskcast.ratelimit import BucketTable
 from taskcast.store import AppendResult, EventQuery, EventStore, SharedLog, StoredEvent
@@ -92,6 +93,7 @@ RUN_BYTES = 64 * 1024
 # How long a subscribe on a shared log waits for this node to reach its ``since``.
 CATCH_UP_SECONDS = 5.0
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+REPLAY_SLICE = 128  # replayed events queued between two yields to the event loop
 
 
 @dataclass(slots=True)
@@ -157,6 +159,7 @@ class Hub:
         self.stats = HubStats()
         self.summaries = TaskSummaries(config.max_task_summaries, config.summary_text_chars)
         self._replay_slots = asyncio.Semaphore(config.max_concurrent_replays)
+        self.loop_lag = LoopLag()
         self.webhooks = WebhookDispatcher(
             store,
             lambda: self.published_head,
@@ -168,6 +171,7 @@ class Hub:
         # POST /api/events has no connection to hang a bucket on: one per publisher.
         self.http_buckets = BucketTable(config.publish_rate, config.publish_burst)
         self.published_head = 0
+        self.snapshot_seq = 0  # the seq of the last summaries snapshot saved or loaded
         self.shared = store if isinstance(store, SharedLog) else None
         # Shared log: acks waiting for their event to be fanned out, by seq.
         self._held: list[tuple[int, int, Reply, AppendResult]] = []
@@ -183,18 +187,41 @@ class Hub:
         self.accepting = True
 
     async def start(self) -> None:
+        self.loop_lag.start()
         self.published_head = self.store.head
         await self._load_summaries()
         self._tasks.append(asyncio.create_task(self._commit_loop(), name="taskcast-commit"))
         self._tasks.append(asyncio.create_task(self._trim_loop(), name="taskcast-trim"))
         self._tasks.append(asyncio.create_task(self._lease_loop(), name="taskcast-leases"))
+        if self.shared is not None:
+            self._tasks.append(
+                asyncio.create_task(self._snapshot_loop(), name="taskcast-snapshots")
+            )
         await self.webhooks.start()
         if self.shared is not None:
             self.shared.on_advance(self._follow_log)
             self._follow_log()  # what arrived while the summaries loaded
 
     async def _load_summaries(self) -> None:
+        """Fold the log into the task summaries; a shared log's node starts from the
+        latest snapshot a node saved and folds only what came after it."""
         cursor = self.store.oldest - 1
+        if self.shared is not None:
+            try:
+                snapshot = await self.shared.load_snapshot()
+            except Exception as exc:
+                log.warning("no task-summaries snapshot (%s): folding the whole log", exc)
+                snapshot = None
+            if snapshot is not None and cursor < snapshot[0] <= self.published_head:
+                self.summaries.load(snapshot[1])
+                self.summaries.forget_before(self.store.oldest)
+                cursor = snapshot[0]
+                self.snapshot_seq = snapshot[0]
+                log.info(
+                    "task summaries from the snapshot at seq %d, then %d seqs of the log",
+                    cursor,
+                    self.published_head - cursor,
+                )
         while cursor < self.published_head:
             page = await self.store.query(
                 EventQuery(after=cursor, until=self.published_head, limit=10_000)
@@ -698,8 +725,10 @@ class Hub:
                     or connection.subscription(subscription.pattern) is not subscription
                 ):
                     return
-                for event in page.events:
+                for index, event in enumerate(page.events, 1):
                     connection.put_replay(with_seq(event.body, event.seq), event.seq)
+                    if not index % REPLAY_SLICE:
+                        await self.loop_lag.give_way()  # live delivery goes first
                 self.stats.replayed += len(page.events)
                 cursor.advance(page.scanned_to)
                 await connection.wait_for_room()
@@ -783,6 +812,22 @@ class Hub:
 
             await self.store.update_record(LEASE_KIND, lease.task_id, forget)
 
+    async def _snapshot_loop(self) -> None:
+        """Save the task summaries of a shared log now and then, so that a node that
+        starts folds only the log's tail: start-up does not grow with the log."""
+        assert self.shared is not None
+        while self.accepting:
+            await asyncio.sleep(self.config.snapshot_interval_seconds)
+            if self.published_head - self.snapshot_seq < self.config.snapshot_min_events:
+                continue
+            seq, data = self.published_head, self.summaries.dump()  # one consistent view
+            try:
+                await self.shared.save_snapshot(seq, data)
+            except Exception as exc:
+                log.warning("saving the task-summaries snapshot failed: %s", exc)
+            else:
+                self.snapshot_seq = seq
+
     async def _trim_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.trim_interval_seconds)
@@ -809,6 +854,7 @@ class Hub:
                 await asyncio.gather(*(c.flush() for c in connections))
         await asyncio.gather(*(c.close(CLOSE_GOING_AWAY) for c in connections))
         await self.webhooks.stop()
+        await self.loop_lag.stop()
         for task in [*self._tasks, *self._closers]:
             task.cancel()
         with contextlib.suppress(TimeoutError):  # a stop must end, whatever a store does

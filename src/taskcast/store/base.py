@@ -162,3 +162,12 @@ class SharedLog(Protocol):
     async def last_seq(self) -> int:
         """The log's own head, as the log says now (this node may not have it yet)."""
         ...
+
+    async def load_snapshot(self) -> tuple[int, bytes] | None:
+        """The latest task-summaries snapshot any node saved: ``(seq, data)``, the
+        summaries folded from the log up to ``seq`` (None when none was saved)."""
+        ...
+
+    async def save_snapshot(self, seq: int, data: bytes) -> None:
+        """Keep a task-summaries snapshot, unless a newer one is kept already."""
+        ...

@@ -2,11 +2,14 @@
 
 A write is acknowledged once JetStream acknowledged it (with R3, once a quorum of
 servers has it); the stream sequence is the event's ``seq``, the same on every node.
-Each node follows the stream with an ordered consumer into an in-memory replica
-(bounded by the same retention as the stream) and answers replays and queries
-from it, so nodes are stateless gateways: one that starts reads the stream, one
-that dies loses nothing. Webhooks and leases live in a JetStream key-value bucket
-whose compare-and-set makes a lease one holder's across nodes.
+Each node follows the stream from where it stood when it started, with an ordered
+consumer, into a bounded window of recent events (``store/window.py``) that fan-out
+and near-live resumes read; everything older is read from JetStream itself
+(``store/nats_reads.py``). So a node's memory and start-up do not grow with the log:
+nodes are stateless gateways, one that starts reads nothing of the past, one that dies
+loses nothing. Webhooks and leases live in a JetStream key-value bucket whose
+compare-and-set makes a lease one holder's across nodes; the task summaries a starting
+node needs come from a snapshot some node saved (an object store) and the log after it.
 """
 
 from __future__ import annotations
@@ -26,12 +29,16 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
+    ConsumerConfig,
     DeliverPolicy,
     KeyValueConfig,
+    ObjectMeta,
+    ObjectStoreConfig,
     StorageType,
     StreamConfig,
 )
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
 from taskcast.frames import Publish
 from taskcast.store.base import (
@@ -42,7 +49,6 @@ from taskcast.store.base import (
     Retention,
     StoredEvent,
 )
-from taskcast.store.memory import MemoryStore
 from taskcast.store.nats_layout import (
     DEFAULT_DUPLICATE_WINDOW_SECONDS,
     DEFAULT_STREAM,
@@ -61,6 +67,8 @@ from taskcast.store.nats_layout import (
     subject_of,
     subject_prefix,
 )
+from taskcast.store.nats_reads import StreamReader
+from taskcast.store.window import RecentWindow
 
 log = logging.getLogger("taskcast.store.nats")
 
@@ -69,6 +77,8 @@ FEED_HEARTBEAT_SECONDS = 1.0
 CAS_ATTEMPTS = 20
 CLOSE_TIMEOUT_SECONDS = 3.0
 FEED_COALESCE_SECONDS = 0.002
+TIME_MARGIN_MS = 5_000  # hub nodes' and NATS servers' clocks may differ this much
+SNAPSHOT_NAME = "task-summaries"
 
 
 class NatsStore:
@@ -90,14 +100,16 @@ class NatsStore:
         self._credentials = credentials
         self._tls = tls
         self._timeout = timeout
-        self.replica = MemoryStore(retention)
+        self.window = RecentWindow()
+        self.reader = StreamReader(self.plan.name, self.prefix, stored_event)
+        self._first_seq = 1  # the stream's oldest message (limits move it up)
         self._nc: Client | None = None
+        self._reads = Client()
         self._js: JetStreamContext | None = None
         self._kv: KeyValue | None = None
+        self._objects: ObjectStore | None = None
         self._feed: Any = None
         self._listeners: list[Callable[[], None]] = []
-        self._caught_up = asyncio.Event()
-        self._catch_up_to = 0
         self._generation = 0  # bumped on every disconnect from NATS
         self._closing = False
         self._notify_scheduled = False
@@ -107,11 +119,11 @@ class NatsStore:
 
     @property
     def head(self) -> int:
-        return self.replica.head
+        return self.window.head
 
     @property
     def oldest(self) -> int:
-        return self.replica.oldest
+        return min(self._first_seq, self.head + 1)
 
     @property
     def description(self) -> str:
@@ -129,6 +141,39 @@ class NatsStore:
             raise NatsUnavailable(
                 "--nats-credentials needs the nkeys package: pip install 'taskcast[nats-auth]'"
             )
+        client = await self._connect("taskcast-hub", primary=True)
+        # Reads of the past (replays, queries) get a connection of their own: a flood of
+        # replayed messages must not queue ahead of the live feed on one socket.
+        self._reads = await self._connect("taskcast-hub-reads", primary=False)
+        self._nc = client
+        self._js = self._nc.jetstream(timeout=self._timeout)
+        self.reader.attach(self._reads, self._reads.jetstream(timeout=self._timeout))
+        try:
+            last_seq = await self._ensure_stream()
+            self._kv = await self._js.create_key_value(
+                KeyValueConfig(
+                    bucket=f"{self.plan.name}_records",
+                    replicas=self.plan.replicas,
+                    storage=StorageType.FILE,
+                )
+            )
+            self._objects = await self._js.create_object_store(
+                f"{self.plan.name}_snapshots",
+                ObjectStoreConfig(replicas=self.plan.replicas, storage=StorageType.FILE),
+            )
+        except (nats.errors.Error, NatsUnavailable) as exc:
+            self._closing = True
+            await self._nc.close()
+            await self._reads.close()
+            if isinstance(exc, NatsUnavailable):
+                raise
+            raise NatsUnavailable(
+                f"NATS JetStream refused stream {self.plan.name} (is JetStream on? "
+                f"nats-server -js): {exc!r}"
+            ) from exc
+        await self._follow(last_seq)
+
+    async def _connect(self, name: str, *, primary: bool) -> Client:
         client = Client()
         try:
             # A client that reconnects forever also retries its first connect forever:
@@ -138,51 +183,34 @@ class NatsStore:
                     servers=self.servers,
                     user_credentials=self._credentials,
                     tls=ssl.create_default_context() if self._tls else None,
-                    name="taskcast-hub",
+                    name=name,
                     connect_timeout=max(1, round(self._timeout)),
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=1,  # per server: another server is tried at once
-                    disconnected_cb=self._disconnected,
-                    reconnected_cb=self._reconnected,
-                    error_cb=self._error,
+                    disconnected_cb=self._disconnected if primary else _quiet,
+                    reconnected_cb=self._reconnected if primary else _quiet,
+                    error_cb=self._error if primary else _quiet_error,
                 )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             self._closing = True
             with contextlib.suppress(Exception):
                 await client.close()
+            if not primary and self._nc is not None:
+                await self._nc.close()
             # The client keeps retrying through most errors; the last one it reported
             # (an authorization violation, a TLS failure) says more than the timeout.
             detail = self._last_error or str(exc) or "no answer"
             raise NatsUnavailable(
                 f"cannot reach NATS at {shown_servers(self.servers)}: {detail}"
             ) from exc
-        self._nc = client
-        self._js = self._nc.jetstream(timeout=self._timeout)
-        try:
-            last_seq, kept = await self._ensure_stream()
-            self._kv = await self._js.create_key_value(
-                KeyValueConfig(
-                    bucket=f"{self.plan.name}_records",
-                    replicas=self.plan.replicas,
-                    storage=StorageType.FILE,
-                )
-            )
-        except (nats.errors.Error, NatsUnavailable) as exc:
-            self._closing = True
-            await self._nc.close()
-            if isinstance(exc, NatsUnavailable):
-                raise
-            raise NatsUnavailable(
-                f"NATS JetStream refused stream {self.plan.name} (is JetStream on? "
-                f"nats-server -js): {exc!r}"
-            ) from exc
-        await self._follow(last_seq, kept)
+        if primary:
+            self._nc = client
+        return client
 
-    async def _ensure_stream(self) -> tuple[int, int]:
+    async def _ensure_stream(self) -> int:
         """Create the stream, or check the existing one fits and update its limits.
-        Returns its last seq (what the replica must reach before the hub serves) and
-        how many messages it keeps."""
+        Returns its last seq: where this node starts following it."""
         assert self._js is not None
         config = StreamConfig(storage=StorageType.FILE, allow_direct=True, **self.plan.as_config())
         try:
@@ -205,27 +233,25 @@ class NatsStore:
                 info = await self._js.update_stream(config)
                 log.info("updated NATS stream %s to this hub's limits", self.plan.name)
         self._log_id = stream_log_id(self.plan.name, info.created)
-        return info.state.last_seq, info.state.messages
+        self._first_seq = info.state.first_seq or info.state.last_seq + 1
+        return int(info.state.last_seq)
 
-    async def _follow(self, last_seq: int, kept: int) -> None:
-        """Start the ordered consumer at the first seq kept and wait until the replica
-        holds everything the stream held when we looked."""
+    async def _follow(self, last_seq: int) -> None:
+        """Follow the stream from just after ``last_seq``: what came before is read
+        from JetStream when asked for, never copied here."""
         assert self._js is not None
-        self._catch_up_to = last_seq
-        if kept == 0:  # empty, or emptied by its limits: numbering goes on after last_seq
-            self.replica.skip_to(last_seq)
-            self._caught_up.set()
+        self.window.start_at(last_seq)
         self._feed = await self._js.subscribe(
             f"{self.prefix}.>",
             stream=self.plan.name,
             cb=self._on_message,
             ordered_consumer=True,
             idle_heartbeat=FEED_HEARTBEAT_SECONDS,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            config=ConsumerConfig(opt_start_seq=last_seq + 1),
             pending_msgs_limit=-1,
             pending_bytes_limit=-1,
         )
-        await self._caught_up.wait()
 
     async def close(self) -> None:
         """Close the NATS connection. Not ``drain()``: the hub has already settled every
@@ -235,6 +261,8 @@ class NatsStore:
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                    await self.reader.close()
+                    await self._reads.close()
                     await self._nc.close()
             self._nc = None
 
@@ -257,19 +285,15 @@ class NatsStore:
 
     async def _on_message(self, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream
-        if seq <= self.replica.head:
+        if seq <= self.window.head:
             return  # already have it (the consumer was recreated behind us)
         try:
             event = stored_event(seq, channel_of(self.prefix, msg.subject), msg.data)
         except Exception:
             log.exception("stream message %d is not a taskcast event; skipped", seq)
-            self.replica.skip_to(seq)  # the head moves on all the same
+            self.window.skip_to(seq)  # the head moves on all the same
         else:
-            self.replica.add_stored([event])
-        if not self._caught_up.is_set():
-            if seq >= self._catch_up_to:
-                self._caught_up.set()
-            return
+            self.window.add(event)
         if not self._notify_scheduled:
             # Messages come in one by one as the server stores them. Alone, one is fanned
             # out at once; under load, at most one fan-out pass per FEED_COALESCE_SECONDS
@@ -289,7 +313,7 @@ class NatsStore:
         self._listeners.append(listener)
 
     def events_after(self, seq: int, limit: int) -> list[StoredEvent]:
-        return self.replica.events_after(seq, limit)
+        return self.window.events_after(seq, limit)
 
     async def last_seq(self) -> int:
         if self._js is None:
@@ -341,19 +365,70 @@ class NatsStore:
         results.extend(AppendResult(0, False, "NATS connection lost") for _ in range(unsent))
         return results
 
-    # --- reading (from the replica) --------------------------------------------
+    # --- reading: the recent window, else JetStream -------------------------------
 
     async def query(self, query: EventQuery) -> QueryPage:
-        return await self.replica.query(query)
+        if self.window.covers(query.after):
+            return self.window.query(query)
+        return await self.reader.query(query, self.window.head)
 
     async def trim(self, now_ms: int) -> int:
-        """The stream enforces its own limits; the replica drops what they drop."""
-        return await self.replica.trim(now_ms)
+        """The stream enforces its own limits: learn where it starts now (what they
+        removed), and close the read cursors nobody came back to."""
+        await self.reader.sweep()
+        if self._js is None:
+            return 0
+        info = await self._js.stream_info(self.plan.name)
+        before = self._first_seq
+        self._first_seq = info.state.first_seq or info.state.last_seq + 1
+        self.window.drop_before(self._first_seq)
+        return max(0, min(self._first_seq, self.window.head + 1) - before)
 
     async def count_by_time(
         self, since_ms: int, until_ms: int, bucket_ms: int
     ) -> list[tuple[int, str, str, int]]:
-        return await self.replica.count_by_time(since_ms, until_ms, bucket_ms)
+        """Read from JetStream's first message stored at ``since_ms`` (less a margin for
+        the clocks of hub nodes and NATS servers) until events are past ``until_ms``."""
+        start = await self.reader.seq_at(max(0, since_ms - TIME_MARGIN_MS))
+        counts: dict[tuple[int, str, str], int] = {}
+        if start is None:
+            return []
+        cursor, head = start - 1, self.head
+        while cursor < head:
+            page = await self.query(EventQuery(after=cursor, until=head, limit=5_000))
+            for event in page.events:
+                if since_ms <= event.ts < until_ms:
+                    key = (event.ts // bucket_ms * bucket_ms, event.type, event.channel)
+                    counts[key] = counts.get(key, 0) + 1
+            if page.scanned_to <= cursor or (
+                page.events and page.events[-1].ts >= until_ms + TIME_MARGIN_MS
+            ):
+                break
+            cursor = page.scanned_to
+        return [(*key, count) for key, count in counts.items()]
+
+    # --- the task-summaries snapshot (a JetStream object store) ----------------------
+
+    async def load_snapshot(self) -> tuple[int, bytes] | None:
+        if self._objects is None:
+            raise NatsUnavailable("store is not open")
+        try:
+            found = await self._objects.get(SNAPSHOT_NAME)
+        except nats.js.errors.ObjectNotFoundError:
+            return None
+        seq = int(found.info.description or 0)
+        return (seq, found.data) if seq and found.data is not None else None
+
+    async def save_snapshot(self, seq: int, data: bytes) -> None:
+        if self._objects is None:
+            raise NatsUnavailable("store is not open")
+        with contextlib.suppress(nats.js.errors.ObjectNotFoundError):
+            kept = await self._objects.get_info(SNAPSHOT_NAME)
+            if int(kept.description or 0) >= seq:
+                return  # another node saved a newer one
+        await self._objects.put(
+            SNAPSHOT_NAME, data, meta=ObjectMeta(name=SNAPSHOT_NAME, description=str(seq))
+        )
 
     # --- records (JetStream key-value) ------------------------------------------
 
@@ -410,6 +485,14 @@ class NatsStore:
                 continue
             return
         raise NatsUnavailable(f"record {kind}/{record_id} kept changing under us")
+
+
+async def _quiet(*_: Any) -> None:
+    """The read connection's events: the primary connection's callbacks report NATS."""
+
+
+async def _quiet_error(exc: Exception) -> None:
+    log.debug("NATS (reads): %s", exc)
 
 
 def _encode(record: dict[str, Any]) -> bytes:
