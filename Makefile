@@ -43,6 +43,7 @@ test: $(BIN)/.installed lint $(OUTSIDE)/node_modules/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/cluster.py
+	$(BIN)/python bench/cluster_log.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/scale.py --shape tasks
 	$(BIN)/python bench/publishers.py
