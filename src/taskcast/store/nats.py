@@ -19,6 +19,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import secrets
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -50,10 +51,17 @@ from taskcast.store.base import (
     StoredEvent,
 )
 from taskcast.store.nats_layout import (
+    ATOMIC_DISABLED_ERR,
+    ATOMIC_DUPLICATE_ERR,
     DEFAULT_DUPLICATE_WINDOW_SECONDS,
     DEFAULT_STREAM,
     MSG_ID_HEADER,
     NatsUnavailable,
+    atomic_batches_in,
+    atomic_chunks,
+    batch_answer,
+    batch_headers,
+    batch_seqs,
     channel_of,
     envelope,
     msg_id,
@@ -116,6 +124,7 @@ class NatsStore:
         self._last_notify = 0.0
         self._last_error: str | None = None
         self._log_id = ""
+        self.atomic = False  # the stream takes atomic batches (see ``append``)
 
     @property
     def head(self) -> int:
@@ -212,7 +221,14 @@ class NatsStore:
         """Create the stream, or check the existing one fits and update its limits.
         Returns its last seq: where this node starts following it."""
         assert self._js is not None
-        config = StreamConfig(storage=StorageType.FILE, allow_direct=True, **self.plan.as_config())
+        version = self._js_version()
+        atomic = atomic_batches_in(version)
+        config = StreamConfig(
+            storage=StorageType.FILE,
+            allow_direct=True,
+            allow_atomic=True if atomic else None,
+            **self.plan.as_config(),
+        )
         try:
             info = await self._js.stream_info(self.plan.name)
         except nats.js.errors.NotFoundError:
@@ -229,9 +245,13 @@ class NatsStore:
                 or existing.max_msgs != self.plan.max_msgs
                 or (existing.max_age or 0) != self.plan.max_age_seconds
                 or existing.duplicate_window != self.plan.duplicate_window_seconds
+                or (atomic and not existing.allow_atomic)
             ):
                 info = await self._js.update_stream(config)
                 log.info("updated NATS stream %s to this hub's limits", self.plan.name)
+        self.atomic = atomic and bool(info.config.allow_atomic)
+        if not self.atomic:
+            log.info("NATS %d.%d: events are published one by one (no atomic batches)", *version)
         self._log_id = stream_log_id(self.plan.name, info.created)
         self._first_seq = info.state.first_seq or info.state.last_seq + 1
         return int(info.state.last_seq)
@@ -323,13 +343,87 @@ class NatsStore:
 
     # --- writing ----------------------------------------------------------------
 
+    def _js_version(self) -> tuple[int, int]:
+        assert self._nc is not None
+        try:
+            version = self._nc.connected_server_version
+            return (version.major, version.minor)
+        except (ValueError, TypeError, AttributeError):  # a server that says no version
+            return (0, 0)
+
     async def append(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
+        """Store the events in order. On a stream that takes atomic batches they go
+        out as batches of up to 1,000, each stored whole or not at all, one answer
+        each; a batch that is refused stops the rest (nothing later is stored ahead of
+        it). Otherwise, or for a batch JetStream refused as a whole (a duplicate id
+        in it), one message each (``_append_each``)."""
+        if self._js is None or self._nc is None:
+            raise NatsUnavailable("store is not open")
+        if not self.atomic or len(events) < 2:
+            return await self._append_each(events, now_ms)
+        results: list[AppendResult] = []
+        for chunk in atomic_chunks(len(events)):
+            part = events[chunk.start : chunk.stop]
+            answered = await self._append_batch(part, now_ms)
+            if answered is None:
+                answered = await self._append_each(part, now_ms)
+            results.extend(answered)
+            if any(result.error is not None for result in answered):
+                later = len(events) - chunk.stop
+                results.extend(
+                    AppendResult(0, False, "an earlier event was not stored") for _ in range(later)
+                )
+                break
+        return results
+
+    async def _append_batch(self, events: list[Publish], now_ms: int) -> list[AppendResult] | None:
+        """One atomic batch: every message but the last unanswered (core publish), the
+        last commits it and is answered with the batch's last seq. None: JetStream
+        refused the batch whole, so nothing of it is stored and each may go alone.
+        (The commit is a plain request: nats-py's ``publish_async`` raises a refusal
+        inside its reply handler and leaves the future unresolved.)"""
+        nc = self._nc
+        assert nc is not None
+        generation = self._generation
+        batch_id = secrets.token_urlsafe(16)
+        count = len(events)
+        reply: Msg | None = None
+        try:
+            for position, event in enumerate(events, 1):
+                if generation != self._generation or not nc.is_connected:
+                    break  # no commit went out: nothing of the batch is stored
+                subject = subject_of(self.prefix, event.channel)
+                data = envelope(event, now_ms)
+                event_id = msg_id(event) if event.client_id else None
+                headers = batch_headers(batch_id, position, position == count, event_id)
+                if position < count:
+                    await nc.publish(subject, data, headers=headers)
+                else:
+                    reply = await nc.request(subject, data, self._timeout, headers=headers)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return [AppendResult(0, False, "NATS did not acknowledge in time") for _ in events]
+        except Exception as exc:
+            log.warning("NATS publish failed: %s", exc)
+            return [AppendResult(0, False, f"NATS refused: {exc!r}") for _ in events]
+        if reply is None:
+            return [AppendResult(0, False, "NATS connection lost") for _ in events]
+        answer = batch_answer(reply.data)
+        if isinstance(answer, int):
+            return [AppendResult(seq, False) for seq in batch_seqs(answer, count)]
+        code, description = answer
+        if code == ATOMIC_DISABLED_ERR:
+            self.atomic = False
+            log.warning("stream %s refuses atomic batches: one by one from now", self.plan.name)
+        elif code != ATOMIC_DUPLICATE_ERR:
+            log.warning("NATS refused a batch of %d (%s): one by one", count, description)
+        return None
+
+    async def _append_each(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
         """Publish in order, pipelined, then wait for every JetStream ack. After a
         disconnect nothing more of the batch is sent: a later event must never be
         stored ahead of an earlier one that was lost on the way."""
         js, nc = self._js, self._nc
-        if js is None or nc is None:
-            raise NatsUnavailable("store is not open")
+        assert js is not None and nc is not None
         generation = self._generation
         acks: list[asyncio.Future[Any]] = []
         for event in events:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,15 @@ from taskcast.store.base import Retention, StoredEvent
 DEFAULT_STREAM = "TASKCAST"
 DEFAULT_DUPLICATE_WINDOW_SECONDS = 24 * 3600.0
 MSG_ID_HEADER = "Nats-Msg-Id"
+# JetStream's atomic batch publish (ADR-50, nats-server 2.12+): a batch is stored
+# whole or not at all, its seqs consecutive; only the commit message is answered.
+BATCH_ID_HEADER = "Nats-Batch-Id"
+BATCH_SEQUENCE_HEADER = "Nats-Batch-Sequence"
+BATCH_COMMIT_HEADER = "Nats-Batch-Commit"
+ATOMIC_BATCH_MAX = 1000  # the server's limit of messages per batch
+ATOMIC_SINCE = (2, 12)  # the first server version with atomic batches
+ATOMIC_DISABLED_ERR = 10174  # the stream does not (or no longer) allow atomic batches
+ATOMIC_DUPLICATE_ERR = 10201  # a duplicate id in a batch refuses it whole
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 _Envelope = tuple[str, str, str | None, str | None, int, str, bytes]
@@ -124,6 +134,45 @@ class StreamPlan:
             "max_age": self.max_age_seconds,
             "duplicate_window": self.duplicate_window_seconds,
         }
+
+
+def atomic_batches_in(version: tuple[int, int]) -> bool:
+    """Whether a server of this (major, minor) version stores atomic batches."""
+    return version >= ATOMIC_SINCE
+
+
+def atomic_chunks(count: int) -> list[range]:
+    """The batches ``count`` events go out in, in order."""
+    return [range(i, min(i + ATOMIC_BATCH_MAX, count)) for i in range(0, count, ATOMIC_BATCH_MAX)]
+
+
+def batch_headers(
+    batch_id: str, position: int, commit: bool, event_id: str | None
+) -> dict[str, str]:
+    """The headers of the ``position``-th message (from 1) of an atomic batch."""
+    headers = {BATCH_ID_HEADER: batch_id, BATCH_SEQUENCE_HEADER: str(position)}
+    if commit:
+        headers[BATCH_COMMIT_HEADER] = "1"
+    if event_id is not None:
+        headers[MSG_ID_HEADER] = event_id
+    return headers
+
+
+def batch_answer(data: bytes) -> int | tuple[int, str]:
+    """A batch commit's answer: the batch's last seq, or (err_code, description)."""
+    try:
+        answer = json.loads(data)
+        error = answer.get("error")
+        if error is None:
+            return int(answer["seq"])
+        return int(error.get("err_code", 0)), str(error.get("description", ""))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return 0, f"not a JetStream answer: {data[:200]!r}"
+
+
+def batch_seqs(last_seq: int, count: int) -> list[int]:
+    """A committed batch's seqs: consecutive, ending at the commit's answered seq."""
+    return list(range(last_seq - count + 1, last_seq + 1))
 
 
 def plan_stream(

@@ -1,14 +1,18 @@
 """Reading a taskcast stream from JetStream itself, not from a copy in memory.
 
 A read (a replay page, ``/api/events``, the webhook worker, analytics) is served by a
-``StreamCursor``: an ordered push consumer on the read's subject filter, started at the
-seq the read begins at, whose messages wait in a small buffer. A replay reads page
-after page from the same cursor (the pool finds it by where the last page ended), so
-a million events stream from one consumer at the rate nats-py can parse them, and
-JetStream's flow control stops the server while the buffer is full: memory stays
-bounded whatever the length of the log. Measured choices are in docs/architecture.md
-(an ordered consumer reads ~87k 2-KB messages/s in nats-py, a batched direct get
-~35k, a pull consumer ~20k).
+``StreamCursor``: a push consumer on the read's subject filter, started at the seq the
+read begins at, whose messages wait in a small buffer. A replay reads page after page
+from the same cursor (the pool finds it by where the last page ended), so a million
+events stream from one consumer at the rate nats-py can parse them. Backpressure is
+JetStream's own: the consumer acks all-up-to (``AckPolicy.ALL``) with at most
+``BUFFER_MESSAGES`` unacknowledged, and a cursor acks what it hands over, so the server
+sends no more than the buffer holds — memory stays bounded whatever the length of the
+log, and nothing is dropped. (Holding an ordered consumer's callback instead lets
+nats-py's queue overflow; the consumer then restarts past what it dropped — measured:
+gaps of thousands of events in a 300,000-event replay.) Measured choices are in
+docs/architecture.md (a push consumer reads ~87k 2-KB messages/s in nats-py, a batched
+direct get ~35k, a pull consumer ~20k).
 
 Where a filtered read has nothing more to find, the consumer would simply stay quiet;
 one direct get (``next_by_subj``) answers instead whether anything matching is left up
@@ -22,6 +26,7 @@ import contextlib
 import datetime
 import json
 import logging
+import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -30,16 +35,17 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from taskcast.store.base import EventQuery, QueryPage, StoredEvent
 from taskcast.store.nats_layout import NatsUnavailable, channel_of
 
 log = logging.getLogger("taskcast.store.nats")
 
-BUFFER_MESSAGES = 1_000  # per cursor: the consumer pauses beyond it
-BUFFER_BYTES = 2 * 1024 * 1024
-MAX_CURSORS = 32  # at most 64 MiB buffered for reads, whatever the log's length
+BUFFER_MESSAGES = 1_000  # per cursor: JetStream sends no more unacknowledged
+MAX_CURSORS = 32  # at most 32,000 messages buffered for reads, whatever the log's length
+ACK_WAIT_SECONDS = 600.0  # a reader this slow gets what it holds again (skipped)
+CONSUMER_IDLE_SECONDS = 10.0  # JetStream drops a cursor's consumer nobody listens to
 CURSOR_IDLE_SECONDS = 30.0
 SCAN_PER_PAGE = 20_000  # messages one page may look at (sparse filters come back partial)
 READ_TIMEOUT_SECONDS = 10.0
@@ -60,67 +66,72 @@ def ack_position(reply: str) -> tuple[int, int]:
 
 
 class StreamCursor:
-    """One ordered consumer from ``next_seq`` on, over ``subject``; what it delivered
-    and nobody took yet waits in ``buffer`` as ``(seq, subject, data, pending)``."""
+    """One push consumer from ``next_seq`` on, over ``subject``; what it delivered and
+    nobody took yet waits in ``buffer`` as ``(seq, subject, data, pending, reply)``."""
 
     def __init__(self, subject: str, next_seq: int) -> None:
         self.subject = subject
         self.next_seq = next_seq  # the seq the next take starts at
-        self.buffer: deque[tuple[int, str, bytes, int]] = deque()
-        self.buffered_bytes = 0
+        self.buffer: deque[tuple[int, str, bytes, int, str]] = deque()
         self.arrived = asyncio.Event()
-        self.room = asyncio.Event()
-        self.room.set()
         self.used = time.monotonic()
         self.sub: Any = None
+        self.name = f"taskcast-read-{secrets.token_hex(8)}"
         self.last_pending = -1  # matching messages left after the last one delivered
+        self._js: JetStreamContext | None = None
+        self._stream = ""
 
     async def start(self, js: JetStreamContext, stream: str) -> None:
+        self._js, self._stream = js, stream
         self.sub = await js.subscribe(
             self.subject,
             stream=stream,
             cb=self._on_message,
-            ordered_consumer=True,
-            idle_heartbeat=5.0,
+            manual_ack=True,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            config=ConsumerConfig(opt_start_seq=self.next_seq),
-            pending_msgs_limit=4 * BUFFER_MESSAGES,
-            pending_bytes_limit=4 * BUFFER_BYTES,
+            config=ConsumerConfig(
+                name=self.name,
+                opt_start_seq=self.next_seq,
+                ack_policy=AckPolicy.ALL,
+                max_ack_pending=BUFFER_MESSAGES,
+                ack_wait=ACK_WAIT_SECONDS,
+                inactive_threshold=CONSUMER_IDLE_SECONDS,
+                mem_storage=True,
+                num_replicas=1,
+            ),
+            pending_msgs_limit=4 * BUFFER_MESSAGES,  # never reached: the server holds back
+            pending_bytes_limit=-1,
         )
 
     async def _on_message(self, msg: Msg) -> None:
         seq, pending = ack_position(msg.reply)
-        self.buffer.append((seq, msg.subject, msg.data, pending))
-        self.buffered_bytes += len(msg.data)
+        self.buffer.append((seq, msg.subject, msg.data, pending, msg.reply))
         self.arrived.set()
-        # Holding the callback holds the consumer: nats-py answers JetStream's flow
-        # control only for messages handed over, so the server stops sending.
-        while len(self.buffer) >= BUFFER_MESSAGES or self.buffered_bytes >= BUFFER_BYTES:
-            self.room.clear()
-            await self.room.wait()
 
-    def take(self, upto: int, limit: int) -> list[tuple[int, str, bytes]]:
-        """Buffered messages with seq ≤ ``upto``, at most ``limit``."""
+    def take(self, upto: int, limit: int) -> tuple[list[tuple[int, str, bytes]], str | None]:
+        """Buffered messages with seq ≤ ``upto``, at most ``limit``; and the ack subject
+        that acknowledges them all (None when none was taken)."""
         out: list[tuple[int, str, bytes]] = []
         buffer = self.buffer
+        last_reply: str | None = None
         while buffer and len(out) < limit and buffer[0][0] <= upto:
-            seq, subject, data, pending = buffer.popleft()
-            self.buffered_bytes -= len(data)
+            seq, subject, data, pending, last_reply = buffer.popleft()
             self.last_pending = pending
-            if seq >= self.next_seq:  # (below it: passed over as matching nothing)
+            if seq >= self.next_seq:  # (below it: a redelivery, or matching nothing)
                 self.next_seq = seq + 1
                 out.append((seq, subject, data))
         if not buffer:
             self.arrived.clear()
-        self.room.set()
-        return out
+        return out, last_reply
 
     async def close(self) -> None:
-        self.room.set()
-        if self.sub is not None:
+        sub, self.sub = self.sub, None
+        if sub is not None:
             with contextlib.suppress(Exception):
-                await self.sub.unsubscribe()
-            self.sub = None
+                await sub.unsubscribe()
+            if self._js is not None:  # at once, not after the inactivity threshold
+                with contextlib.suppress(Exception):
+                    await self._js.delete_consumer(self._stream, self.name)
 
 
 class StreamReader:
@@ -171,7 +182,9 @@ class StreamReader:
             if cursor.next_seq > upto:
                 return self._through(cursor, found, upto)
             want = min(query.limit - len(found), SCAN_PER_PAGE - scanned, SLICE)
-            taken = cursor.take(upto, want)
+            taken, ack = cursor.take(upto, want)
+            if ack is not None and self.nc is not None:
+                await self.nc.publish(ack, b"+ACK")  # acks all up to it: room for more
             for seq, subject, data in taken:
                 scanned += 1
                 event = self._decoded(seq, subject, data)
