@@ -45,9 +45,11 @@ class NatsServer:
         jetstream: bool = True,
         extra: tuple[str, ...] = (),
         binary: str | None = None,
+        user: str | None = None,
     ) -> None:
         self.name = name
         self.binary = binary or nats_server_binary()  # another: another server version
+        self.user = user  # run as this user (firewall rules can then match its packets)
         self.jetstream = jetstream
         self.extra = extra  # more nats-server flags (TLS, auth)
         self.store_dir = store_dir
@@ -83,7 +85,11 @@ class NatsServer:
                 ",".join(f"nats://127.0.0.1:{port}" for port in self.routes),
             ]
         log = open(self.log, "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        if self.user is not None:
+            shutil.chown(self.store_dir, self.user)
+            for path in self.store_dir.rglob("*"):
+                shutil.chown(path, self.user)
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, user=self.user)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
@@ -112,12 +118,19 @@ class NatsServer:
 class NatsCluster:
     """Three servers routed to each other (JetStream clustering, so R3 streams)."""
 
-    def __init__(self, root: Path, size: int = 3) -> None:
+    def __init__(
+        self,
+        root: Path,
+        size: int = 3,
+        users: dict[int, str] | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.servers: list[NatsServer] = []
         for index in range(size):
             directory = root / f"n{index}"
             directory.mkdir(parents=True, exist_ok=True)
-            self.servers.append(NatsServer(f"n{index}", directory, []))
+            user = (users or {}).get(index)
+            self.servers.append(NatsServer(f"n{index}", directory, [], user=user, extra=extra))
         ports = [server.cluster_port for server in self.servers]
         for server in self.servers:
             server.routes = [port for port in ports if port != server.cluster_port and port]
@@ -135,6 +148,9 @@ class NatsCluster:
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
+
+    def named(self, name: str) -> NatsServer:
+        return next(server for server in self.servers if server.name == name)
 
 
 def jetstream_ready(url: str) -> None:

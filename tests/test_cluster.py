@@ -11,16 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import nats
 import pytest
 from aiohttp import web
 
 from taskcast.client import CommunicationService, subscribe
-from taskcast.store.nats_layout import subject_prefix
+from tests.cluster_load import Nodes, stream_events
 from tests.conftest import HubProcess
 from tests.helpers import collect_events, publish_acked, seed, wait_until
 from tests.helpers import subscribe as subscribe_frame
-from tests.nats_servers import NatsCluster, jetstream_ready, unique_stream
+from tests.nats_servers import NatsCluster, jetstream_ready
 
 
 @pytest.fixture(scope="module")
@@ -28,30 +27,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
     nats_cluster = NatsCluster(tmp_path_factory.mktemp("cluster")).start()
     yield nats_cluster
     nats_cluster.stop()
-
-
-class Nodes:
-    """Hub processes over one R3 stream of the cluster."""
-
-    def __init__(self, cluster: NatsCluster, root: Path) -> None:
-        self.cluster = cluster
-        self.root = root
-        self.stream = unique_stream("c")
-        self.hubs: list[HubProcess] = []
-
-    def start(self, *extra: str) -> HubProcess:
-        hub = HubProcess(
-            self.cluster.url, "--nats-stream", self.stream, "--nats-replicas", "3", *extra
-        )
-        hub.start(self.root / f"node{len(self.hubs)}.log")
-        self.hubs.append(hub)
-        return hub
-
-    def stop(self) -> None:
-        for hub in self.hubs:
-            if hub.proc is not None and hub.proc.poll() is None:
-                hub.proc.kill()
-                hub.proc.wait(10)
 
 
 @pytest.fixture
@@ -162,29 +137,6 @@ def _publisher(
         done.set()
 
 
-async def _stream_events(cluster: NatsCluster, stream: str) -> list[tuple[int, str, str]]:
-    """(seq, task id, event id) of every message in the stream, read from NATS itself."""
-    from taskcast.store.nats_layout import channel_of, stored_event
-
-    nc = await nats.connect(servers=cluster.url.split(","))
-    prefix = subject_prefix(stream)
-    found: list[tuple[int, str, str]] = []
-    try:
-        js = nc.jetstream(timeout=10)
-        info = await js.stream_info(stream)
-        sub = await js.subscribe(f"{prefix}.>", stream=stream, ordered_consumer=True)
-        while len(found) < info.state.messages:
-            msg = await sub.next_msg(timeout=10)
-            event = stored_event(
-                msg.metadata.sequence.stream, channel_of(prefix, msg.subject), msg.data
-            )
-            found.append((event.seq, event.task_id or "", event.id))
-        await sub.unsubscribe()
-    finally:
-        await nc.close()
-    return found
-
-
 @pytest.mark.timeout(240)
 async def test_chaos_nothing_acked_is_lost_repeated_or_reordered(
     cluster: NatsCluster, nodes: Nodes
@@ -232,7 +184,7 @@ async def test_chaos_nothing_acked_is_lost_repeated_or_reordered(
         task.cancel()
     jetstream_ready(cluster.url)
 
-    stored = await _stream_events(cluster, nodes.stream)
+    stored = await stream_events(cluster, nodes.stream)
     assert len(stored) == total, "lost or duplicated events in the stream"
     by_publisher: dict[str, list[str]] = {name: [] for name in names}
     for _, task_id, event_id in stored:
