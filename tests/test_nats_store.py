@@ -423,12 +423,13 @@ async def test_a_starting_node_takes_the_summaries_from_the_snapshot_and_the_tai
             try:
                 objects = await nc.jetstream().object_store(f"{stream}_snapshots")
                 deadline = asyncio.get_running_loop().time() + 20
-                while True:  # the first node saves its snapshot (at seq 1500)
+                while True:  # the first node saves a snapshot once 1,000 events came
                     with contextlib.suppress(nats.js.errors.ObjectNotFoundError):
-                        if (await objects.get_info("task-summaries")).description == "1500":
-                            break
+                        saved = int((await objects.get_info("task-summaries")).description)
+                        break
                     assert asyncio.get_running_loop().time() < deadline, "no snapshot"
                     await asyncio.sleep(0.1)
+                assert 1000 <= saved <= 1500  # the next one would need 1,000 more events
             finally:
                 await nc.close()
             await publish_acked(ws, [seed("s9", "after the snapshot")])
@@ -441,7 +442,8 @@ async def test_a_starting_node_takes_the_summaries_from_the_snapshot_and_the_tai
                     )
             assert views[0] == views[1]
             assert views[1]["s9"] == (1, 1501) and views[1]["s0"][0] == 300
-        assert "from the snapshot at seq 1500, then 1 seqs" in (tmp_path / "b.log").read_text()
+        started = (tmp_path / "b.log").read_text()
+        assert f"from the snapshot at seq {saved}, then {1501 - saved} seqs" in started
     finally:
         if late is not None:
             late.terminate()

@@ -199,6 +199,7 @@ class Hub:
             )
         await self.webhooks.start()
         if self.shared is not None:
+            self.shared.pace_reads(self.loop_lag.give_way)
             self.shared.on_advance(self._follow_log)
             self._follow_log()  # what arrived while the summaries loaded
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -74,6 +74,22 @@ class QueryPage:
     # Every matching event with seq <= scanned_to is in this page or an earlier
     # one: the next page starts after it.
     scanned_to: int
+
+
+def select_page(events: Iterable[StoredEvent], query: EventQuery, upto: int) -> QueryPage:
+    """The page ``query`` selects from ``events`` (in seq order, all after
+    ``query.after``) up to seq ``upto``: what every store's ``query`` returns."""
+    found: list[StoredEvent] = []
+    scanned_to = max(query.after, upto)
+    for event in events:
+        if event.seq > upto:
+            break
+        if query.selects(event):
+            found.append(event)
+            if len(found) >= query.limit:
+                scanned_to = event.seq
+                break
+    return QueryPage(found, scanned_to)
 
 
 @dataclass(slots=True, frozen=True)
@@ -161,6 +177,10 @@ class SharedLog(Protocol):
 
     async def last_seq(self) -> int:
         """The log's own head, as the log says now (this node may not have it yet)."""
+        ...
+
+    def pace_reads(self, pace: Callable[[], Awaitable[None]]) -> None:
+        """Have reads of the past await ``pace`` between slices (the hub's pacing)."""
         ...
 
     async def load_snapshot(self) -> tuple[int, bytes] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 from typing import Any
 
 from taskcast.frames import Publish
@@ -14,6 +15,7 @@ from taskcast.store.base import (
     RecordChange,
     Retention,
     StoredEvent,
+    select_page,
     stored_row,
 )
 
@@ -85,18 +87,7 @@ class MemoryStore:
     async def query(self, query: EventQuery) -> QueryPage:
         upto = self._head if query.until is None else min(query.until, self._head)
         start = bisect.bisect_right(self._seqs, query.after)
-        found: list[StoredEvent] = []
-        scanned_to = max(query.after, upto)
-        for index in range(start, len(self._events)):
-            event = self._events[index]
-            if event.seq > upto:
-                break
-            if query.selects(event):
-                found.append(event)
-                if len(found) >= query.limit:
-                    scanned_to = event.seq
-                    break
-        return QueryPage(found, scanned_to)
+        return select_page(itertools.islice(self._events, start, None), query, upto)
 
     async def trim(self, now_ms: int) -> int:
         drop = 0

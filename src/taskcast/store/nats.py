@@ -21,7 +21,7 @@ import json
 import logging
 import secrets
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats.errors
@@ -502,6 +502,9 @@ class NatsStore:
         return [(*key, count) for key, count in counts.items()]
 
     # --- the task-summaries snapshot (a JetStream object store) ----------------------
+
+    def pace_reads(self, pace: Callable[[], Awaitable[None]]) -> None:
+        self.reader.pace = pace
 
     async def load_snapshot(self) -> tuple[int, bytes] | None:
         if self._objects is None:

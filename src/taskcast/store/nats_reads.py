@@ -29,7 +29,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.client import Client
@@ -134,6 +134,10 @@ class StreamCursor:
                     await self._js.delete_consumer(self._stream, self.name)
 
 
+async def _next_turn() -> None:
+    await asyncio.sleep(0)
+
+
 class StreamReader:
     """Reads pages of a stream for ``EventQuery``s, keeping a cursor per read that goes
     on (found again by its subject and the seq it stands at)."""
@@ -146,6 +150,9 @@ class StreamReader:
         self.js: JetStreamContext | None = None
         self._cursors: OrderedDict[tuple[str, int], StreamCursor] = OrderedDict()
         self._busy: set[StreamCursor] = set()
+        # Awaited between slices: the hub's pacing, so that reads (and the messages
+        # their acks let in) wait while live delivery runs late.
+        self.pace: Callable[[], Awaitable[None]] = _next_turn
 
     def attach(self, nc: Client, js: JetStreamContext) -> None:
         self.nc, self.js = nc, js
@@ -192,7 +199,7 @@ class StreamReader:
                 if event is not None and (only_pattern or query.selects(event)):
                     found.append(event)
             if taken:
-                await asyncio.sleep(0)  # a slice at a time: live delivery goes first
+                await self.pace()  # a slice at a time: live delivery goes first
                 continue
             if cursor.buffer:  # what is buffered is beyond upto
                 return self._through(cursor, found, upto)

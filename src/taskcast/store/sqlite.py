@@ -32,6 +32,7 @@ from taskcast.store.base import (
     RecordChange,
     Retention,
     StoredEvent,
+    select_page,
     stored_row,
 )
 
@@ -333,16 +334,7 @@ class SqliteStore:
                 clauses.append("channel >= ? AND channel < ?")
                 params.extend([prefix, prefix[:-1] + "/"])
         sql = f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY seq"
-        found: list[StoredEvent] = []
-        scanned_to = max(query.after, upto)
-        for row in conn.execute(sql, params):
-            event = StoredEvent(*row)
-            if query.selects(event):
-                found.append(event)
-                if len(found) >= query.limit:
-                    scanned_to = event.seq
-                    break
-        return QueryPage(found, scanned_to)
+        return select_page((StoredEvent(*row) for row in conn.execute(sql, params)), query, upto)
 
     async def trim(self, now_ms: int) -> int:
         if self._retention.max_events is None and self._retention.max_age_seconds is None:

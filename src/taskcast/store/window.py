@@ -9,9 +9,10 @@ the log. Anything older is read from JetStream itself (``store/nats_reads.py``).
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import deque
 
-from taskcast.store.base import EventQuery, QueryPage, StoredEvent
+from taskcast.store.base import EventQuery, QueryPage, StoredEvent, select_page
 
 DEFAULT_WINDOW_EVENTS = 20_000
 DEFAULT_WINDOW_BYTES = 32 * 1024 * 1024
@@ -71,19 +72,8 @@ class RecentWindow:
     def query(self, query: EventQuery) -> QueryPage:
         """``query`` answered from the window (only when it ``covers(query.after)``)."""
         upto = self.head if query.until is None else min(query.until, self.head)
-        found: list[StoredEvent] = []
-        scanned_to = max(query.after, upto)
         start = bisect.bisect_right(self._seqs, query.after)
-        for index in range(start, len(self._events)):
-            event = self._events[index]
-            if event.seq > upto:
-                break
-            if query.selects(event):
-                found.append(event)
-                if len(found) >= query.limit:
-                    scanned_to = event.seq
-                    break
-        return QueryPage(found, scanned_to)
+        return select_page(itertools.islice(self._events, start, None), query, upto)
 
     def drop_before(self, oldest: int) -> None:
         """The stream's limits removed everything below ``oldest``."""
