@@ -124,13 +124,16 @@ class NatsCluster:
         size: int = 3,
         users: dict[int, str] | None = None,
         extra: tuple[str, ...] = (),
+        binary: str | None = None,
     ) -> None:
         self.servers: list[NatsServer] = []
         for index in range(size):
             directory = root / f"n{index}"
             directory.mkdir(parents=True, exist_ok=True)
             user = (users or {}).get(index)
-            self.servers.append(NatsServer(f"n{index}", directory, [], user=user, extra=extra))
+            self.servers.append(
+                NatsServer(f"n{index}", directory, [], user=user, extra=extra, binary=binary)
+            )
         ports = [server.cluster_port for server in self.servers]
         for server in self.servers:
             server.routes = [port for port in ports if port != server.cluster_port and port]

@@ -27,7 +27,7 @@ from taskcast.client import subscribe
 from tests.cluster_load import Nodes, Publisher, check_stream, describe, stream_events
 from tests.conftest import HubProcess
 from tests.helpers import publish_acked, seed, wait_until
-from tests.nats_servers import NatsCluster, NatsServer, jetstream_ready
+from tests.nats_servers import NatsCluster, NatsServer, jetstream_ready, nats_server_binary
 
 CUT_USER = "nobody"  # the cut-off server runs as this user: its own packets can be matched
 
@@ -40,7 +40,11 @@ def own_cluster(
     user may enter."""
     root = Path(tempfile.mkdtemp(prefix="taskcast-faults-"))
     root.chmod(0o755)
-    cluster = NatsCluster(root, users=users, extra=extra)
+    # A copy of the server another user may run (the checkout may be closed to it).
+    binary = root / "nats-server"
+    shutil.copy(nats_server_binary(), binary)
+    binary.chmod(0o755)
+    cluster = NatsCluster(root, users=users, extra=extra, binary=str(binary))
     try:
         yield cluster.start()
     finally:
