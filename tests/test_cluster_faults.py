@@ -201,7 +201,9 @@ async def settle(
         assert got == seqs, f"node {index}'s subscriber saw another sequence"
 
 
-def report(tmp_path: Path, fault: str, figures: dict[str, object]) -> None:
+def report(tmp_path: Path, fault: str, publishers: list[Publisher], **extra: object) -> None:
+    """Print and keep what the publishers met under ``fault`` (and ``extra`` figures)."""
+    figures = {**extra, **describe(publishers, sorted(tmp_path.glob("node*.log")))}
     print(f"\n{fault}: {figures}")
     (tmp_path / "figures.json").write_text(json.dumps({fault: figures}))
 
@@ -226,11 +228,7 @@ async def test_the_stream_leader_paused_for_20_seconds(tmp_path: Path) -> None:
                 finally:
                     leader.proc.send_signal(signal.SIGCONT)
                 await settle(cluster, nodes, publishers, seen)
-            report(
-                tmp_path,
-                "leader paused 20 s",
-                {"leader": leader.name, **describe(publishers, sorted(tmp_path.glob("node*.log")))},
-            )
+            report(tmp_path, "leader paused 20 s", publishers, leader=leader.name)
         finally:
             nodes.stop()
 
@@ -271,11 +269,7 @@ async def test_a_nats_server_cut_off_from_the_other_two(tmp_path: Path) -> None:
                 finally:
                     firewall.open()
                 await settle(cluster, nodes, publishers, seen)
-            report(
-                tmp_path,
-                "one server cut off",
-                describe(publishers, sorted(tmp_path.glob("node*.log"))),
-            )
+            report(tmp_path, "one server cut off", publishers)
         finally:
             firewall.open()
             nodes.stop()
@@ -304,11 +298,7 @@ async def test_a_node_whose_nats_connection_flaps_for_a_minute(tmp_path: Path) -
                     await asyncio.sleep(3)
                     proxy.flap()
                 await settle(cluster, nodes, publishers, seen)
-            report(
-                tmp_path,
-                "NATS connection flapping",
-                {"flaps": proxy.flaps, **describe(publishers, sorted(tmp_path.glob("node*.log")))},
-            )
+            report(tmp_path, "NATS connection flapping", publishers, flaps=proxy.flaps)
         finally:
             proxy.stop()
             nodes.stop()

@@ -187,18 +187,16 @@ class Hub:
         self.accepting = True
 
     async def start(self) -> None:
-        self.loop_lag.start()
         self.published_head = self.store.head
         await self._load_summaries()
         self._tasks.append(asyncio.create_task(self._commit_loop(), name="taskcast-commit"))
         self._tasks.append(asyncio.create_task(self._trim_loop(), name="taskcast-trim"))
         self._tasks.append(asyncio.create_task(self._lease_loop(), name="taskcast-leases"))
+        await self.webhooks.start()
         if self.shared is not None:
             self._tasks.append(
                 asyncio.create_task(self._snapshot_loop(), name="taskcast-snapshots")
             )
-        await self.webhooks.start()
-        if self.shared is not None:
             self.shared.pace_reads(self.loop_lag.give_way)
             self.shared.on_advance(self._follow_log)
             self._follow_log()  # what arrived while the summaries loaded

@@ -25,10 +25,7 @@ class LoopLag:
         self.lag = 0.0  # seconds the last timer ran late
         self._asked = 0.0  # loop time of the last give_way
         self._task: asyncio.Task[None] | None = None
-        self._stopped = False
-
-    def start(self) -> None:
-        self._stopped = False
+        self._stopped = False  # a stopped hub samples no more
 
     async def stop(self) -> None:
         self._stopped = True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import itertools
 from typing import Any
 
 from taskcast.frames import Publish
@@ -87,7 +86,8 @@ class MemoryStore:
     async def query(self, query: EventQuery) -> QueryPage:
         upto = self._head if query.until is None else min(query.until, self._head)
         start = bisect.bisect_right(self._seqs, query.after)
-        return select_page(itertools.islice(self._events, start, None), query, upto)
+        events = self._events
+        return select_page((events[i] for i in range(start, len(events))), query, upto)
 
     async def trim(self, now_ms: int) -> int:
         drop = 0

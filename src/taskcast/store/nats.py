@@ -150,11 +150,10 @@ class NatsStore:
             raise NatsUnavailable(
                 "--nats-credentials needs the nkeys package: pip install 'taskcast[nats-auth]'"
             )
-        client = await self._connect("taskcast-hub", primary=True)
+        self._nc = await self._connect("taskcast-hub", primary=True)
         # Reads of the past (replays, queries) get a connection of their own: a flood of
         # replayed messages must not queue ahead of the live feed on one socket.
         self._reads = await self._connect("taskcast-hub-reads", primary=False)
-        self._nc = client
         self._js = self._nc.jetstream(timeout=self._timeout)
         self.reader.attach(self._reads, self._reads.jetstream(timeout=self._timeout))
         try:
@@ -213,8 +212,6 @@ class NatsStore:
             raise NatsUnavailable(
                 f"cannot reach NATS at {shown_servers(self.servers)}: {detail}"
             ) from exc
-        if primary:
-            self._nc = client
         return client
 
     async def _ensure_stream(self) -> int:
