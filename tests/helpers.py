@@ -64,14 +64,15 @@ async def collect_events(
 
 
 async def publish_acked(
-    ws: aiohttp.ClientWebSocketResponse, frames: list[dict[str, Any]]
+    ws: aiohttp.ClientWebSocketResponse, frames: list[dict[str, Any]], timeout: float = 10
 ) -> list[dict[str, Any]]:
-    """Pipeline ``frames`` and wait for one ack (or error) each, in order."""
+    """Pipeline ``frames`` and wait for one ack (or error) each, in order (``timeout``
+    for each reply)."""
     for frame in frames:
         await send(ws, frame)
     replies: list[dict[str, Any]] = []
     while len(replies) < len(frames):
-        reply = await recv(ws)
+        reply = await recv(ws, timeout)
         if reply["type"] in ("ack", "error"):
             replies.append(reply)
     return replies

@@ -260,7 +260,11 @@ async def test_a_nats_server_cut_off_from_the_other_two(tmp_path: Path) -> None:
                 try:
                     async with aiohttp.ClientSession() as session:
                         probe = await session.ws_connect(minority.url)
-                        (answer,) = await publish_acked(probe, [seed("probe", "x", id="probe-1")])
+                        # Behind the commit in flight at the cut: each waits out the
+                        # store's 5 s timeout, so the refusal takes up to twice that.
+                        (answer,) = await publish_acked(
+                            probe, [seed("probe", "x", id="probe-1")], timeout=30
+                        )
                         assert answer["type"] == "error", answer
                         assert answer["code"] == "store_unavailable", answer
                     await wait_until(
