@@ -1,10 +1,18 @@
 """Many agents publishing at once: ``python bench/publishers.py`` (part of ``make bench``).
 
-1,000 concurrent publishers (one websocket each, as one agent each), 10 events/s each,
-for 20 s, against the embedded SQLite hub: acknowledged events/s and the send→ack
-latency (p50, p99, max) — what an agent waits before its event is durable. The
-publishers are spread over 4 load-generator processes; each event carries its own id
-and the ack names it, so every latency is measured, not sampled.
+Each publisher is one connection (one agent) sending 10 events/s, open loop, on a beat
+of its own (random phase); every event carries its own id and its acknowledgement names
+it, so every send→ack latency is measured, not sampled. Side by side in the same run,
+alternating which goes first each round:
+
+- taskcast on its embedded SQLite log (websockets, acks after the commit);
+- a NATS JetStream server (file store, its own on a free port): each event published
+  with a ``Nats-Msg-Id`` header and a reply subject, the stream's ack back on it — the
+  same 300-byte events, raw clients on both sides (no client library in the way).
+
+The publishers are spread over load-generator processes, each reporting its own CPU,
+so the table shows the client is not the bound. Medians over ``--rounds``; written into
+docs/benchmarks.md with a plot of ack p99 against the number of publishers.
 """
 
 from __future__ import annotations
@@ -13,102 +21,302 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import random
+import socket
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import msgspec
+import nats
+from nats.js.api import StorageType, StreamConfig
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from loadgen import api_action, cpu_seconds_of, spawn
+from loadgen import api_action, cpu_seconds_of, own_cpu_seconds, spawn
 from report import write_section
-from servers import REPO, taskcast
+from servers import REPO, Server, _free_port, taskcast
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
+STALL_RATIO = 10  # "no periodic stall": the slowest ack within this many times the p99
 
 
-class _Agent(WSListener):  # type: ignore[misc]
-    def __init__(self, sent: dict[str, int], latencies: list[float]) -> None:
-        self.sent = sent
+class Latencies:
+    """Send times of the events not acknowledged yet, and the latencies of those that were."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, int] = {}
+        self.ms: list[float] = []
+        self.last_ns = 0  # when the latest ack came
+
+    def send(self, event_id: str) -> None:
+        self.sent[event_id] = time.monotonic_ns()
+
+    def acked(self, event_id: str) -> None:
+        started = self.sent.pop(event_id, None)
+        if started is not None:
+            self.last_ns = time.monotonic_ns()
+            self.ms.append((self.last_ns - started) / 1e6)
+
+
+# --- taskcast: a websocket per agent -------------------------------------------------
+
+
+class _TaskcastAgent(WSListener):  # type: ignore[misc]
+    def __init__(self, latencies: Latencies) -> None:
         self.latencies = latencies
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        if frame.msg_type != WSMsgType.TEXT:
-            return
-        reply = _decode(frame.get_payload_as_bytes())
-        if reply.get("type") == "ack":
-            started = self.sent.pop(reply["id"], None)
-            if started is not None:
-                self.latencies.append((time.monotonic_ns() - started) / 1e6)
+        if frame.msg_type == WSMsgType.TEXT:
+            reply = _decode(frame.get_payload_as_bytes())
+            if reply.get("type") == "ack":
+                self.latencies.acked(reply["id"])
+
+
+class TaskcastSender:
+    def __init__(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def send(self, event_id: str, task: str, body: dict[str, Any]) -> None:
+        body["id"] = event_id
+        body["payload"]["taskId"] = task
+        self.transport.send(WSMsgType.TEXT, _encode(body))
+
+    def close(self) -> None:
+        self.transport.disconnect()
+
+
+async def taskcast_sender(url: str, latencies: Latencies) -> TaskcastSender:
+    transport, _ = await ws_connect(lambda: _TaskcastAgent(latencies), url)
+    return TaskcastSender(transport)
+
+
+# --- JetStream: the NATS client protocol over TCP, an agent per connection -----------
+
+
+class _JetStreamAgent(asyncio.Protocol):
+    """HPUB with a ``Nats-Msg-Id`` header and a reply subject per event; the stream's
+    ack (``{"stream":…,"seq":…}``) comes back as a MSG on that subject."""
+
+    def __init__(self, latencies: Latencies, inbox: str) -> None:
+        self.latencies = latencies
+        self.inbox = inbox
+        self.buffer = b""
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(
+            b'CONNECT {"verbose":false,"pedantic":false,"headers":true,'
+            b'"no_responders":true,"protocol":1}\r\n'
+            + b"SUB %s.* 1\r\nPING\r\n"
+            % self.inbox.encode()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data
+        while True:
+            end = buffer.find(b"\r\n")
+            if end < 0:
+                break
+            line = buffer[:end]
+            if line.startswith(b"MSG "):
+                size = int(line.rsplit(b" ", 1)[1])
+                if len(buffer) < end + 2 + size + 2:
+                    break
+                subject = line.split(b" ", 2)[1]
+                self.latencies.acked(subject.rsplit(b".", 1)[1].decode())
+                buffer = buffer[end + 2 + size + 2 :]
+                continue
+            if line == b"PING":
+                assert self.transport is not None
+                self.transport.write(b"PONG\r\n")
+            elif line == b"PONG" and not self.ready.done():
+                self.ready.set_result(None)
+            elif line.startswith(b"-ERR"):
+                print("jetstream:", line.decode(), file=sys.stderr)
+            buffer = buffer[end + 2 :]
+        self.buffer = buffer
+
+
+class JetStreamSender:
+    def __init__(self, agent: _JetStreamAgent) -> None:
+        self.agent = agent
+
+    def send(self, event_id: str, task: str, body: dict[str, Any]) -> None:
+        body["payload"]["taskId"] = task
+        payload = _encode(body)
+        header = b"NATS/1.0\r\nNats-Msg-Id: %s\r\n\r\n" % event_id.encode()
+        subject = b"tasks.%s" % task.encode()
+        reply = b"%s.%s" % (self.agent.inbox.encode(), event_id.encode())
+        assert self.agent.transport is not None
+        self.agent.transport.write(
+            b"HPUB %s %s %d %d\r\n%s%s\r\n"
+            % (subject, reply, len(header), len(header) + len(payload), header, payload)
+        )
+
+    def close(self) -> None:
+        if self.agent.transport is not None:
+            self.agent.transport.close()
+
+
+async def jetstream_sender(url: str, latencies: Latencies, name: str) -> JetStreamSender:
+    host, port = url.removeprefix("nats://").split(":")
+    loop = asyncio.get_running_loop()
+    _, agent = await loop.create_connection(
+        lambda: _JetStreamAgent(latencies, f"_INBOX.{name}"), host, int(port)
+    )
+    await asyncio.wait_for(agent.ready, 10)
+    return JetStreamSender(agent)
+
+
+# --- the load generator ----------------------------------------------------------------
 
 
 def agents_process(
-    url: str, agents: int, rate: float, seconds: float, ready: Any, go: Any, results: Any
+    kind: str, url: str, agents: int, rate: float, seconds: float, ready: Any, go: Any, out: Any
 ) -> None:
     async def main() -> None:
-        sent: dict[str, int] = {}
-        latencies: list[float] = []
-        transports = []
-        for _ in range(agents):
-            transport, _ = await ws_connect(lambda: _Agent(sent, latencies), url)
-            transports.append(transport)
-        ready.put(os.getpid())
-        await asyncio.get_running_loop().run_in_executor(None, go.wait)
-        started = time.monotonic()
-        tick = 1.0 / rate
-        count = 0
+        latencies = Latencies()
         pid = os.getpid()
-        # Each agent sends on its own beat, spread over the tick (not all at once).
-        next_at = [started + tick * index / agents for index in range(agents)]
-        while time.monotonic() - started < seconds:
-            now = time.monotonic()
-            for index, transport in enumerate(transports):
-                if next_at[index] <= now:
-                    event = api_action(count, time.monotonic_ns())
-                    event["id"] = f"{pid}-{count}"
-                    event["payload"]["taskId"] = f"agent-{pid}-{index}"
-                    sent[event["id"]] = time.monotonic_ns()
-                    transport.send(WSMsgType.TEXT, _encode(event))
-                    count += 1
-                    next_at[index] += tick
-            await asyncio.sleep(max(0.0, min(next_at) - time.monotonic()))
+        senders: list[TaskcastSender | JetStreamSender] = []
+        for index in range(agents):
+            if kind == "taskcast":
+                senders.append(await taskcast_sender(url, latencies))
+            else:
+                senders.append(await jetstream_sender(url, latencies, f"{pid}x{index}"))
+        ready.put(pid)
+        await asyncio.get_running_loop().run_in_executor(None, go.wait)
+        cpu_before = own_cpu_seconds()
+        tick = 1.0 / rate
+        # A random phase each, then every agent on its own beat: in phase order the
+        # agents take turns, so one cursor walks them (no scan of all per send).
+        phases = sorted((random.random() * tick, index) for index in range(agents))
+        started = time.monotonic()
+        started_ns = time.monotonic_ns()
+        count = 0
+        lag_ms: list[float] = []
+        while True:
+            for phase, index in phases:
+                due = started + (count // agents) * tick + phase
+                now = time.monotonic()
+                if due > now:
+                    await asyncio.sleep(due - now)
+                elif now - due > 0.001:
+                    lag_ms.append((now - due) * 1000)
+                event_id = f"{pid}-{count}"
+                latencies.send(event_id)
+                body = api_action(count, time.monotonic_ns())
+                senders[index].send(event_id, f"agent-{pid}-{index}", body)
+                count += 1
+            if time.monotonic() - started >= seconds:
+                break
+        sent_for = time.monotonic() - started
         deadline = time.monotonic() + 30
-        while sent and time.monotonic() < deadline:
+        while latencies.sent and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        results.put({"sent": count, "acked": len(latencies), "latencies": latencies})
-        for transport in transports:
-            transport.disconnect()
+        out.put(
+            {
+                "sent": count,
+                "sent_for": sent_for,
+                "acked_for": (latencies.last_ns - started_ns) / 1e9,
+                "latencies": latencies.ms,
+                "cpu": own_cpu_seconds() - cpu_before,
+                "late": len(lag_ms),
+            }
+        )
+        for sender in senders:
+            sender.close()
 
     asyncio.run(main())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--agents", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=10.0, help="events/s per agent")
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--processes", type=int, default=4)
-    parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
-    args = parser.parse_args()
-    server = taskcast()
+# --- the JetStream server ----------------------------------------------------------------
+
+
+def jetstream() -> Server:
+    """A NATS server with JetStream (file store in a temp dir) and a stream ``TASKS`` on
+    ``tasks.>`` (R1, 2-minute duplicate window: the server's defaults)."""
+    directory = Path(tempfile.mkdtemp(prefix="taskcast-bench-js-"))
+    port = _free_port()
+    binary = Path(sys.executable).parent / "nats-server"
+    process = subprocess.Popen(
+        [str(binary), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"nats://127.0.0.1:{port}"
+
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("nats-server (JetStream) did not start") from None
+            time.sleep(0.05)
+
+    async def create_stream() -> None:
+        nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
+        js = nc.jetstream()
+        await js.add_stream(
+            StreamConfig(name="TASKS", subjects=["tasks.>"], storage=StorageType.FILE)
+        )
+        await nc.close()
+
+    try:
+        asyncio.run(create_stream())
+    except BaseException:
+        process.kill()
+        raise
+    return Server("NATS JetStream (file store)", url, process, "jetstream")
+
+
+# --- one point, one peer -------------------------------------------------------------------
+
+
+@dataclass
+class Point:
+    peer: str
+    publishers: int
+    sent: int
+    acked: int
+    acked_per_s: float
+    p50: float
+    p99: float
+    max: float
+    server_cores: float
+    client_cores: float
+    late_sends: int
+
+
+def measure(peer: str, publishers: int, args: argparse.Namespace) -> Point:
+    server = taskcast() if peer == "taskcast" else jetstream()
     try:
         ctx = mp.get_context("spawn")
-        ready, go, results = ctx.Queue(), ctx.Event(), ctx.Queue()
-        per = args.agents // args.processes
+        ready, go, out = ctx.Queue(), ctx.Event(), ctx.Queue()
+        per = max(1, publishers // args.processes)
         procs = [
-            spawn(agents_process, server.url, per, args.rate, args.seconds, ready, go, results)
+            spawn(agents_process, peer, server.url, per, args.rate, args.seconds, ready, go, out)
             for _ in range(args.processes)
         ]
         for _ in procs:
-            ready.get(timeout=120)
+            ready.get(timeout=300)
         cpu_before = cpu_seconds_of(server.process.pid)
         started = time.monotonic()
         go.set()
-        outcomes = [results.get(timeout=args.seconds + 120) for _ in procs]
+        outcomes = [out.get(timeout=args.seconds + 120) for _ in procs]
         elapsed = time.monotonic() - started
         cpu = cpu_seconds_of(server.process.pid) - cpu_before
         for process in procs:
@@ -116,25 +324,140 @@ def main() -> None:
     finally:
         server.stop()
     latencies = sorted(x for o in outcomes for x in o["latencies"])
-    sent, acked = sum(o["sent"] for o in outcomes), len(latencies)
+    acked_for = max(o["acked_for"] for o in outcomes)  # from the first send to the last ack
 
     def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(len(latencies) * p))]
+        return latencies[min(len(latencies) - 1, int(len(latencies) * p))] if latencies else 0
 
-    section = "\n".join(
-        [
-            f"## {per * args.processes:,} publishers at {args.rate:g} events/s each "
-            "— `python bench/publishers.py`",
-            "",
-            f"SQLite hub, {args.seconds:g} s, publishers spread over {args.processes} "
-            "processes, every event's send→ack latency measured (one run).",
-            "",
-            "| sent | acked | acked/s | ack p50 ms | ack p99 ms | ack max ms | hub CPU (cores) |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {sent:,} | {acked:,} | {acked / elapsed:,.0f} | {pct(0.5):.2f} | {pct(0.99):.2f} "
-            f"| {latencies[-1]:.2f} | {cpu / elapsed:.2f} |",
-        ]
+    return Point(
+        peer,
+        per * args.processes,
+        sum(o["sent"] for o in outcomes),
+        len(latencies),
+        len(latencies) / acked_for if acked_for > 0 else 0,
+        pct(0.5),
+        pct(0.99),
+        latencies[-1] if latencies else 0,
+        cpu / elapsed,
+        sum(o["cpu"] for o in outcomes) / elapsed,
+        sum(o["late"] for o in outcomes),
     )
+
+
+def median_point(points: list[Point]) -> Point:
+    first = points[0]
+    med = statistics.median
+    return Point(
+        first.peer,
+        first.publishers,
+        int(med(p.sent for p in points)),
+        int(med(p.acked for p in points)),
+        med(p.acked_per_s for p in points),
+        med(p.p50 for p in points),
+        med(p.p99 for p in points),
+        med(p.max for p in points),
+        med(p.server_cores for p in points),
+        med(p.client_cores for p in points),
+        int(med(p.late_sends for p in points)),
+    )
+
+
+NAMES = {"taskcast": "taskcast (SQLite)", "jetstream": "NATS JetStream (file)"}
+
+
+def table(points: list[Point], args: argparse.Namespace) -> str:
+    rows = [
+        "| publishers | server | sent | acked | acked/s | ack p50 ms | ack p99 ms | ack max ms "
+        "| max ÷ p99 | server cores | client cores | late sends |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in points:
+        rows.append(
+            f"| {p.publishers:,} | {NAMES[p.peer]} | {p.sent:,} | {p.acked:,} "
+            f"| {p.acked_per_s:,.0f} | {p.p50:.2f} | {p.p99:.2f} | {p.max:.1f} "
+            f"| {p.max / p.p99 if p.p99 else 0:.1f} | {p.server_cores:.2f} "
+            f"| {p.client_cores:.2f} | {p.late_sends:,} |"
+        )
+    ratios = []
+    for size in sorted({p.publishers for p in points}):
+        pair = {p.peer: p for p in points if p.publishers == size}
+        if {"taskcast", "jetstream"} <= pair.keys():
+            t, j = pair["taskcast"], pair["jetstream"]
+            ratios.append(
+                f"{size:,}: p99 {t.p99 / j.p99:.2f}×, CPU {t.server_cores / j.server_cores:.2f}×"
+            )
+    lines = [
+        f"## Many publishers at {args.rate:g} events/s each — `python bench/publishers.py`",
+        "",
+        f"Each publisher its own connection, open loop on a random phase, {args.seconds:g} s per "
+        f"point, spread over {args.processes} load-generator processes; every event's send→ack "
+        f"latency; medians of {args.rounds} rounds (peers alternate which goes first). "
+        "JetStream: file store, `Nats-Msg-Id` on every event, raw NATS protocol clients. "
+        "*Late sends*: sends the load generator made more than 1 ms after their beat.",
+        "",
+        *rows,
+        "",
+        "taskcast ÷ JetStream (same run): " + ("; ".join(ratios) if ratios else "—") + ".",
+        "",
+        plot(points),
+    ]
+    return "\n".join(lines)
+
+
+def plot(points: list[Point]) -> str:
+    """Ack p99 against publishers, one line per server (a Mermaid chart: GitHub draws it)."""
+    sizes = sorted({p.publishers for p in points})
+    peers = [peer for peer in NAMES if any(p.peer == peer for p in points)]
+    top = max(p.p99 for p in points) * 1.1 or 1
+    lines = [
+        "```mermaid",
+        "xychart-beta",
+        '    title "ack p99 (ms) by publishers at 10 events/s each; '
+        + " then ".join(f"line {i + 1}: {NAMES[peer]}" for i, peer in enumerate(peers))
+        + '"',
+        "    x-axis [" + ", ".join(f'"{size:,}"' for size in sizes) + "]",
+        f'    y-axis "ack p99 (ms)" 0 --> {top:.0f}',
+    ]
+    for peer in peers:
+        by_size = {p.publishers: p.p99 for p in points if p.peer == peer}
+        lines.append(
+            "    line [" + ", ".join(f"{by_size.get(size, 0):.2f}" for size in sizes) + "]"
+        )
+    lines.append("```")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--points", default="200,1000,5000", help="publisher counts")
+    parser.add_argument("--peers", default="taskcast,jetstream")
+    parser.add_argument("--rate", type=float, default=10.0, help="events/s per publisher")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    peers = args.peers.split(",")
+    unknown = set(peers) - NAMES.keys()
+    if unknown:
+        parser.error(f"unknown peer(s): {', '.join(sorted(unknown))} (known: {', '.join(NAMES)})")
+    sizes = [int(size) for size in args.points.split(",")]
+    runs: dict[tuple[str, int], list[Point]] = {}
+    for round_index in range(args.rounds):
+        order = peers if round_index % 2 == 0 else peers[::-1]
+        for size in sizes:
+            for peer in order:
+                point = measure(peer, size, args)
+                runs.setdefault((peer, size), []).append(point)
+                print(
+                    f"round {round_index + 1} {NAMES[peer]} × {point.publishers:,}: "
+                    f"acked {point.acked:,}/{point.sent:,}, p50 {point.p50:.2f} p99 "
+                    f"{point.p99:.2f} max {point.max:.1f} ms, server {point.server_cores:.2f} "
+                    f"cores, client {point.client_cores:.2f}",
+                    flush=True,
+                )
+    points = [median_point(runs[(peer, size)]) for size in sizes for peer in peers]
+    section = table(points, args)
     print(section)
     write_section(args.output, "publishers", section)
 

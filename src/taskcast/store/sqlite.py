@@ -80,10 +80,23 @@ CHECKPOINT_SECONDS = 1.0
 # the database. The checkpoint thread races the writer and, under a steady load, never
 # gets there on its own: the WAL grew to 790 MB in 45 s of bench/soak.py, its index
 # (-shm, mapped into the hub) with it. Past this size the writer finishes the copy
-# itself after a commit — only what the thread has not copied yet — and SQLite cuts the
-# file back to this size when it starts over.
-WAL_LIMIT_BYTES = 64 * 1024 * 1024
+# itself after a commit — only what the thread has not copied yet. That step holds the
+# commits behind it for two device flushes (WAL, then database: 10 to 20 ms on this VM's
+# disk), so it must be rare: at 64 MB, 1,000 agents at 10 events/s (16.8 KB of WAL per
+# event) reached it on every checkpoint pass, once a second — the periodic ack stall of
+# issue 30. At 256 MB and 1 KiB pages it comes about every 4 s at that load.
+WAL_LIMIT_BYTES = 256 * 1024 * 1024
+# SQLite cuts the WAL file back to its size limit when it starts over, a truncate of its
+# own (6 to 9 ms, perf trace) inside that step. The file stays near the limit between
+# restarts, so cut it back only if it ever grew to twice that.
+_WAL_FILE_LIMIT_FACTOR = 2
 _WAL_FRAME_HEADER = 24  # bytes before each page in the WAL
+# A commit of a few events from many agents touches one leaf page per event in each
+# index keyed by channel, task or (random) event id, and the WAL takes each whole page:
+# with 4 KiB pages 16.8 KB of WAL per 300-byte event, with 1 KiB pages 7.0 KB (and
+# commits 0.39 → 0.28 ms; replays of 300-byte events 22% slower, of 2 KB events no
+# slower). New logs only: a log keeps the page size it was made with.
+PAGE_SIZE = 1024
 
 
 class StoreLocked(RuntimeError):
@@ -158,6 +171,7 @@ class SqliteStore:
             if sidecar.exists():
                 sidecar.chmod(0o600)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new, empty file only
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives a crash of the process (kill -9);
         # FULL (--fsync) also survives power loss, at the cost of an fsync per batch.
@@ -167,7 +181,7 @@ class SqliteStore:
         # default, every 1,000 pages) they stall that commit and every event waiting on
         # it. A thread of its own does them instead (``_checkpoint_loop``).
         conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.execute(f"PRAGMA journal_size_limit={self._wal_limit_bytes}")
+        conn.execute(f"PRAGMA journal_size_limit={self._wal_limit_bytes * _WAL_FILE_LIMIT_FACTOR}")
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         self._wal_limit_frames = max(1, self._wal_limit_bytes // (page_size + _WAL_FRAME_HEADER))
         _migrate(conn)
