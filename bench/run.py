@@ -73,6 +73,7 @@ def run_fanout(
         "p50_ms": percentile(latencies, 50) / 1000 if latencies else float("nan"),
         "p99_ms": percentile(latencies, 99) / 1000 if latencies else float("nan"),
         "server_cpu": (cpu_after - cpu_before) / elapsed if elapsed > 0 else 0.0,
+        "cpu_us_per_delivery": (cpu_after - cpu_before) / delivered * 1e6 if delivered else 0.0,
         "client_cpu": sum(r.cpu_seconds for r in received) + published["cpu"],
     }
 
@@ -139,9 +140,14 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def interleaved(
-    servers: dict[str, Server], rounds: int, measure: Callable[[Server], Result], key: str
+    servers: dict[str, Server],
+    rounds: int,
+    measure: Callable[[Server], Result],
+    key: str,
+    also: tuple[str, ...] = (),
 ) -> dict[str, Result]:
-    """Run ``measure`` on every server, round by round; the median round per server."""
+    """Run ``measure`` on every server, round by round; the median round per server
+    (and the median of each key in ``also``, over the rounds)."""
     samples: dict[str, list[Result]] = {name: [] for name in servers}
     for round_number in range(rounds):
         for name, server in servers.items():
@@ -156,6 +162,8 @@ def interleaved(
         middle = statistics.median(values)
         pick = min(results, key=lambda r: abs(r[key] - middle))
         chosen[name] = {**pick, key: middle, "rounds": values}
+        for other in also:
+            chosen[name][other] = statistics.median(r[other] for r in results)
     return chosen
 
 
@@ -183,6 +191,7 @@ def main() -> None:
             args.rounds,
             lambda s: run_fanout(s, events=args.events, subscribers=args.subscribers, rate=None),
             "deliveries_per_s",
+            also=("cpu_us_per_delivery",),
         )
         sections.append(fanout_table(args, servers, fan))
         print(f"latency at {args.rate:,.0f} events/s", flush=True)
@@ -262,9 +271,12 @@ def fanout_table(
     args: argparse.Namespace, servers: dict[str, Server], fan: dict[str, Result]
 ) -> str:
     ours = fan.get("taskcast", {}).get("deliveries_per_s", 0.0)
+    our_cpu = fan.get("taskcast", {}).get("cpu_us_per_delivery", 0.0)
     rows = [
         f"| {servers[n].name} | {r['deliveries_per_s']:,.0f} | {r['delivered']:,}/{r['expected']:,} "
-        f"| {r['server_cpu']:.2f} | {r['client_cpu']:.1f} | {ratio(ours, r['deliveries_per_s'])} "
+        f"| {r['server_cpu']:.2f} | {r['cpu_us_per_delivery']:.3f} "
+        f"| {ratio(our_cpu, r['cpu_us_per_delivery'])} | {r['client_cpu']:.1f} "
+        f"| {ratio(ours, r['deliveries_per_s'])} "
         f"| {' / '.join(f'{x:,.0f}' for x in r['rounds'])} |"
         for n, r in fan.items()
     ]
@@ -272,9 +284,10 @@ def fanout_table(
         [
             f"## Fan-out: 1 publisher → {args.subscribers} subscribers, {args.events:,} events",
             "",
-            "| server | deliveries/s (median) | delivered | server CPU (cores) | client CPU (s) "
+            "| server | deliveries/s (median) | delivered | server CPU (cores) "
+            "| server CPU µs per delivery (median) | taskcast's CPU ÷ this | client CPU (s) "
             "| taskcast ÷ this | rounds |",
-            "|---|---:|---:|---:|---:|---:|---|",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
             *rows,
         ]
     )

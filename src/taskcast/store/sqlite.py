@@ -301,8 +301,9 @@ class SqliteStore:
         return results
 
     def _commit_head(self, conn: sqlite3.Connection, head: int) -> None:
+        """Commit; the head is the newest seq in the log (``_trim`` keeps it in ``meta``
+        for when the newest events are trimmed away: a page less in every commit)."""
         try:
-            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('head', ?)", (head,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -359,6 +360,9 @@ class SqliteStore:
     def _trim(self, now_ms: int) -> int:
         conn = self._conn()
         removed = 0
+        # Seqs are never reused: should the trim take the newest events too, the head
+        # stays known (``_open_writer`` takes the larger of this and the newest seq).
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('head', ?)", (self._head,))
         if self._retention.max_events is not None:
             cutoff_seq = self._head - self._retention.max_events
             removed += conn.execute("DELETE FROM events WHERE seq <= ?", (cutoff_seq,)).rowcount
