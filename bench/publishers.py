@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import multiprocessing as mp
 import os
 import random
@@ -405,24 +406,25 @@ def table(points: list[Point], args: argparse.Namespace) -> str:
 
 
 def plot(points: list[Point]) -> str:
-    """Ack p99 against publishers, one line per server (a Mermaid chart: GitHub draws it)."""
+    """Ack p99 against publishers, one line per server, on a log scale (a saturated
+    point is seconds, a held one milliseconds); a Mermaid chart, which GitHub draws."""
     sizes = sorted({p.publishers for p in points})
     peers = [peer for peer in NAMES if any(p.peer == peer for p in points)]
-    top = max(p.p99 for p in points) * 1.1 or 1
+    logs = [math.log10(max(p.p99, 0.01)) for p in points]
     lines = [
         "```mermaid",
         "xychart-beta",
-        '    title "ack p99 (ms) by publishers at 10 events/s each; '
-        + " then ".join(f"line {i + 1}: {NAMES[peer]}" for i, peer in enumerate(peers))
+        '    title "log10 of ack p99 in ms (0 = 1 ms, 3 = 1 s) by publishers; '
+        + ", ".join(f"line {i + 1}: {NAMES[peer]}" for i, peer in enumerate(peers))
         + '"',
         "    x-axis [" + ", ".join(f'"{size:,}"' for size in sizes) + "]",
-        f'    y-axis "ack p99 (ms)" 0 --> {top:.0f}',
+        f'    y-axis "log10 ack p99 (ms)" {min(0, math.floor(min(logs)))} '
+        f"--> {math.ceil(max(logs))}",
     ]
     for peer in peers:
         by_size = {p.publishers: p.p99 for p in points if p.peer == peer}
-        lines.append(
-            "    line [" + ", ".join(f"{by_size.get(size, 0):.2f}" for size in sizes) + "]"
-        )
+        values = [math.log10(max(by_size.get(size, 0), 0.01)) for size in sizes]
+        lines.append("    line [" + ", ".join(f"{value:.2f}" for value in values) + "]")
     lines.append("```")
     return "\n".join(lines)
 
