@@ -360,15 +360,25 @@ class SqliteStore:
     def _trim(self, now_ms: int) -> int:
         conn = self._conn()
         removed = 0
-        # Seqs are never reused: should the trim take the newest events too, the head
-        # stays known (``_open_writer`` takes the larger of this and the newest seq).
-        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('head', ?)", (self._head,))
-        if self._retention.max_events is not None:
-            cutoff_seq = self._head - self._retention.max_events
-            removed += conn.execute("DELETE FROM events WHERE seq <= ?", (cutoff_seq,)).rowcount
-        if self._retention.max_age_seconds is not None:
-            cutoff_ts = now_ms - int(self._retention.max_age_seconds * 1000)
-            removed += conn.execute("DELETE FROM events WHERE ts < ?", (cutoff_ts,)).rowcount
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self._retention.max_events is not None:
+                cutoff_seq = self._head - self._retention.max_events
+                removed += conn.execute("DELETE FROM events WHERE seq <= ?", (cutoff_seq,)).rowcount
+            if self._retention.max_age_seconds is not None:
+                cutoff_ts = now_ms - int(self._retention.max_age_seconds * 1000)
+                removed += conn.execute("DELETE FROM events WHERE ts < ?", (cutoff_ts,)).rowcount
+            if removed:
+                # Seqs are never reused: should the trim take the newest events too, the
+                # head stays known (``_open_writer`` takes the larger of this and the
+                # newest seq). In the deletes' transaction: never one without the other.
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('head', ?)", (self._head,)
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         if removed:
             oldest = conn.execute("SELECT MIN(seq) FROM events").fetchone()[0]
             self._oldest = oldest if oldest is not None else self._head + 1
