@@ -17,7 +17,7 @@ from taskcast.store import (
     StoreLocked,
     open_store,
 )
-from taskcast.store.sqlite import PAGE_SIZE
+from taskcast.store.sqlite import PAGE_SIZE, _task_query
 
 
 def event(task: str, n: int, *, id: str | None = None, type: str = "api_action") -> Publish:
@@ -69,6 +69,66 @@ async def test_query_filters_and_pages(store: EventStore) -> None:
     assert [e.seq for e in page.events] == [8, 9]
     page = await store.query(EventQuery(pattern="other.>"))
     assert page.events == [] and page.scanned_to == 10
+
+
+def on_channel(channel: str, n: int) -> Publish:
+    frame = {"type": "note", "channel": channel, "payload": {"message": f"m{n}"}}
+    parsed = parse_client_frame(json.dumps(frame))
+    assert isinstance(parsed, Publish)
+    return parsed
+
+
+async def test_task_query_takes_its_channel_and_those_under_it(store: EventStore) -> None:
+    """A task's events: ``tasks.<id>`` and ``tasks.<id>.…``, in seq order, page by page;
+    never a task whose id merely starts the same (``tasks.ab``) or another namespace."""
+    channels = ["tasks.a", "tasks.a.tools", "tasks.ab", "tasks.a", "control.a"]
+    channels += ["tasks.a.tools.x", "tasks.b", "tasks.a", "tasks.ab.c", "tasks.a.z"]
+    await store.append([on_channel(c, n) for n, c in enumerate(channels)], 1000)
+    want = [seq for seq, c in enumerate(channels, 1) if c == "tasks.a" or c.startswith("tasks.a.")]
+    assert want == [1, 2, 4, 6, 8, 10]
+    page = await store.query(EventQuery(task_id="a"))
+    assert [e.seq for e in page.events] == want
+    assert all(e.task_id == "a" for e in page.events)
+    got, after = [], 0
+    while True:
+        page = await store.query(EventQuery(task_id="a", after=after, limit=2))
+        got += [e.seq for e in page.events]
+        if not page.events:
+            break
+        after = page.scanned_to
+    assert got == want
+    page = await store.query(EventQuery(task_id="a", pattern="tasks.a.>", after=2, until=8))
+    assert [e.seq for e in page.events] == [6]
+
+
+async def test_sqlite_task_queries_read_the_channel_index(tmp_path: Path) -> None:
+    """A log made before schema 3 loses its task index (a leaf page less per event in
+    every commit), and a task query is two ranges of the channel index, not a walk of
+    the whole log by seq."""
+    path = tmp_path / "v2.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.append([event("a", 1), event("b", 2), on_channel("tasks.a.tools", 3)], 1000)
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE INDEX events_task ON events(task_id, seq) WHERE task_id IS NOT NULL")
+        conn.execute("PRAGMA user_version=2")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        page = await store.query(EventQuery(task_id="a"))
+        assert [e.seq for e in page.events] == [1, 3]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "events_task" not in names and "events_channel" in names
+        sql, params = _task_query("a", "seq > ? AND seq <= ?", [0, 10])
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+    searches = [step for step in plan if step.startswith(("SEARCH", "SCAN"))]
+    assert len(searches) == 2, plan
+    assert all("USING INDEX events_channel (channel" in step for step in searches), plan
 
 
 async def test_retention_by_count_and_age(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
-from taskcast.channels import is_literal, literal_prefix
+from taskcast.channels import is_literal, literal_prefix, task_channel
 from taskcast.files import ensure_private_dir, ensure_private_file
 from taskcast.frames import Publish
 from taskcast.ids import random_id
@@ -36,9 +36,14 @@ from taskcast.store.base import (
     stored_row,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # v2: ids are unique per publisher (the authenticated sub), not across the whole log,
 # so nobody can take another principal's future id or probe whether it exists.
+# v3: no index of its own for task_id. A task's events are those of its channel
+# ``tasks.<id>`` and the channels under it (``task_of_channel``), so the channel index
+# finds them (``_task_query``). That index cost each commit of events from many agents a
+# leaf page per event: writer CPU per 300-byte event from 1,000 agents 73 → 52 µs, WAL
+# 7.2 → 5.5 KB (issue 30).
 _EVENTS = """
 CREATE TABLE IF NOT EXISTS {name} (
     seq INTEGER PRIMARY KEY,
@@ -56,7 +61,6 @@ CREATE TABLE IF NOT EXISTS {name} (
 _SCHEMA = (
     _EVENTS.format(name="events")
     + """
-CREATE INDEX IF NOT EXISTS events_task ON events(task_id, seq) WHERE task_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_channel ON events(channel, seq);
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -337,9 +341,6 @@ class SqliteStore:
         if query.type is not None:
             clauses.append("type = ?")
             params.append(query.type)
-        if query.task_id is not None:
-            clauses.append("task_id = ?")
-            params.append(query.task_id)
         if query.pattern is not None:
             if is_literal(query.pattern):
                 clauses.append("channel = ?")
@@ -348,7 +349,10 @@ class SqliteStore:
                 # Tokens never hold '/' (the character after '.'), so this is the prefix range.
                 clauses.append("channel >= ? AND channel < ?")
                 params.extend([prefix, prefix[:-1] + "/"])
-        sql = f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY seq"
+        if query.task_id is None:
+            sql = f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY seq"
+        else:
+            sql, params = _task_query(query.task_id, " AND ".join(clauses), params)
         return select_page((StoredEvent(*row) for row in conn.execute(sql, params)), query, upto)
 
     async def trim(self, now_ms: int) -> int:
@@ -461,6 +465,21 @@ class SqliteStore:
         return conn
 
 
+def _task_query(task_id: str, where: str, params: list[Any]) -> tuple[str, list[Any]]:
+    """The events of task ``task_id`` that also meet ``where``, in seq order: its channel
+    ``tasks.<id>`` (read in seq order from the channel index) merged with the channels
+    under it (``tasks.<id>.…``: a range of that index, sorted). Without ``INDEXED BY`` the
+    planner, lacking statistics, walks the whole log by seq instead."""
+    channel = task_channel(task_id)
+    select = f"SELECT {_COLUMNS} FROM events INDEXED BY events_channel WHERE"
+    sql = (
+        f"{select} channel = ? AND {where} UNION ALL "
+        f"{select} channel >= ? AND channel < ? AND {where} ORDER BY seq"
+    )
+    # Nothing sorts between '.' and '/': the range holds exactly the names under channel.
+    return sql, [channel, *params, f"{channel}.", f"{channel}/", *params]
+
+
 def _log_identity(conn: sqlite3.Connection) -> str:
     """The file's log id, made at its first open by a taskcast that keeps one: a random
     id that travels with the file (a copy of the file is the same log, a new file is
@@ -481,12 +500,15 @@ def _migrate(conn: sqlite3.Connection) -> None:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute(_EVENTS.format(name="events_v2"))
-        conn.execute(
-            f"INSERT INTO events_v2({_V1_COLUMNS}) SELECT {_V1_COLUMNS} FROM events ORDER BY seq"
-        )
-        conn.execute("DROP TABLE events")
-        conn.execute("ALTER TABLE events_v2 RENAME TO events")
+        if version < 2:
+            conn.execute(_EVENTS.format(name="events_v2"))
+            conn.execute(
+                f"INSERT INTO events_v2({_V1_COLUMNS}) SELECT {_V1_COLUMNS} FROM events"
+                " ORDER BY seq"
+            )
+            conn.execute("DROP TABLE events")
+            conn.execute("ALTER TABLE events_v2 RENAME TO events")
+        conn.execute("DROP INDEX IF EXISTS events_task")
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
