@@ -9,7 +9,12 @@ One NATS server (JetStream, file storage) on this machine, one stream. Measured:
 - a node started on that log: seconds from its start to serving, its RSS;
 - one ``subscribe since=0`` over the whole log on that node: events/s;
 - live publish→deliver latency (500 events/s, 5 subscribers) on that node, idle and
-  while 20 subscribers replay the log from the start: p50/p99, and the ratio.
+  while 20 subscribers replay the log from the start: p50/p99, and the ratio;
+- the same for a node started with ``--nats-cache`` (it followed the fill into its
+  file): its RSS, its file's size, the CPU it took to follow the fill against a node
+  without one, replay since=0 from the file, live latency during 20 replays; and a
+  node with a new cache started on the full log: when it serves, when its file holds
+  the log.
 
 Prints a table and writes it into docs/cluster.md between the log-size markers.
 """
@@ -123,6 +128,15 @@ def wait_head(node: Server, head: int, timeout: float = 600) -> None:
         time.sleep(0.2)
 
 
+def wait_cached(node: Server, last: int, timeout: float = 900) -> None:
+    """Until the node's ``--nats-cache`` holds the log up to ``last``."""
+    deadline = time.monotonic() + timeout
+    while health(node).get("cache", {}).get("last", 0) < last:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{node.name}'s cache did not reach {last}")
+        time.sleep(0.2)
+
+
 def workers_of(node: Server) -> list[int]:
     """The worker processes of a ``--workers`` node (children of its supervisor)."""
     pid = node.process.pid
@@ -218,17 +232,31 @@ def main() -> None:
         nodes.append(first)
         workers = taskcast(server.url, *flags, "--workers", "2")
         nodes.append(workers)
+        cached = taskcast(server.url, *flags, "--nats-cache", str(root / "cache"))
+        nodes.append(cached)
         time.sleep(2)
         empty = rss_bytes_of(first.process.pid)
         empty_workers = [rss_bytes_of(pid) for pid in workers_of(workers)]
+        empty_cached = rss_bytes_of(cached.process.pid)
         print(f"empty: node {mib(empty)}, workers {[mib(r) for r in empty_workers]}")
+        cpu_plain, cpu_cached = (
+            cpu_seconds_of(first.process.pid),
+            cpu_seconds_of(cached.process.pid),
+        )
         fill_rate = fill(server.url, events)
         print(f"filled {events:,} events of 2 KB at {fill_rate:,.0f}/s")
         wait_head(first, events)
+        wait_cached(cached, events)
+        cpu_plain = cpu_seconds_of(first.process.pid) - cpu_plain
+        cpu_cached = cpu_seconds_of(cached.process.pid) - cpu_cached
         time.sleep(12)  # a snapshot interval: the nodes have saved their summaries
         full = rss_bytes_of(first.process.pid)
         full_workers = [rss_bytes_of(pid) for pid in workers_of(workers)]
+        full_cached = rss_bytes_of(cached.process.pid)
+        cache_file = health(cached)["cache"]["path"]
+        cache_disk = sum(Path(f"{cache_file}{end}").stat().st_size for end in ("", "-wal"))
         print(f"full: node {mib(full)}, workers {[mib(r) for r in full_workers]}")
+        print(f"cached node {mib(full_cached)}, its file {mib(cache_disk)}")
 
         started = time.monotonic()
         late = taskcast(server.url, *flags)
@@ -245,6 +273,22 @@ def main() -> None:
         busy = live_latency(late, 20)
         elsewhere = live_latency(late, 20, flood_node=first)
         print(f"live latency idle {idle}, during 20 replays {busy}, replays elsewhere {elsewhere}")
+
+        cached_replay = replay_rate(cached, events)
+        print(f"replay since=0 from the cache: {cached_replay:,.0f} events/s")
+        cached_idle = live_latency(cached, 0)
+        cached_busy = live_latency(cached, 20)
+        print(f"cached node: live latency idle {cached_idle}, during 20 replays {cached_busy}")
+        started = time.monotonic()
+        late_cached = taskcast(server.url, *flags, "--nats-cache", str(root / "cache-late"))
+        nodes.append(late_cached)
+        health(late_cached)
+        late_cached_serves = time.monotonic() - started
+        wait_cached(late_cached, events)
+        late_cached_filled = time.monotonic() - started
+        print(
+            f"a node with a new cache: serves {late_cached_serves:.2f} s, filled {late_cached_filled:.1f} s"
+        )
     finally:
         for node in nodes:
             node.stop()
@@ -284,6 +328,31 @@ def main() -> None:
             "live p50 / p99 while the 20 replays run on another node of this box",
             f"{elsewhere['p50']:.1f} / {elsewhere['p99']:.1f} ms "
             f"({elsewhere['p99'] / idle['p99']:.2f}× idle p99: the 2 cores, not the node)",
+        ),
+        (
+            "node with `--nats-cache` that followed the log: RSS empty → full; its file",
+            f"{mib(empty_cached)} → {mib(full_cached)} (+{mib(full_cached - empty_cached)}); "
+            f"{mib(cache_disk)} on disk",
+        ),
+        (
+            "CPU seconds to follow the fill: node without / with the cache",
+            f"{cpu_plain:.1f} / {cpu_cached:.1f} s ({cpu_cached / cpu_plain:.2f}×)",
+        ),
+        (
+            "`subscribe since=0` over the whole log from the cache, one subscriber",
+            f"{cached_replay:,.0f} events/s ({cached_replay / replay:.2f}× from JetStream)",
+        ),
+        (
+            "cached node: live p50 / p99 idle, and while 20 subscribers replay the log",
+            f"{cached_idle['p50']:.1f} / {cached_idle['p99']:.1f} ms; "
+            f"{cached_busy['p50']:.1f} / {cached_busy['p99']:.1f} ms "
+            f"({cached_busy['p99'] / cached_idle['p99']:.2f}× idle p99; "
+            f"{cached_busy['replayed']:,.0f} events replayed meanwhile; "
+            f"hub {cached_busy['hub_cores']:.2f} cores)",
+        ),
+        (
+            "node with a new cache started on the full log: serves / its cache holds the log",
+            f"{late_cached_serves:.2f} s / {late_cached_filled:.1f} s",
         ),
     ]
     section = "\n".join(

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import click
 
-from taskcast.cli.options import DEFAULTS, parse_duration, setup_logging, verifier_from
+from taskcast.cli.options import (
+    DEFAULTS,
+    parse_duration,
+    setup_logging,
+    size_option,
+    verifier_from,
+)
 from taskcast.hub.config import DEFAULT_HOST, DEFAULT_PORT, HubConfig
 from taskcast.store import DEFAULT_STORE, NatsOptions, NatsUnavailable, Retention, StoreLocked
 
@@ -59,6 +65,21 @@ from taskcast.store import DEFAULT_STORE, NatsOptions, NatsUnavailable, Retentio
     help="NATS .creds file (JWT + NKey) for a secured NATS.",
 )
 @click.option("--nats-tls", is_flag=True, help="Connect to NATS over TLS (system CAs).")
+@click.option(
+    "--nats-cache",
+    "nats_cache",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Directory for this node's copy of the stream's recent past (SQLite, one file per "
+    "process): replays and queries older than the in-memory window read it, not JetStream.",
+)
+@click.option(
+    "--nats-cache-bytes",
+    default="4GiB",
+    callback=size_option,
+    show_default=True,
+    help="Most bytes of events the --nats-cache copy keeps (the oldest go first).",
+)
 @click.option("--retain-events", type=int, default=None, help="Keep at most this many events.")
 @click.option("--retain-seconds", type=float, default=None, help="Drop events older than this.")
 @click.option("--fsync/--no-fsync", default=False, help="fsync every commit (survive power loss).")
@@ -184,6 +205,8 @@ def hub(
     nats_snapshot_interval: float,
     nats_credentials: str | None,
     nats_tls: bool,
+    nats_cache: str | None,
+    nats_cache_bytes: int,
     retain_events: int | None,
     retain_seconds: float | None,
     fsync: bool,
@@ -250,6 +273,8 @@ def hub(
             duplicate_window_seconds=float(parse_duration(nats_duplicate_window)),
             credentials=nats_credentials,
             tls=nats_tls,
+            cache_dir=nats_cache,
+            cache_bytes=nats_cache_bytes,
         ),
         max_frame_bytes=max_frame_bytes,
         max_subscriber_buffer=max_subscriber_buffer,

@@ -67,6 +67,29 @@ def parse_duration(ttl: str) -> int:
         raise click.BadParameter(f"{ttl!r}: use seconds or a number with s, m, h or d") from None
 
 
+_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_SIZE_UNITS |= {f"{unit}b": factor for unit, factor in _SIZE_UNITS.items() if len(unit) == 1}
+
+
+def parse_size(size: str) -> int:
+    """Bytes from ``4GiB``, ``500MB``, ``2G`` or a plain number (above 0)."""
+    text = size.strip().lower()
+    number = text.rstrip("kmgtib")
+    try:
+        value = int(float(number) * _SIZE_UNITS[text[len(number) :]])
+    except (ValueError, KeyError):
+        value = 0
+    if value <= 0:
+        raise click.BadParameter(f"{size!r}: use bytes, or a number with KB, MB, GiB…")
+    return value
+
+
+def size_option(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
+    """A click callback: the option's size in bytes, refused at once when it is not one."""
+    return parse_size(value)
+
+
 DEFAULT_HUB_URL = f"ws://{DEFAULT_HOST}:{DEFAULT_PORT}/ws"
 
 

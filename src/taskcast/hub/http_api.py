@@ -70,8 +70,10 @@ async def healthz(request: web.Request) -> web.Response:
     if principal is None or metrics_refusal(principal) is not None:
         # Strangers learn only that it is up, and which log it serves.
         return web.json_response({"status": status, "logId": log_id})
+    cache = getattr(hub.store, "cache", None)  # a cluster node's --nats-cache
     return web.json_response(
         {
+            **({"cache": cache.describe()} if cache is not None else {}),
             "status": status,
             "logId": log_id,
             "head": hub.published_head,

@@ -36,6 +36,8 @@ class NatsOptions:
     duplicate_window_seconds: float = DEFAULT_DUPLICATE_WINDOW_SECONDS
     credentials: str | None = None
     tls: bool = False
+    cache_dir: str | None = None  # --nats-cache: this node's copy of the recent past
+    cache_bytes: int = 4 * 2**30
 
 
 __all__ = [
@@ -71,6 +73,11 @@ def open_store(
 
         options = nats or NatsOptions()
         servers = [server.strip() for server in url.split(",") if server.strip()]
+        cache = None
+        if options.cache_dir is not None:
+            from taskcast.store.node_cache import NodeCache
+
+            cache = NodeCache(options.cache_dir, options.cache_bytes)
         return NatsStore(
             servers,
             retention,
@@ -79,6 +86,7 @@ def open_store(
             duplicate_window_seconds=options.duplicate_window_seconds,
             credentials=options.credentials,
             tls=options.tls,
+            cache=cache,
         )
     if url == "memory":
         return MemoryStore(retention)

@@ -76,6 +76,7 @@ from taskcast.store.nats_layout import (
     subject_prefix,
 )
 from taskcast.store.nats_reads import StreamReader
+from taskcast.store.node_cache import NodeCache, default_start
 from taskcast.store.window import RecentWindow
 
 log = logging.getLogger("taskcast.store.nats")
@@ -87,6 +88,8 @@ CLOSE_TIMEOUT_SECONDS = 3.0
 FEED_COALESCE_SECONDS = 0.002
 TIME_MARGIN_MS = 5_000  # hub nodes' and NATS servers' clocks may differ this much
 SNAPSHOT_NAME = "task-summaries"
+CACHE_FILL_PAGE = 5_000  # events per write into the node's cache
+CACHE_FILL_SECONDS = 0.05  # once caught up, at most one cache write per this
 
 
 class NatsStore:
@@ -101,6 +104,7 @@ class NatsStore:
         credentials: str | None = None,
         tls: bool = False,
         timeout: float = 5.0,
+        cache: NodeCache | None = None,
     ) -> None:
         self.servers = servers
         self.plan = plan_stream(stream, replicas, retention, duplicate_window_seconds)
@@ -110,6 +114,9 @@ class NatsStore:
         self._timeout = timeout
         self.window = RecentWindow()
         self.reader = StreamReader(self.plan.name, self.prefix, stored_event)
+        self.cache = cache  # the stream's recent past on this node's disk (--nats-cache)
+        self._cache_due = asyncio.Event()
+        self._cache_filler: asyncio.Task[None] | None = None
         self._first_seq = 1  # the stream's oldest message (limits move it up)
         self._nc: Client | None = None
         self._reads = Client()
@@ -180,6 +187,57 @@ class NatsStore:
                 f"nats-server -js): {exc!r}"
             ) from exc
         await self._follow(last_seq)
+        if self.cache is not None:
+            await self._open_cache(last_seq)
+
+    async def _open_cache(self, last_seq: int) -> None:
+        """Open this node's copy of the stream and have it filled in the background from
+        where it stopped (a new one: as far back as its budget reaches)."""
+        assert self.cache is not None and self._js is not None
+        info = await self._js.stream_info(self.plan.name)
+        start = default_start(
+            self._first_seq,
+            last_seq,
+            info.state.bytes,
+            info.state.messages,
+            self.cache.max_bytes,
+        )
+        await self.cache.open(self._log_id, start)
+        await self.cache.drop_before(self._first_seq)
+        cache = self.cache
+        held = f"seqs {cache.first} to {cache.last}" if cache.last >= cache.first else "nothing"
+        log.info(
+            "cache %s holds %s of the stream; filling from %d", cache.path, held, cache.last + 1
+        )
+        self._cache_filler = asyncio.create_task(self._fill_cache(self.cache))
+
+    async def _fill_cache(self, cache: NodeCache) -> None:
+        """Copy the stream into the cache in order, after what it holds: from the window
+        when it reaches back that far (what this node follows), else from JetStream (a
+        node that was down, or a new cache). At most one write per ``CACHE_FILL_SECONDS``
+        once it has caught up."""
+        while not self._closing:
+            try:
+                after, head = cache.last, self.window.head
+                if after >= head:
+                    self._cache_due.clear()
+                    await self._cache_due.wait()
+                    await asyncio.sleep(CACHE_FILL_SECONDS)
+                    continue
+                if self.window.covers(after):
+                    events = self.window.events_after(after, CACHE_FILL_PAGE)
+                    through = events[-1].seq if len(events) == CACHE_FILL_PAGE else head
+                else:
+                    page = await self.reader.query(
+                        EventQuery(after=after, limit=CACHE_FILL_PAGE), head
+                    )
+                    events, through = page.events, page.scanned_to
+                await cache.add(events, through)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # JetStream unwell, or the disk: try again later
+                log.warning("could not fill the cache: %s", exc)
+                await asyncio.sleep(1.0)
 
     async def _connect(self, name: str, *, primary: bool) -> Client:
         client = Client()
@@ -275,6 +333,12 @@ class NatsStore:
         publish, and a drain waits for each subscription (up to 30 s) — a SIGTERM
         must not. Bounded in case the connection is mid-reconnect."""
         self._closing = True
+        if self._cache_filler is not None:
+            self._cache_filler.cancel()
+            with contextlib.suppress(BaseException):
+                await self._cache_filler
+        if self.cache is not None:
+            await self.cache.close()
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
@@ -323,6 +387,7 @@ class NatsStore:
     def _notify(self) -> None:
         self._notify_scheduled = False
         self._last_notify = asyncio.get_running_loop().time()
+        self._cache_due.set()
         for listener in self._listeners:
             listener()
 
@@ -459,9 +524,18 @@ class NatsStore:
     # --- reading: the recent window, else JetStream -------------------------------
 
     async def query(self, query: EventQuery) -> QueryPage:
+        """From the window when it reaches back to ``query.after``, else from this node's
+        cache when it does, else from JetStream (the page then stops where the cache
+        begins: the next one reads the file)."""
         if self.window.covers(query.after):
             return self.window.query(query)
-        return await self.reader.query(query, self.window.head)
+        cache = self.cache
+        if cache is not None and cache.covers(query.after):
+            return await cache.query(query)
+        head = self.window.head
+        if cache is not None and query.after < cache.first - 1 < cache.last:
+            head = cache.first - 1
+        return await self.reader.query(query, head)
 
     async def trim(self, now_ms: int) -> int:
         """The stream enforces its own limits: learn where it starts now (what they
@@ -473,6 +547,8 @@ class NatsStore:
         before = self._first_seq
         self._first_seq = info.state.first_seq or info.state.last_seq + 1
         self.window.drop_before(self._first_seq)
+        if self.cache is not None:
+            await self.cache.drop_before(self._first_seq)
         return max(0, min(self._first_seq, self.window.head + 1) - before)
 
     async def count_by_time(

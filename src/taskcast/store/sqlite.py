@@ -334,26 +334,8 @@ class SqliteStore:
         return await loop.run_in_executor(self._readers, self._query, query)
 
     def _query(self, query: EventQuery) -> QueryPage:
-        conn = self._reader_conn()
         upto = self._head if query.until is None else min(query.until, self._head)
-        clauses = ["seq > ?", "seq <= ?"]
-        params: list[Any] = [query.after, upto]
-        if query.type is not None:
-            clauses.append("type = ?")
-            params.append(query.type)
-        if query.pattern is not None:
-            if is_literal(query.pattern):
-                clauses.append("channel = ?")
-                params.append(query.pattern)
-            elif prefix := literal_prefix(query.pattern):
-                # Tokens never hold '/' (the character after '.'), so this is the prefix range.
-                clauses.append("channel >= ? AND channel < ?")
-                params.extend([prefix, prefix[:-1] + "/"])
-        if query.task_id is None:
-            sql = f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY seq"
-        else:
-            sql, params = _task_query(query.task_id, " AND ".join(clauses), params)
-        return select_page((StoredEvent(*row) for row in conn.execute(sql, params)), query, upto)
+        return read_page(self._reader_conn(), query, upto)
 
     async def trim(self, now_ms: int) -> int:
         if self._retention.max_events is None and self._retention.max_age_seconds is None:
@@ -463,6 +445,29 @@ class SqliteStore:
             with self._reader_conns_lock:
                 self._reader_conns.append(conn)
         return conn
+
+
+def read_page(conn: sqlite3.Connection, query: EventQuery, upto: int) -> QueryPage:
+    """The page ``query`` selects from an ``events`` table, up to seq ``upto``: the log's
+    reads, and a cluster node's cache of the stream (``store/node_cache.py``)."""
+    clauses = ["seq > ?", "seq <= ?"]
+    params: list[Any] = [query.after, upto]
+    if query.type is not None:
+        clauses.append("type = ?")
+        params.append(query.type)
+    if query.pattern is not None:
+        if is_literal(query.pattern):
+            clauses.append("channel = ?")
+            params.append(query.pattern)
+        elif prefix := literal_prefix(query.pattern):
+            # Tokens never hold '/' (the character after '.'), so this is the prefix range.
+            clauses.append("channel >= ? AND channel < ?")
+            params.extend([prefix, prefix[:-1] + "/"])
+    if query.task_id is None:
+        sql = f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY seq"
+    else:
+        sql, params = _task_query(query.task_id, " AND ".join(clauses), params)
+    return select_page((StoredEvent(*row) for row in conn.execute(sql, params)), query, upto)
 
 
 def _task_query(task_id: str, where: str, params: list[Any]) -> tuple[str, list[Any]]:
