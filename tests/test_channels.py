@@ -8,6 +8,7 @@ from taskcast.channels import (
     InvalidChannel,
     literal_prefix,
     matches,
+    prefix_is_exact,
     validate_channel,
     validate_pattern,
 )
@@ -94,3 +95,20 @@ def test_prefix_holds_for_every_match(tokens: list[str], name: str) -> None:
     pattern = ".".join(tokens)
     if matches(pattern, name):
         assert name.startswith(literal_prefix(pattern)) or literal_prefix(pattern) == pattern
+
+
+@given(st.lists(token, max_size=4), st.booleans(), st.lists(token, min_size=1, max_size=3))
+def test_without_star_the_prefix_is_exactly_the_matches(
+    head: list[str], tail_wildcard: bool, rest: list[str]
+) -> None:
+    """What lets the SQLite log trust its SQL range for a pattern (``prefix_is_exact``):
+    with no ``*``, a channel matches exactly when it starts with the literal prefix
+    (a literal: when it is the pattern)."""
+    pattern = ".".join([*head, ">"]) if tail_wildcard else ".".join(head or ["a"])
+    assert prefix_is_exact(pattern) and not prefix_is_exact(f"{pattern}.*")
+    for name in {".".join([*head, *rest]), ".".join(head or rest), ".".join(rest)}:
+        prefix = literal_prefix(pattern)
+        if tail_wildcard:
+            assert matches(pattern, name) == name.startswith(prefix)
+        else:
+            assert matches(pattern, name) == (name == pattern)

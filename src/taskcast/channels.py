@@ -65,6 +65,13 @@ def literal_prefix(pattern: str) -> str:
     return pattern
 
 
+def prefix_is_exact(pattern: str) -> bool:
+    """Whether the channels that start with ``literal_prefix(pattern)`` are exactly the
+    ones the (valid) pattern matches: a literal, ``>`` or ``a.b.>`` (no ``*``; a valid
+    channel has no empty token, so ``a.b.`` is always followed by one more)."""
+    return "*" not in pattern
+
+
 def matches(pattern: str, channel: str) -> bool:
     """Whether a (valid) pattern matches a (valid) concrete channel."""
     if is_literal(pattern):

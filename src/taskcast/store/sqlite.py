@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
-from taskcast.channels import is_literal, literal_prefix, task_channel
+from taskcast.channels import is_literal, literal_prefix, prefix_is_exact, task_channel
 from taskcast.files import ensure_private_dir, ensure_private_file
 from taskcast.frames import Publish
 from taskcast.ids import random_id
@@ -467,6 +467,13 @@ def read_page(conn: sqlite3.Connection, query: EventQuery, upto: int) -> QueryPa
         sql = f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY seq"
     else:
         sql, params = _task_query(query.task_id, " AND ".join(clauses), params)
+    if query.readable is None and (query.pattern is None or prefix_is_exact(query.pattern)):
+        # The SQL selects exactly what the query does: SQLite stops at the page's end,
+        # and no event is tested again here (half a replay's reading time, 2-KB events).
+        rows = conn.execute(f"{sql} LIMIT ?", [*params, query.limit]).fetchall()
+        found = [StoredEvent(*row) for row in rows]
+        full = len(found) >= query.limit
+        return QueryPage(found, found[-1].seq if full else max(query.after, upto))
     return select_page((StoredEvent(*row) for row in conn.execute(sql, params)), query, upto)
 
 
