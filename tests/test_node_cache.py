@@ -33,6 +33,7 @@ def stored(seq: int, channel: str = "tasks.a", size: int = 100) -> StoredEvent:
 
 async def seqs_of(cache: NodeCache, **query: Any) -> list[int]:
     page = await cache.query(EventQuery(**query))
+    assert page is not None, "the file does not hold what comes after"
     return [event.seq for event in page.events]
 
 
@@ -59,7 +60,7 @@ async def test_the_cache_holds_a_range_and_reads_like_the_log(tmp_path: Path) ->
     other = NodeCache(tmp_path, 10**9)
     await other.open("log-2", start=3)  # another stream's copy is worth nothing
     assert (other.first, other.last, other.bytes) == (3, 2, 0)
-    assert await seqs_of(other, after=0) == []
+    assert await other.query(EventQuery(after=0)) is None  # it covers nothing
     await other.close()
 
 
@@ -75,13 +76,31 @@ async def test_the_cache_keeps_to_its_budget_and_to_the_streams_limits(tmp_path:
     await cache.drop_before(190)  # JetStream's limits removed everything below 190
     assert cache.first == 190 and await seqs_of(cache, after=189) == list(range(190, 201))
     await cache.drop_before(500)  # ... and everything: the range is empty after 499
-    assert (cache.first, cache.last) == (500, 499) and await seqs_of(cache, after=0) == []
+    assert (cache.first, cache.last) == (500, 499)
+    assert await cache.query(EventQuery(after=0)) is None
     await cache.add([stored(500), stored(501)], through=501)
     await cache.close()
     with sqlite3.connect(cache.path) as conn:
         assert [row[0] for row in conn.execute("SELECT seq FROM events")] == [500, 501]
         meta = dict(conn.execute("SELECT key, value FROM meta"))
     assert (meta["first"], meta["last"]) == (500, 501) and meta["bytes"] == 2 * size
+
+
+async def test_a_read_the_file_no_longer_holds_is_not_answered_from_it(tmp_path: Path) -> None:
+    """The caller checks ``covers`` on the event loop and the read runs later on a
+    thread: a trim in between must not turn into a page that starts above the seqs it
+    removed (they would be skipped; JetStream still has them). The read checks the range
+    in its own snapshot and answers None."""
+    cache = NodeCache(tmp_path, 10**9)
+    await cache.open("log", start=1)
+    await cache.add([stored(seq) for seq in range(1, 21)], through=20)
+    assert cache.covers(0)
+    await cache.drop_before(16)  # what a trim does after covers() said yes
+    assert await cache.query(EventQuery(after=0)) is None
+    assert await cache.query(EventQuery(after=14)) is None
+    assert await seqs_of(cache, after=15) == [16, 17, 18, 19, 20]
+    assert await seqs_of(cache, after=15, until=17) == [16, 17]
+    await cache.close()
 
 
 async def test_each_process_takes_a_file_of_its_own_and_a_broken_one_starts_over(
@@ -112,7 +131,8 @@ def test_a_new_copy_begins_as_far_back_as_its_budget_reaches() -> None:
     assert default_start(40, 10, 0, 0, 10**9) == 40  # an empty stream: from its next seq
     assert parse_size("4GiB") == 4 * 2**30 and parse_size("500MB") == 500 * 10**6
     assert parse_size("2g") == 2 * 10**9 and parse_size("1234") == 1234
-    for wrong in ("0", "-5MB", "lots", "4 parsecs", ""):
+    assert parse_size("100B") == 100 and parse_size("1.5KiB") == 1536
+    for wrong in ("0", "-5MB", "lots", "4 parsecs", "", "inf", "1e400GB"):
         with pytest.raises(Exception, match="use bytes"):
             parse_size(wrong)
 
@@ -195,20 +215,23 @@ async def test_the_cache_never_keeps_what_the_stream_removed(
     """``--retain-events``: JetStream removes the oldest, and the node's file follows it
     (never a replay of events the log no longer has)."""
     stream = unique_stream("cachetrim")
-    args = ("--nats-stream", stream, "--retain-events", "4000", "--trim-interval", "0.2")
+    args = ("--nats-stream", stream, "--retain-events", "25000", "--trim-interval", "0.2")
     node = HubProcess(nats_server.url, *args, "--nats-cache", str(tmp_path / "c")).start(
         tmp_path / "a.log"
     )
     try:
         async with aiohttp.ClientSession() as session:
-            await publish_many(session, node, range(10_000))
-            await wait_until(
-                lambda: health(node)["cache"]["first"] == 6001 == health(node)["oldest"],
-                30,
-                "the cache to follow the stream's limit",
-            )
-            assert health(node)["cache"]["last"] == 10_000
-            assert await replayed(session, node, 4000) == list(range(6001, 10_001))
+            # 35,000: the stream keeps 10,001.., the window (20,000) 15,001.., so a replay
+            # from 0 reads 10,001..15,000 from the file
+            await publish_many(session, node, range(35_000))
+
+            def followed() -> bool:
+                shown = health(node)
+                cache = shown["cache"]
+                return bool(cache["first"] == 10_001 == shown["oldest"] and cache["last"] == 35_000)
+
+            await wait_until(followed, 30, "the cache to follow the stream and its limit")
+            assert await replayed(session, node, 25_000) == list(range(10_001, 35_001))
     finally:
         node.terminate()
 

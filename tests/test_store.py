@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from taskcast.frames import Publish, parse_client_frame
@@ -112,21 +112,25 @@ PATTERNS = [None, ">", "tasks.>", "tasks.a", "tasks.a.>", "tasks.*", "*.a", "oth
 @given(
     channels=st.lists(st.sampled_from(CHANNELS), min_size=1, max_size=40),
     pattern=st.sampled_from(PATTERNS),
-    task=st.sampled_from([None, "a", "b"]),
+    task=st.sampled_from([None, "a", "b", "a.x"]),
+    kind=st.sampled_from([None, "note", "api_action"]),
     limit=st.integers(1, 7),
     readable=st.sampled_from([None, ("tasks.>",)]),
 )
+@example(["tasks.a", "tasks.a.x", "tasks.a.x"], None, "a.x", None, 5, None)  # a dotted id
 def test_sqlite_pages_are_the_reference_pages(
     tmp_path_factory: pytest.TempPathFactory,
     channels: list[str],
     pattern: str | None,
     task: str | None,
+    kind: str | None,
     limit: int,
     readable: tuple[str, ...] | None,
 ) -> None:
     """Page after page, the SQLite log (its SQL chooses, and stops at the page's end
     when it chooses exactly) answers as the in-memory reference does (every event
-    tested in Python), for literal, prefix and ``*`` patterns, tasks and scopes."""
+    tested in Python), for literal, prefix and ``*`` patterns, tasks (``a.x`` names
+    none, though ``tasks.a.x`` is a channel under task ``a``), types and scopes."""
 
     async def pages(store: EventStore) -> list[tuple[list[int], int]]:
         await store.open()
@@ -134,7 +138,12 @@ def test_sqlite_pages_are_the_reference_pages(
         seen, after = [], 0
         while True:
             query = EventQuery(
-                after=after, pattern=pattern, task_id=task, limit=limit, readable=readable
+                after=after,
+                pattern=pattern,
+                task_id=task,
+                type=kind,
+                limit=limit,
+                readable=readable,
             )
             page = await store.query(query)
             seen.append(([e.seq for e in page.events], page.scanned_to))

@@ -67,9 +67,11 @@ def parse_duration(ttl: str) -> int:
         raise click.BadParameter(f"{ttl!r}: use seconds or a number with s, m, h or d") from None
 
 
-_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-_SIZE_UNITS |= {f"{unit}b": factor for unit, factor in _SIZE_UNITS.items() if len(unit) == 1}
+_SIZE_UNITS |= {
+    f"{unit}b": factor for unit, factor in _SIZE_UNITS.items() if unit in ("k", "m", "g", "t")
+}
 
 
 def parse_size(size: str) -> int:
@@ -78,7 +80,7 @@ def parse_size(size: str) -> int:
     number = text.rstrip("kmgtib")
     try:
         value = int(float(number) * _SIZE_UNITS[text[len(number) :]])
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, OverflowError):
         value = 0
     if value <= 0:
         raise click.BadParameter(f"{size!r}: use bytes, or a number with KB, MB, GiB…")

@@ -531,7 +531,9 @@ class NatsStore:
             return self.window.query(query)
         cache = self.cache
         if cache is not None and cache.covers(query.after):
-            return await cache.query(query)
+            page = await cache.query(query)
+            if page is not None:
+                return page
         head = self.window.head
         if cache is not None and query.after < cache.first - 1 < cache.last:
             head = cache.first - 1

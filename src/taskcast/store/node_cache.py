@@ -21,10 +21,13 @@ have their own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import sqlite3
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -101,19 +104,16 @@ class NodeCache:
             self.path = self.directory / f"cache-{slot}.db"
             break
         else:
-            raise RuntimeError(f"{self.directory}: all {MAX_SLOTS} cache files are in use")
+            raise OSError(f"{self.directory}: all {MAX_SLOTS} cache files are in use")
         try:
             meta = dict(self._connect().execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.Error:  # not a database (any more): a copy, so start over
-            meta = {}
-        if meta.get("log_id") != log_id or not {"first", "last", "bytes"} <= meta.keys():
+            span = _span_of(meta) if meta.get("log_id") == log_id else None
+        except (sqlite3.Error, KeyError, ValueError):  # not a cache (any more): a copy
+            span = None
+        if span is None:
             self._start_over(log_id, start)
-            return
-        self.first, self.last, self.bytes = (
-            int(meta["first"]),
-            int(meta["last"]),
-            int(meta["bytes"]),
-        )
+        else:
+            self._take(span)
 
     def _connect(self) -> sqlite3.Connection:
         assert self.path is not None
@@ -135,17 +135,16 @@ class NodeCache:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
         conn = self._connect()
-        self.first, self.last, self.bytes = start, start - 1, 0
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO meta VALUES ('log_id', ?)", (log_id,))
-        self._save_range(conn)
-        conn.execute("COMMIT")
+        span = _Span(start, start - 1, 0)
+        with _transaction(conn):
+            conn.execute("INSERT INTO meta VALUES ('log_id', ?)", (log_id,))
+            _save_span(conn, span)
+        self._take(span)
 
-    def _save_range(self, conn: sqlite3.Connection) -> None:
-        conn.executemany(
-            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-            [("first", self.first), ("last", self.last), ("bytes", self.bytes)],
-        )
+    def _take(self, span: _Span) -> None:
+        """What a committed transaction made the file cover (never before the commit:
+        a read that trusts ``covers`` must find it all)."""
+        self.first, self.last, self.bytes = span.first, span.last, span.bytes
 
     async def add(self, events: list[StoredEvent], through: int) -> None:
         """The stream's events after ``last`` up to ``through`` (those of them that are
@@ -163,51 +162,13 @@ class NodeCache:
             if e.seq > self.last
         ]
         added = sum(len(row[7]) for row in rows) + ROW_OVERHEAD * len(rows)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        span = _Span(self.first, through, self.bytes + added)
+        with _transaction(conn):
             conn.executemany(_INSERT, rows)
-            self.last, self.bytes = through, self.bytes + added
-            if self.bytes > self.max_bytes:
-                self._trim_to(conn, int(self.max_bytes * TRIM_TO))
-            self._save_range(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            self._reload_range(conn)
-            raise
-
-    def _trim_to(self, conn: sqlite3.Connection, budget: int) -> None:
-        """Remove the oldest events until the rest fit in ``budget`` bytes."""
-        excess, cut = self.bytes - budget, self.first - 1
-        sizes = conn.execute(
-            "SELECT seq, length(body) FROM events WHERE seq >= ? ORDER BY seq", (self.first,)
-        )
-        for seq, size in sizes:
-            if excess <= 0:
-                break
-            excess -= size + ROW_OVERHEAD
-            cut = seq
-        sizes.close()
-        self._remove_through(conn, cut)
-
-    def _remove_through(self, conn: sqlite3.Connection, cut: int) -> None:
-        if cut < self.first:
-            return
-        freed = conn.execute(
-            "SELECT COALESCE(SUM(length(body)), 0), COUNT(*) FROM events WHERE seq <= ?", (cut,)
-        ).fetchone()
-        conn.execute("DELETE FROM events WHERE seq <= ?", (cut,))
-        self.bytes = max(0, self.bytes - freed[0] - ROW_OVERHEAD * freed[1])
-        self.first = cut + 1
-        self.last = max(self.last, cut)
-
-    def _reload_range(self, conn: sqlite3.Connection) -> None:
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        self.first, self.last, self.bytes = (
-            int(meta["first"]),
-            int(meta["last"]),
-            int(meta["bytes"]),
-        )
+            if span.bytes > self.max_bytes:
+                _trim_to(conn, span, int(self.max_bytes * TRIM_TO))
+            _save_span(conn, span)
+        self._take(span)
 
     async def drop_before(self, oldest: int) -> None:
         """The stream's limits removed everything below ``oldest``: so does the file."""
@@ -217,38 +178,42 @@ class NodeCache:
     def _drop_before(self, oldest: int) -> None:
         conn = self._conn
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            self._remove_through(conn, oldest - 1)
-            self._save_range(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            self._reload_range(conn)
-            raise
+        span = _Span(self.first, self.last, self.bytes)
+        with _transaction(conn):
+            _remove_through(conn, span, oldest - 1)
+            _save_span(conn, span)
+        self._take(span)
 
-    async def query(self, query: EventQuery) -> QueryPage:
-        """``query`` answered from the file, up to ``last`` at most (only when it
-        ``covers(query.after)``)."""
-        upto = self.last if query.until is None else min(query.until, self.last)
+    async def query(self, query: EventQuery) -> QueryPage | None:
+        """``query`` answered from the file, up to ``last`` at most; None when the file
+        no longer holds the events right after ``query.after`` (a trim came between
+        ``covers`` and the read: the caller reads them elsewhere)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._query, query, upto)
+        return await loop.run_in_executor(self._readers, self._query, query)
 
-    def _query(self, query: EventQuery, upto: int) -> QueryPage:
+    def _query(self, query: EventQuery) -> QueryPage | None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            conn = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
             self._local.conn = conn
             with self._reader_lock:
                 self._reader_conns.append(conn)
-        return read_page(conn, query, upto)
+        with _transaction(conn, "BEGIN"):  # the range and the events: one snapshot
+            span = _span_of(dict(conn.execute("SELECT key, value FROM meta").fetchall()))
+            if not span.first - 1 <= query.after < span.last:
+                return None
+            upto = span.last if query.until is None else min(query.until, span.last)
+            return read_page(conn, query, upto)
 
     async def close(self) -> None:
+        loop = asyncio.get_running_loop()  # a long read must not hold the event loop
         if self._conn is not None:
             await self._on_writer(self._conn.close)
             self._conn = None
-        self._writer.shutdown(wait=True)
-        self._readers.shutdown(wait=True)
+        await loop.run_in_executor(None, self._writer.shutdown, True)
+        await loop.run_in_executor(None, self._readers.shutdown, True)
         with self._reader_lock:
             for conn in self._reader_conns:
                 conn.close()
@@ -259,6 +224,65 @@ class NodeCache:
 
     async def _on_writer(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+
+@dataclass(slots=True)
+class _Span:
+    """What the file covers, as a transaction changes it."""
+
+    first: int
+    last: int
+    bytes: int
+
+
+def _span_of(meta: dict[str, Any]) -> _Span:
+    return _Span(int(meta["first"]), int(meta["last"]), int(meta["bytes"]))
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    conn.execute(begin)
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _save_span(conn: sqlite3.Connection, span: _Span) -> None:
+    conn.executemany(
+        "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+        [("first", span.first), ("last", span.last), ("bytes", span.bytes)],
+    )
+
+
+def _trim_to(conn: sqlite3.Connection, span: _Span, budget: int) -> None:
+    """Remove the oldest events until the rest fit in ``budget`` bytes."""
+    excess, cut = span.bytes - budget, span.first - 1
+    sizes = conn.execute(
+        "SELECT seq, length(body) FROM events WHERE seq >= ? ORDER BY seq", (span.first,)
+    )
+    for seq, size in sizes:
+        if excess <= 0:
+            break
+        excess -= size + ROW_OVERHEAD
+        cut = seq
+    sizes.close()
+    _remove_through(conn, span, cut)
+
+
+def _remove_through(conn: sqlite3.Connection, span: _Span, cut: int) -> None:
+    """Remove every event up to ``cut``: the span then starts after it."""
+    if cut < span.first:
+        return
+    freed, count = conn.execute(
+        "SELECT COALESCE(SUM(length(body)), 0), COUNT(*) FROM events WHERE seq <= ?", (cut,)
+    ).fetchone()
+    conn.execute("DELETE FROM events WHERE seq <= ?", (cut,))
+    span.bytes = max(0, span.bytes - freed - ROW_OVERHEAD * count)
+    span.first = cut + 1
+    span.last = max(span.last, cut)
 
 
 def default_start(

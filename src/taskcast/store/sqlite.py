@@ -484,12 +484,15 @@ def _task_query(task_id: str, where: str, params: list[Any]) -> tuple[str, list[
     planner, lacking statistics, walks the whole log by seq instead."""
     channel = task_channel(task_id)
     select = f"SELECT {_COLUMNS} FROM events INDEXED BY events_channel WHERE"
+    # task_id too: an id with a dot ("a.b") names no task, though "tasks.a.b" is a channel
+    # under task a. The sub-channel range is sorted whole on every page (a task with very
+    # many sub-channel events pages slower; its own channel is read in seq order).
     sql = (
-        f"{select} channel = ? AND {where} UNION ALL "
-        f"{select} channel >= ? AND channel < ? AND {where} ORDER BY seq"
+        f"{select} channel = ? AND task_id = ? AND {where} UNION ALL "
+        f"{select} channel >= ? AND channel < ? AND task_id = ? AND {where} ORDER BY seq"
     )
     # Nothing sorts between '.' and '/': the range holds exactly the names under channel.
-    return sql, [channel, *params, f"{channel}.", f"{channel}/", *params]
+    return sql, [channel, task_id, *params, f"{channel}.", f"{channel}/", task_id, *params]
 
 
 def _log_identity(conn: sqlite3.Connection) -> str:
