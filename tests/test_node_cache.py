@@ -236,7 +236,7 @@ async def test_the_cache_never_keeps_what_the_stream_removed(
         node.terminate()
 
 
-def test_a_wrong_cache_size_is_refused_before_anything_starts(tmp_path: Path) -> None:
+def test_a_wrong_cache_flag_is_refused_before_anything_starts(tmp_path: Path) -> None:
     cache = ["--nats-cache", str(tmp_path), "--nats-cache-bytes", "a lot"]
     done = subprocess.run(
         [sys.executable, "-m", "taskcast", "hub", "--store", "nats://127.0.0.1:1", *cache],
@@ -245,3 +245,11 @@ def test_a_wrong_cache_size_is_refused_before_anything_starts(tmp_path: Path) ->
         timeout=60,
     )
     assert done.returncode == 2 and "--nats-cache-bytes" in done.stderr
+    sqlite = ["--store", f"sqlite:{tmp_path}/log.db", "--nats-cache", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "taskcast", "hub", *sqlite],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "needs --store nats://" in done.stderr

@@ -241,6 +241,10 @@ def hub(
     from taskcast.hub.server import TooFewFiles, UnsafeBind, announce, serve
 
     setup_logging(verbose)
+    if nats_cache is not None and not store_url.startswith(("nats://", "tls://")):
+        raise click.UsageError(
+            "--nats-cache is a cluster node's copy of the stream: it needs --store nats://…"
+        )
     if workers > 1:
         if not store_url.startswith(("nats://", "tls://")):
             raise click.UsageError(
