@@ -20,33 +20,21 @@ have their own.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import sqlite3
-import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from taskcast.files import ensure_private_dir, ensure_private_file
 from taskcast.store.base import EventQuery, QueryPage, StoredEvent
-from taskcast.store.sqlite import PAGE_SIZE, read_page
+from taskcast.store.sqlite import EVENT_COLUMNS, PAGE_SIZE, SqliteThreads, read_page
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    type TEXT NOT NULL,
-    task_id TEXT,
-    source TEXT,
-    ts INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    publisher TEXT NOT NULL
-);
+# The log's row without its dedupe (JetStream's), and its channel index (read_page).
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS events ({EVENT_COLUMNS});
 CREATE INDEX IF NOT EXISTS events_channel ON events(channel, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 """
@@ -69,11 +57,7 @@ class NodeCache:
         self.first = 1
         self.last = 0
         self.bytes = 0
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="taskcast-cache-w")
-        self._readers = ThreadPoolExecutor(2, thread_name_prefix="taskcast-cache-r")
-        self._local = threading.local()
-        self._reader_conns: list[sqlite3.Connection] = []
-        self._reader_lock = threading.Lock()
+        self._threads = SqliteThreads("taskcast-cache")
         self._conn: sqlite3.Connection | None = None
         self._lock_file: IO[bytes] | None = None
 
@@ -101,7 +85,7 @@ class NodeCache:
                 lock.close()
                 continue
             self._lock_file = lock
-            self.path = self.directory / f"cache-{slot}.db"
+            self.path = self._threads.path = self.directory / f"cache-{slot}.db"
             break
         else:
             raise OSError(f"{self.directory}: all {MAX_SLOTS} cache files are in use")
@@ -188,18 +172,11 @@ class NodeCache:
         """``query`` answered from the file, up to ``last`` at most; None when the file
         no longer holds the events right after ``query.after`` (a trim came between
         ``covers`` and the read: the caller reads them elsewhere)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._query, query)
+        page: QueryPage | None = await self._threads.read(self._query, query)
+        return page
 
     def _query(self, query: EventQuery) -> QueryPage | None:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(
-                f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-            )
-            self._local.conn = conn
-            with self._reader_lock:
-                self._reader_conns.append(conn)
+        conn = self._threads.reader_conn()
         with _transaction(conn, "BEGIN"):  # the range and the events: one snapshot
             span = _span_of(dict(conn.execute("SELECT key, value FROM meta").fetchall()))
             if not span.first - 1 <= query.after < span.last:
@@ -208,22 +185,16 @@ class NodeCache:
             return read_page(conn, query, upto)
 
     async def close(self) -> None:
-        loop = asyncio.get_running_loop()  # a long read must not hold the event loop
         if self._conn is not None:
             await self._on_writer(self._conn.close)
             self._conn = None
-        await loop.run_in_executor(None, self._writer.shutdown, True)
-        await loop.run_in_executor(None, self._readers.shutdown, True)
-        with self._reader_lock:
-            for conn in self._reader_conns:
-                conn.close()
-            self._reader_conns.clear()
+        await self._threads.close()
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
 
     async def _on_writer(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+        return await self._threads.write(fn, *args)
 
 
 @dataclass(slots=True)

@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -44,8 +45,8 @@ SCHEMA_VERSION = 3
 # finds them (``_task_query``). That index cost each commit of events from many agents a
 # leaf page per event: writer CPU per 300-byte event from 1,000 agents 73 → 52 µs, WAL
 # 7.2 → 5.5 KB (issue 30).
-_EVENTS = """
-CREATE TABLE IF NOT EXISTS {name} (
+# An event's row, in the log and in a cluster node's copy of the stream (node_cache.py).
+EVENT_COLUMNS = """
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL,
     channel TEXT NOT NULL,
@@ -54,10 +55,15 @@ CREATE TABLE IF NOT EXISTS {name} (
     source TEXT,
     ts INTEGER NOT NULL,
     body BLOB NOT NULL,
-    publisher TEXT NOT NULL DEFAULT 'anonymous',
+    publisher TEXT NOT NULL DEFAULT 'anonymous'"""
+_EVENTS = (
+    "CREATE TABLE IF NOT EXISTS {name} ("
+    + EVENT_COLUMNS
+    + """,
     UNIQUE (id, publisher)  -- id first: the resend lookup is by id (WHERE id IN …)
 );
 """
+)
 _SCHEMA = (
     _EVENTS.format(name="events")
     + """
@@ -103,6 +109,49 @@ _WAL_FRAME_HEADER = 24  # bytes before each page in the WAL
 PAGE_SIZE = 1024
 
 
+class SqliteThreads:
+    """One writer thread and two reader threads over one SQLite file, each reader with a
+    read-only connection of its own (WAL: reads never wait for the writer): the log's
+    I/O, and a cluster node's copy of the stream (``node_cache.py``)."""
+
+    def __init__(self, name: str) -> None:
+        self.path: Path | None = None  # known once the file is chosen
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-w")
+        self._readers = ThreadPoolExecutor(2, thread_name_prefix=f"{name}-r")
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+
+    async def write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
+
+    def reader_conn(self) -> sqlite3.Connection:
+        """This reader thread's connection (autocommit: a snapshot needs a BEGIN)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            uri = f"file:{self.path}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    async def close(self) -> None:
+        """Once what was queued has run (off the event loop: a long read must not hold
+        it), close the readers' connections."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._writer.shutdown, True)
+        await loop.run_in_executor(None, self._readers.shutdown, True)
+        with self._conns_lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+
+
 class StoreLocked(RuntimeError):
     """Another hub process already owns this log file."""
 
@@ -124,11 +173,8 @@ class SqliteStore:
         self._wal_limit_bytes = wal_limit_bytes
         self._wal_limit_frames = 0  # set from the page size when the log opens
         self._wal_frames = 0  # as the checkpoint thread last saw it
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="taskcast-sqlite-w")
-        self._readers = ThreadPoolExecutor(2, thread_name_prefix="taskcast-sqlite-r")
-        self._local = threading.local()
-        self._reader_conns: list[sqlite3.Connection] = []
-        self._reader_conns_lock = threading.Lock()
+        self._threads = SqliteThreads("taskcast-sqlite")
+        self._threads.path = self.path
         self._write_conn: sqlite3.Connection | None = None
         self._lock_file: IO[bytes] | None = None
         self._head = 0
@@ -233,12 +279,7 @@ class SqliteStore:
         if self._write_conn is not None:
             await self._on_writer(self._write_conn.close)
             self._write_conn = None
-        self._writer.shutdown(wait=True)
-        self._readers.shutdown(wait=True)
-        with self._reader_conns_lock:
-            for conn in self._reader_conns:
-                conn.close()
-            self._reader_conns.clear()
+        await self._threads.close()
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -330,8 +371,8 @@ class SqliteStore:
         return known
 
     async def query(self, query: EventQuery) -> QueryPage:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._query, query)
+        page: QueryPage = await self._threads.read(self._query, query)
+        return page
 
     def _query(self, query: EventQuery) -> QueryPage:
         upto = self._head if query.until is None else min(query.until, self._head)
@@ -374,9 +415,8 @@ class SqliteStore:
     async def count_by_time(
         self, since_ms: int, until_ms: int, bucket_ms: int
     ) -> list[tuple[int, str, str, int]]:
-        loop = asyncio.get_running_loop()
-        rows: list[tuple[int, str, str, int]] = await loop.run_in_executor(
-            self._readers, self._count_by_time, since_ms, until_ms, bucket_ms
+        rows: list[tuple[int, str, str, int]] = await self._threads.read(
+            self._count_by_time, since_ms, until_ms, bucket_ms
         )
         return rows
 
@@ -429,22 +469,14 @@ class SqliteStore:
             )
 
     async def _on_writer(self, fn: Any, *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, fn, *args)
+        return await self._threads.write(fn, *args)
 
     def _conn(self) -> sqlite3.Connection:
         assert self._write_conn is not None, "store is not open"
         return self._write_conn
 
     def _reader_conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=5000")
-            self._local.conn = conn
-            with self._reader_conns_lock:
-                self._reader_conns.append(conn)
-        return conn
+        return self._threads.reader_conn()
 
 
 def read_page(conn: sqlite3.Connection, query: EventQuery, upto: int) -> QueryPage:
