@@ -37,6 +37,7 @@ from nats.js.api import (
     ObjectStoreConfig,
     StorageType,
     StreamConfig,
+    StreamState,
 )
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
@@ -164,7 +165,7 @@ class NatsStore:
         self._js = self._nc.jetstream(timeout=self._timeout)
         self.reader.attach(self._reads, self._reads.jetstream(timeout=self._timeout))
         try:
-            last_seq = await self._ensure_stream()
+            state = await self._ensure_stream()
             self._kv = await self._js.create_key_value(
                 KeyValueConfig(
                     bucket=f"{self.plan.name}_records",
@@ -186,21 +187,16 @@ class NatsStore:
                 f"NATS JetStream refused stream {self.plan.name} (is JetStream on? "
                 f"nats-server -js): {exc!r}"
             ) from exc
-        await self._follow(last_seq)
+        await self._follow(state.last_seq)
         if self.cache is not None:
-            await self._open_cache(last_seq)
+            await self._open_cache(state)
 
-    async def _open_cache(self, last_seq: int) -> None:
+    async def _open_cache(self, state: StreamState) -> None:
         """Open this node's copy of the stream and have it filled in the background from
         where it stopped (a new one: as far back as its budget reaches)."""
-        assert self.cache is not None and self._js is not None
-        info = await self._js.stream_info(self.plan.name)
+        assert self.cache is not None
         start = default_start(
-            self._first_seq,
-            last_seq,
-            info.state.bytes,
-            info.state.messages,
-            self.cache.max_bytes,
+            self._first_seq, state.last_seq, state.bytes, state.messages, self.cache.max_bytes
         )
         await self.cache.open(self._log_id, start)
         await self.cache.drop_before(self._first_seq)
@@ -272,9 +268,9 @@ class NatsStore:
             ) from exc
         return client
 
-    async def _ensure_stream(self) -> int:
+    async def _ensure_stream(self) -> StreamState:
         """Create the stream, or check the existing one fits and update its limits.
-        Returns its last seq: where this node starts following it."""
+        Returns its state: its last seq is where this node starts following it."""
         assert self._js is not None
         version = self._js_version()
         atomic = atomic_batches_in(version)
@@ -309,7 +305,7 @@ class NatsStore:
             log.info("NATS %d.%d: events are published one by one (no atomic batches)", *version)
         self._log_id = stream_log_id(self.plan.name, info.created)
         self._first_seq = info.state.first_seq or info.state.last_seq + 1
-        return int(info.state.last_seq)
+        return info.state
 
     async def _follow(self, last_seq: int) -> None:
         """Follow the stream from just after ``last_seq``: what came before is read

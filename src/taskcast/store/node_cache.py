@@ -20,17 +20,21 @@ have their own.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from taskcast.files import ensure_private_dir, ensure_private_file
 from taskcast.store.base import EventQuery, QueryPage, StoredEvent
-from taskcast.store.sqlite import EVENT_COLUMNS, PAGE_SIZE, SqliteThreads, read_page
+from taskcast.store.sqlite import (
+    EVENT_COLUMNS,
+    PAGE_SIZE,
+    SqliteThreads,
+    read_page,
+    transaction,
+)
 
 # The log's row without its dedupe (JetStream's), and its channel index (read_page).
 _SCHEMA = f"""
@@ -53,13 +57,17 @@ class NodeCache:
             raise ValueError("the cache needs a size above 0 bytes")
         self.directory = Path(directory)
         self.max_bytes = max_bytes
-        self.path: Path | None = None
         self.first = 1
         self.last = 0
         self.bytes = 0
         self._threads = SqliteThreads("taskcast-cache")
         self._conn: sqlite3.Connection | None = None
         self._lock_file: IO[bytes] | None = None
+
+    @property
+    def path(self) -> Path | None:
+        """The file this process took (None until ``open``)."""
+        return self._threads.path
 
     def covers(self, after: int) -> bool:
         """Whether the file holds the events right after ``after`` (and some)."""
@@ -85,7 +93,7 @@ class NodeCache:
                 lock.close()
                 continue
             self._lock_file = lock
-            self.path = self._threads.path = self.directory / f"cache-{slot}.db"
+            self._threads.path = self.directory / f"cache-{slot}.db"
             break
         else:
             raise OSError(f"{self.directory}: all {MAX_SLOTS} cache files are in use")
@@ -120,7 +128,7 @@ class NodeCache:
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
         conn = self._connect()
         span = _Span(start, start - 1, 0)
-        with _transaction(conn):
+        with transaction(conn):
             conn.execute("INSERT INTO meta VALUES ('log_id', ?)", (log_id,))
             _save_span(conn, span)
         self._take(span)
@@ -147,7 +155,7 @@ class NodeCache:
         ]
         added = sum(len(row[7]) for row in rows) + ROW_OVERHEAD * len(rows)
         span = _Span(self.first, through, self.bytes + added)
-        with _transaction(conn):
+        with transaction(conn):
             conn.executemany(_INSERT, rows)
             if span.bytes > self.max_bytes:
                 _trim_to(conn, span, int(self.max_bytes * TRIM_TO))
@@ -163,7 +171,7 @@ class NodeCache:
         conn = self._conn
         assert conn is not None
         span = _Span(self.first, self.last, self.bytes)
-        with _transaction(conn):
+        with transaction(conn):
             _remove_through(conn, span, oldest - 1)
             _save_span(conn, span)
         self._take(span)
@@ -177,7 +185,7 @@ class NodeCache:
 
     def _query(self, query: EventQuery) -> QueryPage | None:
         conn = self._threads.reader_conn()
-        with _transaction(conn, "BEGIN"):  # the range and the events: one snapshot
+        with transaction(conn, "BEGIN"):  # the range and the events: one snapshot
             span = _span_of(dict(conn.execute("SELECT key, value FROM meta").fetchall()))
             if not span.first - 1 <= query.after < span.last:
                 return None
@@ -208,17 +216,6 @@ class _Span:
 
 def _span_of(meta: dict[str, Any]) -> _Span:
     return _Span(int(meta["first"]), int(meta["last"]), int(meta["bytes"]))
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
-    conn.execute(begin)
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def _save_span(conn: sqlite3.Connection, span: _Span) -> None:

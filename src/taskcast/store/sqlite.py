@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -109,13 +109,26 @@ _WAL_FRAME_HEADER = 24  # bytes before each page in the WAL
 PAGE_SIZE = 1024
 
 
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    """One transaction on an autocommit connection: committed when the block ends,
+    rolled back if it (or the commit) fails. ``BEGIN`` for a reader's snapshot."""
+    conn.execute(begin)
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 class SqliteThreads:
     """One writer thread and two reader threads over one SQLite file, each reader with a
     read-only connection of its own (WAL: reads never wait for the writer): the log's
     I/O, and a cluster node's copy of the stream (``node_cache.py``)."""
 
-    def __init__(self, name: str) -> None:
-        self.path: Path | None = None  # known once the file is chosen
+    def __init__(self, name: str, path: Path | None = None) -> None:
+        self.path = path  # None until the file is chosen
         self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-w")
         self._readers = ThreadPoolExecutor(2, thread_name_prefix=f"{name}-r")
         self._local = threading.local()
@@ -173,8 +186,7 @@ class SqliteStore:
         self._wal_limit_bytes = wal_limit_bytes
         self._wal_limit_frames = 0  # set from the page size when the log opens
         self._wal_frames = 0  # as the checkpoint thread last saw it
-        self._threads = SqliteThreads("taskcast-sqlite")
-        self._threads.path = self.path
+        self._threads = SqliteThreads("taskcast-sqlite", self.path)
         self._write_conn: sqlite3.Connection | None = None
         self._lock_file: IO[bytes] | None = None
         self._head = 0
@@ -387,8 +399,7 @@ class SqliteStore:
     def _trim(self, now_ms: int) -> int:
         conn = self._conn()
         removed = 0
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             if self._retention.max_events is not None:
                 cutoff_seq = self._head - self._retention.max_events
                 removed += conn.execute("DELETE FROM events WHERE seq <= ?", (cutoff_seq,)).rowcount
@@ -402,10 +413,6 @@ class SqliteStore:
                 conn.execute(
                     "INSERT OR REPLACE INTO meta(key, value) VALUES ('head', ?)", (self._head,)
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         if removed:
             oldest = conn.execute("SELECT MIN(seq) FROM events").fetchone()[0]
             self._oldest = oldest if oldest is not None else self._head + 1
@@ -545,8 +552,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name='events'").fetchone()
     if not exists or version >= SCHEMA_VERSION:
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         if version < 2:
             conn.execute(_EVENTS.format(name="events_v2"))
             conn.execute(
@@ -557,10 +563,6 @@ def _migrate(conn: sqlite3.Connection) -> None:
             conn.execute("ALTER TABLE events_v2 RENAME TO events")
         conn.execute("DROP INDEX IF EXISTS events_task")
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _encode_record(record: dict[str, Any]) -> bytes:
