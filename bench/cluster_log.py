@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,19 +122,24 @@ def health(node: Server) -> dict[str, Any]:
 
 
 def wait_head(node: Server, head: int, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while health(node).get("head", 0) < head:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{node.name} did not reach head {head}")
-        time.sleep(0.2)
+    wait_seq(node, head, lambda shown: int(shown.get("head", 0)), "head", timeout)
 
 
 def wait_cached(node: Server, last: int, timeout: float = 900) -> None:
     """Until the node's ``--nats-cache`` holds the log up to ``last``."""
+    wait_seq(
+        node, last, lambda shown: int(shown.get("cache", {}).get("last", 0)), "its cache", timeout
+    )
+
+
+def wait_seq(
+    node: Server, seq: int, of: Callable[[dict[str, Any]], int], what: str, timeout: float
+) -> None:
+    """Until the seq ``of`` reads from ``/healthz`` reaches ``seq``."""
     deadline = time.monotonic() + timeout
-    while health(node).get("cache", {}).get("last", 0) < last:
+    while of(health(node)) < seq:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{node.name}'s cache did not reach {last}")
+            raise RuntimeError(f"{node.name}: {what} did not reach {seq}")
         time.sleep(0.2)
 
 
