@@ -121,6 +121,11 @@ async def test_each_process_takes_a_file_of_its_own_and_a_broken_one_starts_over
     assert three.last == 1 and (four.first, four.last) == (7, 6)
     await three.close()
     await four.close()
+    (tmp_path / "a-file").write_text("")
+    nowhere = NodeCache(tmp_path / "a-file" / "cache", 10**6)
+    with pytest.raises(OSError, match=r"--nats-cache .*a-file/cache"):
+        await nowhere.open("log", 1)
+    await nowhere.close()
 
 
 def test_a_new_copy_begins_as_far_back_as_its_budget_reaches() -> None:

@@ -84,7 +84,10 @@ class NodeCache:
         await self._on_writer(self._open, log_id, start)
 
     def _open(self, log_id: str, start: int) -> None:
-        ensure_private_dir(self.directory)
+        try:
+            ensure_private_dir(self.directory)
+        except OSError as exc:  # say which flag it was: the hub exits with this
+            raise OSError(f"--nats-cache {self.directory}: {exc.strerror or exc}") from exc
         for slot in range(MAX_SLOTS):
             lock = open(ensure_private_file(self.directory / f"cache-{slot}.lock"), "wb")  # noqa: SIM115
             try:
