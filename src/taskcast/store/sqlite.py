@@ -36,6 +36,7 @@ from taskcast.store.base import (
     select_page,
     stored_row,
 )
+from taskcast.store.serial_thread import SerialThread
 
 SCHEMA_VERSION = 3
 # v2: ids are unique per publisher (the authenticated sub), not across the whole log,
@@ -129,14 +130,14 @@ class SqliteThreads:
 
     def __init__(self, name: str, path: Path | None = None) -> None:
         self.path = path  # None until the file is chosen
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-w")
+        self._writer = SerialThread(f"{name}-w")
         self._readers = ThreadPoolExecutor(2, thread_name_prefix=f"{name}-r")
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
 
     async def write(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+        return await self._writer.call(fn, *args)
 
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
@@ -157,7 +158,7 @@ class SqliteThreads:
         """Once what was queued has run (off the event loop: a long read must not hold
         it), close the readers' connections."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._writer.shutdown, True)
+        await self._writer.shutdown()
         await loop.run_in_executor(None, self._readers.shutdown, True)
         with self._conns_lock:
             for conn in self._conns:

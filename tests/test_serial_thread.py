@@ -1,0 +1,70 @@
+"""The SQLite writer's thread: calls in order, outcomes back on the loop, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from taskcast.store.serial_thread import SerialThread
+
+
+async def test_calls_run_in_order_on_one_thread_and_answer_on_the_loop() -> None:
+    serial = SerialThread("test-serial")
+    ran: list[tuple[int, int | None]] = []
+
+    def record(i: int) -> int:
+        ran.append((i, threading.get_ident()))
+        return i * 10
+
+    results = await asyncio.gather(*(serial.call(record, i) for i in range(200)))
+    assert results == [i * 10 for i in range(200)]
+    assert [i for i, _ in ran] == list(range(200))
+    assert len({ident for _, ident in ran}) == 1
+    assert ran[0][1] != threading.get_ident()
+    await serial.shutdown()
+
+
+async def test_an_exception_reaches_the_caller_and_the_thread_goes_on() -> None:
+    serial = SerialThread("test-serial")
+
+    def fail() -> None:
+        raise ValueError("disk on fire")
+
+    with pytest.raises(ValueError, match="disk on fire"):
+        await serial.call(fail)
+    assert await serial.call(lambda: "still here") == "still here"
+    await serial.shutdown()
+
+
+async def test_a_call_cancelled_before_it_started_is_not_run() -> None:
+    serial = SerialThread("test-serial")
+    gate = threading.Event()
+    ran: list[str] = []
+    blocker = serial.call(gate.wait)
+    queued = serial.call(ran.append, "queued")
+    queued.cancel()
+    after = serial.call(ran.append, "after")
+    gate.set()
+    assert await blocker is True
+    await after
+    assert ran == ["after"]
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    await serial.shutdown()
+
+
+async def test_shutdown_runs_what_was_queued_then_refuses_new_calls() -> None:
+    serial = SerialThread("test-serial")
+    ran: list[int] = []
+    pending = [serial.call(ran.append, i) for i in range(50)]
+    await serial.shutdown()
+    assert ran == list(range(50))
+    assert await asyncio.gather(*pending) == [None] * 50
+    with pytest.raises(RuntimeError, match="shut down"):
+        serial.call(ran.append, 99)
+
+
+async def test_shutdown_of_a_thread_never_used_returns_at_once() -> None:
+    await SerialThread("test-serial").shutdown()
