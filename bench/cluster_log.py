@@ -224,6 +224,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "cluster.md")
+    parser.add_argument(
+        "--benchmarks",
+        type=Path,
+        default=REPO / "docs" / "benchmarks.md",
+        help="where the pointer to the table goes (bench/run.py rewrites the rest of it)",
+    )
     args = parser.parse_args()
     events = args.events
 
@@ -375,6 +381,15 @@ def main() -> None:
     )
     print(section)
     write_section(args.output, "log-size", section)
+    write_section(
+        args.benchmarks,
+        "cluster-log",
+        "A cluster node against the length of its log — memory, start-up, replays from "
+        "JetStream\nand from a node's `--nats-cache`, live latency during 20 replays, and what "
+        "the cache\ncosts the node — is `python bench/cluster_log.py` (part of `make bench`; "
+        f"last run {time.strftime('%Y-%m-%d')},\n{events:,} events); its table is in "
+        "docs/cluster.md, *What it costs, and sizing*.",
+    )
 
 
 if __name__ == "__main__":
