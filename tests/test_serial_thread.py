@@ -38,6 +38,13 @@ async def test_an_exception_reaches_the_caller_and_the_thread_goes_on() -> None:
     await serial.shutdown()
 
 
+async def test_stop_iteration_reaches_the_caller_as_a_runtime_error() -> None:
+    serial = SerialThread("test-serial")
+    with pytest.raises(RuntimeError, match="StopIteration"):
+        await asyncio.wait_for(serial.call(next, iter(())), 10)
+    await serial.shutdown()
+
+
 async def test_a_call_cancelled_before_it_started_is_not_run() -> None:
     serial = SerialThread("test-serial")
     gate = threading.Event()

@@ -57,6 +57,10 @@ class SerialThread:
                 continue
             try:
                 outcome: tuple[bool, Any] = (True, fn(*args))
+            except StopIteration as exc:  # an asyncio future refuses it: it would hang
+                error = RuntimeError(f"{fn!r} raised StopIteration")
+                error.__cause__ = exc
+                outcome = (False, error)
             except BaseException as exc:  # handed to the caller, as a pool would
                 outcome = (False, exc)
             with contextlib.suppress(RuntimeError):  # a closed loop: no one waits any more
