@@ -55,6 +55,26 @@ async def test_append_numbers_in_order_and_dedups(store: EventStore) -> None:
     assert store.head == 4 and store.oldest == 1
 
 
+@pytest.mark.parametrize("size", [1, 3, 4, 63, 64, 87, 150])
+async def test_a_batch_of_any_size_is_stored_whole_in_order(store: EventStore, size: int) -> None:
+    """The SQLite log inserts a batch many rows to a statement, in chunks of fixed sizes
+    (64, 16, 4, 1): every size, and a repeat in the middle of a big batch, come out the
+    same as one by one."""
+    results = await store.append([event(f"t{n % 7}", n, id=f"e{n}") for n in range(size)], 5)
+    assert [r.seq for r in results] == list(range(1, size + 1))
+    page = await store.query(EventQuery(limit=1000))
+    assert [(e.seq, e.id, e.channel, e.ts) for e in page.events] == [
+        (n + 1, f"e{n}", f"tasks.t{n % 7}", 5) for n in range(size)
+    ]
+    mixed = [event("t0", 1000 + n, id=f"f{n}") for n in range(70)]
+    mixed.insert(40, event("t0", 0, id="e0"))  # already stored: a duplicate, not a row
+    again = await store.append(mixed, 6)
+    assert again[40].duplicate and again[40].seq == 1
+    fresh = [r.seq for i, r in enumerate(again) if i != 40]
+    assert fresh == list(range(size + 1, size + 71))
+    assert store.head == size + 70
+
+
 async def test_query_filters_and_pages(store: EventStore) -> None:
     await store.append(
         [event("a", i) for i in range(5)] + [event("b", i, type="tool_executed") for i in range(5)],

@@ -32,6 +32,7 @@ from taskcast.store.sqlite import (
     EVENT_COLUMNS,
     PAGE_SIZE,
     SqliteThreads,
+    insert_events,
     read_page,
     transaction,
 )
@@ -42,7 +43,6 @@ CREATE TABLE IF NOT EXISTS events ({EVENT_COLUMNS});
 CREATE INDEX IF NOT EXISTS events_channel ON events(channel, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 """
-_INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 # What an event costs the file beyond its body, roughly: the row's other columns, its
 # channel index entry and page slack (measured: ~2,160 bytes on disk per 2-KB event).
 ROW_OVERHEAD = 160
@@ -159,7 +159,7 @@ class NodeCache:
         added = sum(len(row[7]) for row in rows) + ROW_OVERHEAD * len(rows)
         span = _Span(self.first, through, self.bytes + added)
         with transaction(conn):
-            conn.executemany(_INSERT, rows)
+            insert_events(conn, rows)
             if span.bytes > self.max_bytes:
                 _trim_to(conn, span, int(self.max_bytes * TRIM_TO))
             _save_span(conn, span)
