@@ -8,7 +8,11 @@ alternating which goes first each round:
 - taskcast on its embedded SQLite log (websockets, acks after the commit);
 - a NATS JetStream server (file store, its own on a free port): each event published
   with a ``Nats-Msg-Id`` header and a reply subject, the stream's ack back on it — the
-  same 300-byte events, raw clients on both sides (no client library in the way).
+  same 300-byte events, raw clients on both sides (no client library in the way);
+- to say where taskcast's time goes, taskcast on its in-memory store (everything but
+  the disk: validation, ordering, fan-out, acks) and a picows server that only decodes
+  each event and acks it (``bench/peers/picows_acker.py``: the floor of one Python
+  process on asyncio).
 
 The publishers are spread over load-generator processes, each reporting its own CPU,
 so the table shows the client is not the bound. Medians over ``--rounds``; written into
@@ -26,6 +30,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +42,7 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from loadgen import api_action, cpu_seconds_of, own_cpu_seconds, spawn
 from report import write_section
-from servers import REPO, jetstream, taskcast
+from servers import REPO, Server, jetstream, picows_acker, taskcast
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -186,7 +191,7 @@ def agents_process(
         pid = os.getpid()
         senders: list[TaskcastSender | JetStreamSender] = []
         for index in range(agents):
-            if kind == "taskcast":
+            if kind != "jetstream":  # taskcast's websocket protocol, or the acker's copy
                 senders.append(await taskcast_sender(url, latencies))
             else:
                 senders.append(await jetstream_sender(url, latencies, f"{pid}x{index}"))
@@ -254,8 +259,16 @@ class Point:
     late_sends: int
 
 
+SERVERS: dict[str, Callable[[], Server]] = {
+    "taskcast": taskcast,
+    "jetstream": jetstream,
+    "taskcast-memory": lambda: taskcast("memory"),
+    "picows-ack": picows_acker,
+}
+
+
 def measure(peer: str, publishers: int, args: argparse.Namespace) -> Point:
-    server = taskcast() if peer == "taskcast" else jetstream()
+    server = SERVERS[peer]()
     try:
         ctx = mp.get_context("spawn")
         ready, go, out = ctx.Queue(), ctx.Event(), ctx.Queue()
@@ -315,7 +328,12 @@ def median_point(points: list[Point]) -> Point:
     )
 
 
-NAMES = {"taskcast": "taskcast (SQLite)", "jetstream": "NATS JetStream (file)"}
+NAMES = {
+    "taskcast": "taskcast (SQLite)",
+    "jetstream": "NATS JetStream (file)",
+    "taskcast-memory": "taskcast (memory store)",
+    "picows-ack": "picows acker (floor)",
+}
 
 
 def table(points: list[Point], args: argparse.Namespace) -> str:
@@ -339,6 +357,17 @@ def table(points: list[Point], args: argparse.Namespace) -> str:
             ratios.append(
                 f"{size:,}: p99 {t.p99 / j.p99:.2f}×, CPU {t.server_cores / j.server_cores:.2f}×"
             )
+    layers = []
+    for size in sorted({p.publishers for p in points}):
+        pair = {p.peer: p for p in points if p.publishers == size}
+        steps = [
+            pair[peer] for peer in ("picows-ack", "taskcast-memory", "taskcast") if peer in pair
+        ]
+        if len(steps) > 1:
+            layers.append(
+                f"{size:,}: "
+                + " → ".join(f"{p.server_cores:.2f} cores, p99 {p.p99:.2f} ms" for p in steps)
+            )
     lines = [
         f"## Many publishers at {args.rate:g} events/s each — `python bench/publishers.py`",
         "",
@@ -346,11 +375,17 @@ def table(points: list[Point], args: argparse.Namespace) -> str:
         f"point, spread over {args.processes} load-generator processes; every event's send→ack "
         f"latency; medians of {args.rounds} rounds (peers alternate which goes first). "
         "JetStream: file store, `Nats-Msg-Id` on every event, raw NATS protocol clients. "
+        "taskcast (memory store): the same hub without the disk; picows acker (floor): a "
+        "picows server that decodes each event and acks it, nothing else "
+        "(`bench/peers/picows_acker.py`). "
         "*Late sends*: sends the load generator made more than 1 ms after their beat.",
         "",
         *rows,
         "",
         "taskcast ÷ JetStream (same run): " + ("; ".join(ratios) if ratios else "—") + ".",
+        "",
+        "Where taskcast's time goes (same run; the floor → taskcast on its memory store → "
+        "on SQLite): " + ("; ".join(layers) if layers else "—") + ".",
         "",
         plot(points),
     ]
@@ -384,7 +419,7 @@ def plot(points: list[Point]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--points", default="200,1000,5000", help="publisher counts")
-    parser.add_argument("--peers", default="taskcast,jetstream")
+    parser.add_argument("--peers", default=",".join(NAMES))
     parser.add_argument("--rate", type=float, default=10.0, help="events/s per publisher")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rounds", type=int, default=2)

@@ -113,6 +113,15 @@ def starlette() -> Server:
     )
 
 
+def picows_acker() -> Server:
+    """Decode each event, ack it by id: the floor under bench/publishers.py."""
+    return _start(
+        "picows acker (floor)",
+        "taskcast",
+        [sys.executable, str(BENCH / "peers" / "picows_acker.py")],
+    )
+
+
 def picows_floor() -> Server:
     return _start(
         "picows relay (floor)", "plain", [sys.executable, str(BENCH / "peers" / "picows_relay.py")]
