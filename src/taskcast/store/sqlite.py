@@ -324,10 +324,39 @@ class SqliteStore:
         return results
 
     def _append(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
+        """Resends are rare (a client reconnecting resends what was not acked), so a
+        batch goes in as new, unlooked-up; only when the unique (id, publisher) index
+        refuses a row is the batch looked up (``_append_resends``). The lookup had been
+        the writer thread's largest share of the GIL (py-spy, 1,000 publishers)."""
         conn = self._conn()
         head = self._head
+        rows = [stored_row(head + n, event, now_ms) for n, event in enumerate(events, 1)]
+        if not self._insert(conn, rows):
+            return self._append_resends(conn, events, now_ms)
+        self._commit_head(conn, head + len(rows))
+        return [AppendResult(head + n, False) for n in range(1, len(rows) + 1)]
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> bool:
+        """Begin a transaction and insert ``rows``; False, rolled back, when a row's
+        (id, publisher) is already in the log (the caller commits a True)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            insert_events(conn, rows)
+        except sqlite3.IntegrityError:
+            conn.execute("ROLLBACK")
+            return False
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return True
+
+    def _append_resends(
+        self, conn: sqlite3.Connection, events: list[Publish], now_ms: int
+    ) -> list[AppendResult]:
+        head = self._head
         # Only publisher-chosen ids can repeat (hub-made ones are random 128-bit), so one
-        # lookup per batch finds every resend; the rest go in with one executemany.
+        # lookup per batch finds every resend; the rest go in together.
         known = self._known_ids(conn, [event.id for event in events if event.client_id])
         rows: list[tuple[Any, ...]] = []
         results: list[AppendResult] = []
@@ -342,17 +371,10 @@ class SqliteStore:
             head += 1
             rows.append(stored_row(head, event, now_ms))
             results.append(AppendResult(head, False))
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            insert_events(conn, rows)
-        except sqlite3.IntegrityError:
+        if not self._insert(conn, rows):
             # One event collides (say, a hub-made id its publisher had already used):
             # store the others one by one rather than fail the whole group.
-            conn.execute("ROLLBACK")
             return self._append_one_by_one(conn, events, now_ms)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         self._commit_head(conn, head)
         return results
 
