@@ -73,5 +73,43 @@ async def test_shutdown_runs_what_was_queued_then_refuses_new_calls() -> None:
         serial.call(ran.append, 99)
 
 
+async def test_a_second_shutdown_also_waits_for_the_queue() -> None:
+    serial = SerialThread("test-serial")
+    gate = threading.Event()
+    ran: list[int] = []
+    serial.call(gate.wait)
+    pending = [serial.call(ran.append, i) for i in range(5)]
+    first = asyncio.ensure_future(serial.shutdown())
+    second = asyncio.ensure_future(serial.shutdown())
+    try:
+        for _ in range(20):  # loop passes, not time: a shutdown that did not wait is done
+            await asyncio.sleep(0)
+        assert not first.done() and not second.done()  # the gate still holds the queue
+    finally:
+        gate.set()  # else the thread, and the loop's teardown with it, would wait forever
+    await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert ran == list(range(5))
+    await asyncio.gather(*pending)
+
+
+async def test_a_call_refused_because_the_thread_cannot_start_never_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    serial = SerialThread("test-serial")
+    start = serial._thread.start
+
+    def cannot_start() -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(serial._thread, "start", cannot_start)
+    ran: list[str] = []
+    with pytest.raises(RuntimeError, match="can't start"):
+        serial.call(ran.append, "refused")
+    monkeypatch.setattr(serial._thread, "start", start)
+    await serial.call(ran.append, "next")
+    assert ran == ["next"]  # the refused call was never queued
+    await serial.shutdown()
+
+
 async def test_shutdown_of_a_thread_never_used_returns_at_once() -> None:
     await SerialThread("test-serial").shutdown()

@@ -35,20 +35,22 @@ class SerialThread:
         if self._closed:
             raise RuntimeError("the thread was shut down")
         loop = asyncio.get_running_loop()
+        if self._thread.ident is None:  # started with the first call, as a pool's are
+            self._thread.start()  # before queuing: a call refused must never run later
         future: asyncio.Future[Any] = loop.create_future()
         self._calls.put((loop, future, fn, args))
-        if self._thread.ident is None:  # started with the first call, as a pool's are
-            self._thread.start()
         return future
 
     async def shutdown(self) -> None:
         """Run what was queued, then stop the thread (joined off the event loop)."""
-        if self._closed:
+        if self._thread.ident is None:
+            self._closed = True
             return
-        self._closed = True
-        if self._thread.ident is not None:
+        if not self._closed:
+            self._closed = True
             self._calls.put(None)
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        # Every caller waits for the queue to drain, a second one too (as a pool's do).
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
     def _run(self) -> None:
         while (item := self._calls.get()) is not None:
@@ -58,7 +60,8 @@ class SerialThread:
             try:
                 outcome: tuple[bool, Any] = (True, fn(*args))
             except StopIteration as exc:  # an asyncio future refuses it: it would hang
-                error = RuntimeError(f"{fn!r} raised StopIteration")
+                name = getattr(fn, "__qualname__", "a call")
+                error = RuntimeError(f"{name} raised StopIteration")
                 error.__cause__ = exc
                 outcome = (False, error)
             except BaseException as exc:  # handed to the caller, as a pool would
