@@ -244,7 +244,10 @@ export class CommunicationService extends Emitter<ServiceEvents> {
     const socket = this.socket;
     this.socket = null;
     if (socket !== null) {
-      socket.onclose = socket.onmessage = socket.onerror = socket.onopen = null;
+      socket.onclose = socket.onmessage = socket.onopen = null;
+      // ``ws`` emits an error for a close before its handshake is done; with no
+      // listener an EventEmitter throws it, out of reach of the caller: swallow it.
+      socket.onerror = () => {};
       try {
         socket.close(1000);
       } catch {
