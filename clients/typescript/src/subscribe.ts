@@ -90,6 +90,7 @@ export async function* subscribe<P = Record<string, unknown>>(
       return;
     }
     if (ended) {
+      ws.onerror = () => {}; // ws emits an error for a close before its handshake: not thrown
       ws.close(1000);
       return;
     }

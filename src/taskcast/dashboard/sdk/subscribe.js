@@ -59,6 +59,7 @@ export async function* subscribe(urls, pattern, options = {}) {
             return;
         }
         if (ended) {
+            ws.onerror = () => { }; // ws emits an error for a close before its handshake: not thrown
             ws.close(1000);
             return;
         }
