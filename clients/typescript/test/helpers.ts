@@ -7,7 +7,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { mkdtempSync, openSync } from "node:fs";
-import { createServer } from "node:net";
+import { type Socket, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -33,6 +33,24 @@ export async function freePort(): Promise<number> {
       server.close(() => done(typeof address === "object" && address ? address.port : 0));
     });
   });
+}
+
+/** A server that takes TCP connections and never answers a websocket upgrade: a
+ * client's socket to it stays CONNECTING until closed. */
+export async function silentServer(): Promise<{ url: string; held: Socket[]; close(): Promise<void> }> {
+  const held: Socket[] = [];
+  const server = createServer((socket) => held.push(socket));
+  await new Promise<void>((listening) => server.listen(0, "127.0.0.1", listening));
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : 0;
+  return {
+    url: `ws://127.0.0.1:${port}/ws`,
+    held,
+    async close() {
+      for (const socket of held) socket.destroy();
+      await new Promise((closed) => server.close(closed));
+    },
+  };
 }
 
 export interface HubOptions {

@@ -2,11 +2,10 @@
 // across a hub's kill -9, queued while the hub is away, tokens refreshed, hostile hubs.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { type Socket, createServer } from "node:net";
 import { WebSocketServer } from "ws";
 
 import { CommunicationService, type ConnectionStatus, HubClient, HubError, TaskcastError } from "../src/index.js";
-import { Hub, RawSubscriber, SECRET, freePort, readLog, sleep, token, waitFor } from "./helpers.js";
+import { Hub, RawSubscriber, SECRET, freePort, readLog, silentServer, sleep, token, waitFor } from "./helpers.js";
 
 const hubs: Hub[] = [];
 const services: CommunicationService[] = [];
@@ -159,21 +158,16 @@ test("commands need the control claim, over the websocket and over HTTP", async 
 test("disconnect() while the websocket handshake is under way throws nothing", async () => {
   // A server that takes the TCP connection and never answers the upgrade: the socket
   // stays CONNECTING, and ws emits an error when it is closed then.
-  const held: Socket[] = [];
-  const silent = createServer((socket) => held.push(socket));
-  await new Promise<void>((listening) => silent.listen(0, "127.0.0.1", listening));
-  const address = silent.address();
-  assert.ok(address !== null && typeof address === "object");
-  const svc = service(`ws://127.0.0.1:${address.port}/ws`, { connect: false });
+  const silent = await silentServer();
+  const svc = service(silent.url, { connect: false });
   const errors: Error[] = [];
   svc.on("error", (error) => errors.push(error));
   svc.connect();
-  await waitFor(() => held.length === 1, 10_000, "the TCP connection");
+  await waitFor(() => silent.held.length === 1, 10_000, "the TCP connection");
   svc.disconnect();
   for (let i = 0; i < 3; i++) await new Promise((next) => setImmediate(next)); // ws's error tick
   assert.equal(svc.status, "closed");
-  for (const socket of held) socket.destroy();
-  await new Promise((closed) => silent.close(closed));
+  await silent.close();
 });
 
 test("a hostile hub — garbage frames, no acks, closes — never throws into the caller", async () => {

@@ -2,11 +2,10 @@
 // kill -9 and restart), honouring the log identity, ending on abort; and failover between
 // two hub nodes on one NATS JetStream stream, for publisher and subscriber alike.
 import assert from "node:assert/strict";
-import { type Socket, createServer } from "node:net";
 import { after, test } from "node:test";
 
 import { CommunicationService, LogMismatch, ResumePoint, type TaskcastEvent, subscribe } from "../src/index.js";
-import { Hub, NatsServer, sleep, waitFor } from "./helpers.js";
+import { Hub, NatsServer, silentServer, sleep, waitFor } from "./helpers.js";
 
 const hubs: Hub[] = [];
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -42,11 +41,7 @@ function collect<P>(iterator: AsyncGenerator<TaskcastEvent<P>>): { events: Taskc
 test("a subscription aborted while its token is fetched closes its new socket without throwing", async () => {
   // The socket made once the token comes is closed at once, before its handshake: ws
   // emits an error for that, which must not escape as an uncaught exception.
-  const held: Socket[] = [];
-  const silent = createServer((socket) => held.push(socket));
-  await new Promise<void>((listening) => silent.listen(0, "127.0.0.1", listening));
-  const address = silent.address();
-  assert.ok(address !== null && typeof address === "object");
+  const silent = await silentServer();
   const controller = new AbortController();
   let release: () => void = () => {};
   const gate = new Promise<void>((open) => {
@@ -59,7 +54,7 @@ test("a subscription aborted while its token is fetched closes its new socket wi
     return "a-token";
   };
   const { events, done } = collect(
-    subscribe(`ws://127.0.0.1:${address.port}/ws`, "tasks.>", { tokenProvider, signal: controller.signal }),
+    subscribe(silent.url, "tasks.>", { tokenProvider, signal: controller.signal }),
   );
   await waitFor(() => asked, 10_000, "the token asked for");
   controller.abort();
@@ -67,8 +62,7 @@ test("a subscription aborted while its token is fetched closes its new socket wi
   await done;
   for (let i = 0; i < 3; i++) await new Promise((next) => setImmediate(next)); // ws's error tick
   assert.equal(events.length, 0);
-  for (const socket of held) socket.destroy();
-  await new Promise((closed) => silent.close(closed));
+  await silent.close();
 });
 
 test("a subscriber replays, goes live, and resumes after the hub's kill -9 with no gap or repeat", async () => {
