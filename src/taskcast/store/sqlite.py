@@ -80,10 +80,6 @@ CREATE TABLE IF NOT EXISTS identity (log_id TEXT NOT NULL);
 _V1_COLUMNS = "seq, id, channel, type, task_id, source, ts, body"
 
 _COLUMNS = "seq, id, channel, type, task_id, source, ts, body, publisher"
-_INSERT = (
-    "INSERT INTO events(seq, id, channel, type, task_id, source, ts, body, publisher) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 # Rows per INSERT statement, largest first. ``executemany`` steps its statement once per
 # row, and the sqlite3 module lets go of the GIL around every step: with the event loop
 # busy, each row was a GIL handoff between the two threads (futex waits and wakes were
@@ -331,25 +327,13 @@ class SqliteStore:
         conn = self._conn()
         head = self._head
         rows = [stored_row(head + n, event, now_ms) for n, event in enumerate(events, 1)]
-        if not self._insert(conn, rows):
-            return self._append_resends(conn, events, now_ms)
-        self._commit_head(conn, head + len(rows))
-        return [AppendResult(head + n, False) for n in range(1, len(rows) + 1)]
-
-    @staticmethod
-    def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> bool:
-        """Begin a transaction and insert ``rows``; False, rolled back, when a row's
-        (id, publisher) is already in the log (the caller commits a True)."""
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            insert_events(conn, rows)
-        except sqlite3.IntegrityError:
-            conn.execute("ROLLBACK")
-            return False
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return True
+            with transaction(conn):
+                insert_events(conn, rows)
+        except sqlite3.IntegrityError:  # rolled back
+            return self._append_resends(conn, events, now_ms)
+        self._committed(conn, head + len(rows))
+        return [AppendResult(head + n, False) for n in range(1, len(rows) + 1)]
 
     def _append_resends(
         self, conn: sqlite3.Connection, events: list[Publish], now_ms: int
@@ -371,11 +355,14 @@ class SqliteStore:
             head += 1
             rows.append(stored_row(head, event, now_ms))
             results.append(AppendResult(head, False))
-        if not self._insert(conn, rows):
+        try:
+            with transaction(conn):
+                insert_events(conn, rows)
+        except sqlite3.IntegrityError:
             # One event collides (say, a hub-made id its publisher had already used):
             # store the others one by one rather than fail the whole group.
             return self._append_one_by_one(conn, events, now_ms)
-        self._commit_head(conn, head)
+        self._committed(conn, head)
         return results
 
     def _append_one_by_one(
@@ -383,8 +370,7 @@ class SqliteStore:
     ) -> list[AppendResult]:
         head = self._head
         results: list[AppendResult] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             for event in events:
                 first = self._known_ids(conn, [event.id]).get((event.publisher, event.id))
                 if first is not None and event.client_id:
@@ -394,22 +380,15 @@ class SqliteStore:
                     results.append(AppendResult(0, False, "id already used by this publisher"))
                     continue
                 head += 1
-                conn.execute(_INSERT, stored_row(head, event, now_ms))
+                insert_events(conn, [stored_row(head, event, now_ms)])
                 results.append(AppendResult(head, False))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        self._commit_head(conn, head)
+        self._committed(conn, head)
         return results
 
-    def _commit_head(self, conn: sqlite3.Connection, head: int) -> None:
-        """Commit; the head is the newest seq in the log (``_trim`` keeps it in ``meta``
-        for when the newest events are trimmed away: a page less in every commit)."""
-        try:
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    def _committed(self, conn: sqlite3.Connection, head: int) -> None:
+        """An append was committed: its newest seq is the head (``_trim`` keeps it in
+        ``meta`` for when the newest events are trimmed away: a page less in every
+        commit)."""
         if self._oldest > self._head:  # the log was empty
             self._oldest = self._head + 1
         self._head = head
