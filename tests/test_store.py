@@ -20,7 +20,7 @@ from taskcast.store import (
     StoreLocked,
     open_store,
 )
-from taskcast.store.sqlite import PAGE_SIZE, _task_query
+from taskcast.store.sqlite import PAGE_SIZE, ROWS_PER_INSERT, _task_query
 
 
 def event(task: str, n: int, *, id: str | None = None, type: str = "api_action") -> Publish:
@@ -57,9 +57,9 @@ async def test_append_numbers_in_order_and_dedups(store: EventStore) -> None:
 
 @pytest.mark.parametrize("size", [1, 3, 4, 63, 64, 87, 150])
 async def test_a_batch_of_any_size_is_stored_whole_in_order(store: EventStore, size: int) -> None:
-    """The SQLite log inserts a batch many rows to a statement, in chunks of fixed sizes
-    (64, 16, 4, 1): every size, and a repeat in the middle of a big batch, come out the
-    same as one by one."""
+    """The SQLite log inserts a batch up to 64 rows to a statement (a batch that fits is
+    one statement, its own transaction): every size, and a repeat in the middle of a big
+    batch, come out the same as one by one."""
     results = await store.append([event(f"t{n % 7}", n, id=f"e{n}") for n in range(size)], 5)
     assert [r.seq for r in results] == list(range(1, size + 1))
     page = await store.query(EventQuery(limit=1000))
@@ -78,6 +78,39 @@ async def test_a_batch_of_any_size_is_stored_whole_in_order(store: EventStore, s
     stored = (await store.query(EventQuery(limit=1000))).events
     assert [e.seq for e in stored] == list(range(1, size + 71))
     assert len({e.id for e in stored}) == size + 70
+
+
+async def test_sqlite_commits_a_small_batch_as_one_statement(tmp_path: Path) -> None:
+    """Each statement the writer steps is a GIL handoff against the busy event loop: a
+    batch that fits one INSERT is committed by that statement alone (no BEGIN, no
+    COMMIT), a bigger one in one transaction."""
+    store = SqliteStore(tmp_path / "log.db")
+    await store.open()
+    statements: list[str] = []
+    conn = store._write_conn
+    assert conn is not None
+    await store._on_writer(conn.set_trace_callback, statements.append)
+    try:
+        await store.append([event("a", n, id=f"s{n}") for n in range(ROWS_PER_INSERT)], 1)
+        assert [sql.split(" ", 2)[:2] for sql in statements] == [["INSERT", "INTO"]]
+        statements.clear()
+        await store.append([event("a", n, id=f"b{n}") for n in range(ROWS_PER_INSERT + 1)], 1)
+        assert [sql.split(" ", 1)[0] for sql in statements] == [
+            "BEGIN",
+            "INSERT",
+            "INSERT",
+            "COMMIT",
+        ]
+    finally:
+        await store._on_writer(conn.set_trace_callback, None)
+        await store.close()
+    reopened = SqliteStore(tmp_path / "log.db")  # both batches committed
+    await reopened.open()
+    try:
+        page = await reopened.query(EventQuery(limit=1000))
+        assert [e.seq for e in page.events] == list(range(1, 2 * ROWS_PER_INSERT + 2))
+    finally:
+        await reopened.close()
 
 
 async def test_query_filters_and_pages(store: EventStore) -> None:

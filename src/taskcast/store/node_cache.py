@@ -29,6 +29,7 @@ from typing import IO, Any
 from taskcast.files import ensure_private_dir, ensure_private_file
 from taskcast.store.base import EventQuery, QueryPage, StoredEvent
 from taskcast.store.sqlite import (
+    CACHED_STATEMENTS,
     EVENT_COLUMNS,
     PAGE_SIZE,
     SqliteThreads,
@@ -113,7 +114,12 @@ class NodeCache:
     def _connect(self) -> sqlite3.Connection:
         assert self.path is not None
         ensure_private_file(self.path)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=CACHED_STATEMENTS,
+        )
         self._conn = conn  # closed by _start_over or close, even if what follows fails
         conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL")

@@ -80,28 +80,44 @@ CREATE TABLE IF NOT EXISTS identity (log_id TEXT NOT NULL);
 _V1_COLUMNS = "seq, id, channel, type, task_id, source, ts, body"
 
 _COLUMNS = "seq, id, channel, type, task_id, source, ts, body, publisher"
-# Rows per INSERT statement, largest first. ``executemany`` steps its statement once per
-# row, and the sqlite3 module lets go of the GIL around every step: with the event loop
-# busy, each row was a GIL handoff between the two threads (futex waits and wakes were
-# ~25% of the writer thread's CPU: perf, 1,000 publishers). A statement of many rows is
-# one step. A few fixed sizes, so that each is prepared once and stays cached.
-_ROWS_PER_INSERT = (64, 16, 4, 1)
-_INSERT_ROWS = {
-    size: f"INSERT INTO events({_COLUMNS}) VALUES "
-    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * size)
-    for size in _ROWS_PER_INSERT
-}
+# Rows per INSERT statement, at most. ``executemany`` steps its statement once per row,
+# and the sqlite3 module lets go of the GIL around every step: each step is a GIL
+# handoff between the writer thread and the busy event loop (futex waits were ~25% of
+# the writer thread's CPU: perf, 1,000 publishers). A statement of many rows is one step.
+# Statements of each size up to this are prepared once and stay cached, so a commit of
+# a few events is one statement: its own transaction, one step (``commit_events``).
+ROWS_PER_INSERT = 64
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _insert_sql(rows: int) -> str:
+    return f"INSERT INTO events({_COLUMNS}) VALUES " + ", ".join([_ROW] * rows)
+
+
+_INSERT_ROWS = {size: _insert_sql(size) for size in range(1, ROWS_PER_INSERT + 1)}
+# Each connection that inserts keeps a statement for every size, and a few of its own.
+CACHED_STATEMENTS = ROWS_PER_INSERT + 64
 
 
 def insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     """Insert rows (``stored_row`` order) into an ``events`` table — the log's, or a
-    cluster node's copy of the stream — many to a statement."""
-    start = 0
-    for size in _ROWS_PER_INSERT:
-        sql = _INSERT_ROWS[size]
-        while len(rows) - start >= size:
-            conn.execute(sql, [value for row in rows[start : start + size] for value in row])
-            start += size
+    cluster node's copy of the stream — up to ``ROWS_PER_INSERT`` to a statement."""
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        chunk = rows[start : start + ROWS_PER_INSERT]
+        conn.execute(_INSERT_ROWS[len(chunk)], [value for row in chunk for value in row])
+
+
+def commit_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert and commit rows: rows that fit one statement are that statement alone, its
+    own transaction (one step, so one GIL handoff, where BEGIN, the insert and COMMIT
+    were three); more go in one transaction."""
+    if not rows:
+        return
+    if len(rows) <= ROWS_PER_INSERT:
+        conn.execute(_INSERT_ROWS[len(rows)], [value for row in rows for value in row])
+    else:
+        with transaction(conn):
+            insert_events(conn, rows)
 
 
 CHECKPOINT_SECONDS = 1.0
@@ -251,7 +267,12 @@ class SqliteStore:
             sidecar = Path(f"{self.path}{suffix}")
             if sidecar.exists():
                 sidecar.chmod(0o600)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=CACHED_STATEMENTS,
+        )
         conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new, empty file only
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives a crash of the process (kill -9);
@@ -328,8 +349,7 @@ class SqliteStore:
         head = self._head
         rows = [stored_row(head + n, event, now_ms) for n, event in enumerate(events, 1)]
         try:
-            with transaction(conn):
-                insert_events(conn, rows)
+            commit_events(conn, rows)
         except sqlite3.IntegrityError:  # rolled back
             return self._append_resends(conn, events, now_ms)
         self._committed(conn, head + len(rows))
@@ -356,8 +376,7 @@ class SqliteStore:
             rows.append(stored_row(head, event, now_ms))
             results.append(AppendResult(head, False))
         try:
-            with transaction(conn):
-                insert_events(conn, rows)
+            commit_events(conn, rows)
         except sqlite3.IntegrityError:
             # One event collides (say, a hub-made id its publisher had already used):
             # store the others one by one rather than fail the whole group.
