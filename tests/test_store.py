@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -111,6 +112,53 @@ async def test_sqlite_commits_a_small_batch_as_one_statement(tmp_path: Path) -> 
         assert [e.seq for e in page.events] == list(range(1, 2 * ROWS_PER_INSERT + 2))
     finally:
         await reopened.close()
+
+
+async def test_sqlite_commits_in_place_only_when_the_writer_is_idle(tmp_path: Path) -> None:
+    """A one-statement batch is committed on the event loop's own thread when the writer
+    thread has nothing queued (the hop costs more than the commit); behind queued work,
+    for bigger batches and with ``--fsync`` it goes to the writer thread, in order."""
+    threads: list[int] = []
+
+    def trace(sql: str) -> None:
+        if sql.startswith("INSERT INTO events"):
+            threads.append(threading.get_ident())
+
+    loop_thread = threading.get_ident()
+    store = SqliteStore(tmp_path / "log.db")
+    await store.open()
+    conn = store._write_conn
+    assert conn is not None
+    await store._on_writer(conn.set_trace_callback, trace)
+    try:
+        await store.append([event("a", 0, id="in-place")], 1)
+        assert threads == [loop_thread]
+        gate = threading.Event()
+        blocker = store._threads.write_soon(gate.wait)  # the writer thread busy
+        behind = asyncio.ensure_future(store.append([event("a", 1, id="behind")], 1))
+        await asyncio.sleep(0)
+        assert not behind.done()  # queued behind the writer's work, not run past it
+        gate.set()
+        await blocker
+        assert [r.seq for r in await behind] == [2]
+        big = [event("a", n, id=f"big{n}") for n in range(ROWS_PER_INSERT + 1)]
+        await store.append(big, 1)
+        assert threads[0] == loop_thread and loop_thread not in threads[1:]
+    finally:
+        await store._on_writer(conn.set_trace_callback, None)
+        await store.close()
+    durable = SqliteStore(tmp_path / "fsync.db", fsync=True)
+    await durable.open()
+    conn = durable._write_conn
+    assert conn is not None
+    threads.clear()
+    await durable._on_writer(conn.set_trace_callback, trace)
+    try:
+        await durable.append([event("a", 0, id="flushed")], 1)
+        assert threads and loop_thread not in threads
+    finally:
+        await durable._on_writer(conn.set_trace_callback, None)
+        await durable.close()
 
 
 async def test_query_filters_and_pages(store: EventStore) -> None:
