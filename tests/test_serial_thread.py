@@ -64,7 +64,8 @@ async def test_a_call_cancelled_before_it_started_is_not_run() -> None:
 
 async def test_idle_only_once_every_call_has_ended_even_one_whose_caller_gave_up() -> None:
     """The SQLite log uses the writer's connection on the loop only while the thread is
-    idle: a call whose caller was cancelled while it runs still holds it until it ends."""
+    idle: a call whose caller was cancelled while it runs still holds it until it ends,
+    and a call skipped because its caller gave up before it started counts as ended."""
     serial = SerialThread("test-serial")
     assert serial.idle
     started, gate = threading.Event(), threading.Event()
@@ -74,16 +75,21 @@ async def test_idle_only_once_every_call_has_ended_even_one_whose_caller_gave_up
         gate.wait()
 
     running = serial.call(hold)
-    queued = serial.call(lambda: "next")
     assert not serial.idle
     await asyncio.get_running_loop().run_in_executor(None, started.wait)
     running.cancel()  # the caller gives up; the call itself goes on
-    assert not serial.idle
+    assert not serial.idle  # the only call queued is still running
     gate.set()
-    assert await queued == "next"
+    assert await serial.call(lambda: "next") == "next"
     assert serial.idle  # ended before its caller heard of it
-    skipped = serial.call(gate.wait)
-    skipped.cancel()  # cancelled before it started: skipped, and counted as ended
+    started.clear()
+    gate.clear()
+    blocker = serial.call(hold)
+    skipped = serial.call(lambda: "never")
+    skipped.cancel()  # cancelled while queued behind the blocker: it will be skipped
+    await asyncio.get_running_loop().run_in_executor(None, started.wait)
+    gate.set()
+    await blocker
     assert await serial.call(lambda: 1) == 1 and serial.idle
     await serial.shutdown()
 
