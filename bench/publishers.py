@@ -47,6 +47,9 @@ from servers import REPO, Server, jetstream, picows_acker, taskcast
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 STALL_RATIO = 10  # "no periodic stall": the slowest ack within this many times the p99
+# nats-server's warning when a stream's ingest queue is full and it drops publishes
+# (unanswered, so a client would time out and resend): overload refused, not queued.
+DROP_WARNING = "Dropping messages due to excessive stream ingest rate"
 
 
 class Latencies:
@@ -257,6 +260,9 @@ class Point:
     server_cores: float
     client_cores: float
     late_sends: int
+    # Warnings in the server's log that it dropped publishes (JetStream: its stream
+    # ingest queue full): events left unacked by choice, not lost in the load generator.
+    drop_warnings: int = 0
 
 
 SERVERS: dict[str, Callable[[], Server]] = {
@@ -289,6 +295,7 @@ def measure(peer: str, publishers: int, args: argparse.Namespace) -> Point:
             process.join(30)
     finally:
         server.stop()
+    drops = sum(DROP_WARNING in line for line in server.log_lines())
     latencies = sorted(x for o in outcomes for x in o["latencies"])
     acked_for = max(o["acked_for"] for o in outcomes)  # from the first send to the last ack
 
@@ -307,6 +314,7 @@ def measure(peer: str, publishers: int, args: argparse.Namespace) -> Point:
         cpu / elapsed,
         sum(o["cpu"] for o in outcomes) / elapsed,
         sum(o["late"] for o in outcomes),
+        drops,
     )
 
 
@@ -325,6 +333,7 @@ def median_point(points: list[Point]) -> Point:
         med(p.server_cores for p in points),
         med(p.client_cores for p in points),
         int(med(p.late_sends for p in points)),
+        int(med(p.drop_warnings for p in points)),
     )
 
 
@@ -383,6 +392,7 @@ def table(points: list[Point], args: argparse.Namespace) -> str:
         *rows,
         "",
         "taskcast ÷ JetStream (same run): " + ("; ".join(ratios) if ratios else "—") + ".",
+        *drop_notes(points),
         "",
         "Where taskcast's time goes (same run; the floor → taskcast on its memory store → "
         "on SQLite): " + ("; ".join(layers) if layers else "—") + ".",
@@ -390,6 +400,23 @@ def table(points: list[Point], args: argparse.Namespace) -> str:
         plot(points),
     ]
     return "\n".join(lines)
+
+
+def drop_notes(points: list[Point]) -> list[str]:
+    """Where a server said it dropped publishes: its missing acks are refusals."""
+    dropped = [p for p in points if p.drop_warnings]
+    if not dropped:
+        return []
+    where = ", ".join(
+        f"{NAMES[p.peer]} at {p.publishers:,} publishers ({p.drop_warnings} warnings)"
+        for p in dropped
+    )
+    return [
+        "",
+        f"Dropped by the server, by its own log (`{DROP_WARNING}`, median warnings per "
+        f"round): {where}. Those publishes were never answered — the server refused the "
+        "load rather than queue it — so the *acked* column there counts what it took.",
+    ]
 
 
 def plot(points: list[Point]) -> str:

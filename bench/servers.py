@@ -28,6 +28,13 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     mode: str  # the load generator's dialect: taskcast | plain | socketio
+    log: Path | None = None  # the server's own log file, when it writes one
+
+    def log_lines(self) -> list[str]:
+        """The server's log so far (none if it keeps no log)."""
+        if self.log is None or not self.log.exists():
+            return []
+        return self.log.read_text(errors="replace").splitlines()
 
     def stop(self) -> None:
         self.process.terminate()
@@ -149,9 +156,14 @@ def jetstream() -> Server:
     """A NATS server with JetStream (file store in a temp dir) and a stream ``TASKS`` on
     ``tasks.>`` (R1, 2-minute duplicate window: the server's defaults); TCP clients."""
     directory = Path(tempfile.mkdtemp(prefix="taskcast-bench-js-"))
+    log = directory / "nats-server.log"
     port = _free_port()
     process = subprocess.Popen(
-        [str(NATS_SERVER), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(directory)],
+        [
+            str(NATS_SERVER),
+            *("-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(directory)),
+            *("-l", str(log)),  # its warnings say when it drops publishes (overload)
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -171,7 +183,7 @@ def jetstream() -> Server:
     except BaseException:
         process.kill()
         raise
-    return Server("NATS JetStream (file store)", url, process, "jetstream")
+    return Server("NATS JetStream (file store)", url, process, "jetstream", log)
 
 
 def _wait_listening(process: subprocess.Popen[bytes], port: int, name: str) -> None:
