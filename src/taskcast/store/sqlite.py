@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -37,6 +38,8 @@ from taskcast.store.base import (
     stored_row,
 )
 from taskcast.store.serial_thread import SerialThread
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3
 # v2: ids are unique per publisher (the authenticated sub), not across the whole log,
@@ -358,7 +361,8 @@ class SqliteStore:
             if self._wal_frames >= self._wal_limit_frames:
                 # Its device flushes must not hold the loop; the commits after it queue
                 # behind it on the thread (so none comes in between, as it needs).
-                self._threads.write_soon(self._finish_wal_copy, self._conn())
+                copy = self._threads.write_soon(self._finish_wal_copy, self._conn())
+                copy.add_done_callback(_log_failure)  # nobody awaits it
             return results
         hopped: list[AppendResult] = await self._on_writer(self._append_and_finish, events, now_ms)
         return hopped
@@ -554,6 +558,11 @@ class SqliteStore:
 
     def _reader_conn(self) -> sqlite3.Connection:
         return self._threads.reader_conn()
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and (error := future.exception()) is not None:
+        log.warning("finishing the WAL copy failed: %s", error)
 
 
 def read_page(conn: sqlite3.Connection, query: EventQuery, upto: int) -> QueryPage:
