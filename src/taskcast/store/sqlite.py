@@ -114,10 +114,8 @@ def commit_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None
     """Insert and commit rows: rows that fit one statement are that statement alone, its
     own transaction (one step, so one GIL handoff, where BEGIN, the insert and COMMIT
     were three); more go in one transaction."""
-    if not rows:
-        return
     if len(rows) <= ROWS_PER_INSERT:
-        conn.execute(_INSERT_ROWS[len(rows)], [value for row in rows for value in row])
+        insert_events(conn, rows)  # one statement (or none)
     else:
         with transaction(conn):
             insert_events(conn, rows)
@@ -326,12 +324,17 @@ class SqliteStore:
         finally:
             conn.close()
 
+    @property
+    def _wal_copy_due(self) -> bool:
+        """The WAL passed its limit at the checkpoint thread's last pass."""
+        return self._wal_frames >= self._wal_limit_frames
+
     def _finish_wal_copy(self, conn: sqlite3.Connection) -> None:
         """On the writer, after a commit, once the WAL has passed its limit: copy what
         the checkpoint thread has not (no commit can come in between), so the next
         commit starts the WAL over. Once per checkpoint pass, right after it: should a
         reader still need old frames, the thread's next pass brings the next try."""
-        if self._wal_frames < self._wal_limit_frames:
+        if not self._wal_copy_due:
             return
         self._wal_frames = 0
         with contextlib.suppress(sqlite3.Error):  # the commit stands
@@ -358,7 +361,7 @@ class SqliteStore:
         go to the thread, in order."""
         if not self._fsync and len(events) <= ROWS_PER_INSERT and self._threads.writer_idle:
             results = self._append(events, now_ms)
-            if self._wal_frames >= self._wal_limit_frames:
+            if self._wal_copy_due:
                 # Its device flushes must not hold the loop; the commits after it queue
                 # behind it on the thread (so none comes in between, as it needs).
                 copy = self._threads.write_soon(self._finish_wal_copy, self._conn())
