@@ -83,6 +83,14 @@ from taskcast.store import DEFAULT_STORE, NatsOptions, NatsUnavailable, Retentio
 @click.option("--retain-events", type=int, default=None, help="Keep at most this many events.")
 @click.option("--retain-seconds", type=float, default=None, help="Drop events older than this.")
 @click.option("--fsync/--no-fsync", default=False, help="fsync every commit (survive power loss).")
+@click.option(
+    "--commit-window",
+    type=click.FloatRange(min=0),
+    default=DEFAULTS.commit_window_seconds,
+    show_default=True,
+    help="Seconds a commit may wait after the last one began, when many publishers send "
+    "at once, so more events share it (group commit; 0: never wait).",
+)
 @click.option("--max-frame-bytes", type=int, default=DEFAULTS.max_frame_bytes, show_default=True)
 @click.option(
     "--max-subscriber-buffer",
@@ -210,6 +218,7 @@ def hub(
     retain_events: int | None,
     retain_seconds: float | None,
     fsync: bool,
+    commit_window: float,
     max_frame_bytes: int,
     max_subscriber_buffer: int,
     trim_interval: float,
@@ -280,6 +289,7 @@ def hub(
             cache_dir=nats_cache,
             cache_bytes=nats_cache_bytes,
         ),
+        commit_window_seconds=commit_window,
         max_frame_bytes=max_frame_bytes,
         max_subscriber_buffer=max_subscriber_buffer,
         trim_interval_seconds=trim_interval,

@@ -26,6 +26,9 @@ class HubConfig:
     max_subscriber_buffer: int = 8 * MIB
     # Events committed in one store transaction at most (group commit).
     max_batch: int = 2000
+    # Under many publishers, how long after a commit began the next may wait for more
+    # events to join it (group_commit.py; 0: never wait).
+    commit_window_seconds: float = 0.001
     replay_page: int = 1000
     trim_interval_seconds: float = 5.0
     # How often lapsed leases are looked for (a dead runner is reported within this).

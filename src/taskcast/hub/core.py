@@ -57,6 +57,7 @@ from taskcast.hub.connection import (
     ClientConnection,
     WritePass,
 )
+from taskcast.hub.group_commit import GroupCommit
 from taskcast.hub.pacing import LoopLag
 from taskcast.leases import Lapse, Lease, acquire, lapse_of, may_release, runner_lost_id
 from taskcast.ratelimit import BucketTable
@@ -144,6 +145,11 @@ class HubStats:
         self.commit_buckets[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
 
 
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -179,6 +185,9 @@ class Hub:
         # Subscribers waiting for this node's feed to reach a seq (``_head_reaching``).
         self._head_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._pending: list[Pending] = []
+        self._group = GroupCommit(config.commit_window_seconds)
+        self._joined: asyncio.Future[None] | None = None  # a commit waiting for company
+        self._join_target = 0  # pending events that end that wait
         self._has_work = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -235,6 +244,11 @@ class Hub:
         self, publish: Publish, reply: Reply, origin: ClientConnection | None = None
     ) -> None:
         self._pending.append((publish, reply, origin))
+        self._group.arrived(origin if origin is not None else publish.publisher)
+        joined = self._joined
+        if joined is not None and len(self._pending) >= self._join_target:
+            self._joined = None
+            joined.set_result(None)
         self._idle.clear()
         self._has_work.set()
 
@@ -261,6 +275,8 @@ class Hub:
                 # pass more reads the rest that has already arrived, so it goes in this
                 # commit and one fan-out, not two (docs/architecture.md: "From idle").
                 await asyncio.sleep(0)
+            await self._group_wait()
+            self._group.last_commit = time.monotonic()
             batch = self._held_back(self._pending[: self.config.max_batch])
             del self._pending[: self.config.max_batch]
             if not self._pending:
@@ -289,6 +305,28 @@ class Hub:
                     self._settle(batch, results)
             if not self._pending:
                 self._idle.set()
+
+    async def _group_wait(self) -> None:
+        """Under many publishers, let more events join this commit (group_commit.py)."""
+        pending = self._pending
+        if len(pending) >= self.config.max_batch:
+            return
+        wait = self._group.wait(
+            time.monotonic(),
+            (origin if origin is not None else publish.publisher for publish, _, origin in pending),
+            len(pending),
+        )
+        if wait is None:
+            return
+        loop = asyncio.get_running_loop()
+        joined = self._joined = loop.create_future()
+        self._join_target = wait.pending
+        timer = loop.call_later(wait.seconds, _settle, joined)
+        try:
+            await joined
+        finally:
+            timer.cancel()
+            self._joined = None
 
     def _held_back(self, batch: list[Pending]) -> list[Pending]:
         """Refuse, unstored, every event of a connection that already had one refused:
