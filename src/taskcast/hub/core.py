@@ -21,7 +21,7 @@ import contextlib
 import heapq
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,9 +145,14 @@ class HubStats:
         self.commit_buckets[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
 
 
-def _settle(future: asyncio.Future[None]) -> None:
+def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def publisher_of(publish: Publish, origin: ClientConnection | None) -> Hashable:
+    """Who sent an event, for group commit: its connection; over HTTP, its publisher."""
+    return origin if origin is not None else publish.publisher
 
 
 def now_ms() -> int:
@@ -185,9 +190,14 @@ class Hub:
         # Subscribers waiting for this node's feed to reach a seq (``_head_reaching``).
         self._head_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._pending: list[Pending] = []
-        self._group = GroupCommit(config.commit_window_seconds)
-        self._joined: asyncio.Future[None] | None = None  # a commit waiting for company
-        self._join_target = 0  # pending events that end that wait
+        # Off in cluster mode: acks wait for the feed there, so the publishers of a
+        # batch could not send during its wait (and it is not measured).
+        self._group = GroupCommit(
+            0.0 if isinstance(store, SharedLog) else config.commit_window_seconds,
+            config.max_batch,
+        )
+        # A commit waiting for company: its future, and the pending count that ends it.
+        self._joining: tuple[asyncio.Future[None], int] | None = None
         self._has_work = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -244,11 +254,11 @@ class Hub:
         self, publish: Publish, reply: Reply, origin: ClientConnection | None = None
     ) -> None:
         self._pending.append((publish, reply, origin))
-        self._group.arrived(origin if origin is not None else publish.publisher)
-        joined = self._joined
-        if joined is not None and len(self._pending) >= self._join_target:
-            self._joined = None
-            joined.set_result(None)
+        self._group.arrived(publisher_of(publish, origin))
+        joining = self._joining
+        if joining is not None and len(self._pending) >= joining[1]:
+            self._joining = None
+            _resolve(joining[0])  # unless the window's timer did, a moment ago
         self._idle.clear()
         self._has_work.set()
 
@@ -309,24 +319,22 @@ class Hub:
     async def _group_wait(self) -> None:
         """Under many publishers, let more events join this commit (group_commit.py)."""
         pending = self._pending
-        if len(pending) >= self.config.max_batch:
-            return
         wait = self._group.wait(
             time.monotonic(),
-            (origin if origin is not None else publish.publisher for publish, _, origin in pending),
+            (publisher_of(publish, origin) for publish, _, origin in pending),
             len(pending),
         )
         if wait is None:
             return
         loop = asyncio.get_running_loop()
-        joined = self._joined = loop.create_future()
-        self._join_target = wait.pending
-        timer = loop.call_later(wait.seconds, _settle, joined)
+        joined: asyncio.Future[None] = loop.create_future()
+        self._joining = (joined, wait.pending)
+        timer = loop.call_later(wait.seconds, _resolve, joined)
         try:
             await joined
         finally:
             timer.cancel()
-            self._joined = None
+            self._joining = None
 
     def _held_back(self, batch: list[Pending]) -> list[Pending]:
         """Refuse, unstored, every event of a connection that already had one refused:

@@ -3,14 +3,14 @@
 Each commit costs the hub a fixed price on top of its events (the log's statement and
 the WAL frames of the pages all its events share, the fan-out pass, the loop's
 wake-ups): ~75 µs of CPU, with 1,000 publishers at 10 events/s each, where commits held
-~4 events (docs/scale.md, "Group commit"). So, like PostgreSQL's ``commit_delay``
-with its ``commit_siblings``, the commit loop may wait a little before a commit — but
-only for the events expected from publishers *not* already in the batch, at the rate
-they sent in the last second, within what is left of the window since the previous
-commit began; and only until those have come. A quiet hub
-and a single publisher (paced or pipelined) never wait; publishers that each wait for
-their ack wait at most for each other (not the window out); an event that comes after a
-quiet spell is committed at once.
+~4 events (docs/scale.md, "Group commit"). So, like PostgreSQL's ``commit_delay``, the
+commit loop may wait a little before a commit — only for the events expected from
+publishers *not* already in the batch (what they sent in the last second, spread over
+what is left of the window since the previous commit began; at least one), and only
+until that many have come. A quiet hub and a lone publisher (paced or pipelined) never
+wait, nor does a publisher that waits for each ack beside light ones; an event that
+comes after a quiet spell is committed at once. Publishers that stopped still count
+for up to two seconds: a commit may then wait the window (1 ms) out for them.
 
 ``GroupCommit`` is the counting (no I/O, no clock of its own); ``commit_wait`` the
 decision.
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
-RATE_EPOCH_SECONDS = 1.0  # the publish rate and the publishers are counted per second
+RATE_EPOCH_SECONDS = 1.0  # what each publisher sent is counted per second or so
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,80 +37,82 @@ def commit_wait(
     window: float,
     since_last_commit: float,
     pending: int,
-    pending_publishers: int,
-    rate: float,
-    publishers: int,
+    others: int,
+    others_rate: float,
+    max_batch: int,
 ) -> Wait | None:
     """Whether to wait before committing ``pending`` events (None: commit now).
 
-    ``rate`` and ``publishers``: events/s and distinct publishers of the last full
-    second; ``pending_publishers``: how many of those the pending events come from. A
-    wait is worth it when at least one more event is expected from the others within
-    what is left of the window; it ends when the events expected have joined (at most
-    one per other publisher: publishers that each wait for their ack have one to give),
-    or when the window ends."""
+    ``others``: publishers seen in the last epoch with no event pending; ``others_rate``:
+    the events/s they sent then. A wait is worth it when at least one of their events
+    is expected within what is left of the window; it ends once as many as expected
+    have joined (at most one per other publisher: publishers that each wait for their
+    ack have one each to give), a batch is full, or the window ends."""
     remaining = window - since_last_commit
-    if remaining <= 0 or pending <= 0 or publishers <= 0:
+    if remaining <= 0 or not 0 < pending < max_batch or others <= 0:
         return None
-    others = publishers - pending_publishers
-    if others <= 0:
-        return None
-    expected = rate * remaining * others / publishers  # events that would join
+    expected = others_rate * remaining
     if expected < 1:
         return None
-    return Wait(remaining, pending + min(int(expected), others))
+    return Wait(remaining, min(pending + min(int(expected), others), max_batch))
 
 
 class GroupCommit:
-    """The publish rate and the number of distinct publishers, per second, as
-    ``commit_delay`` needs them; and when the last commit began."""
+    """What each publisher sent in the last epoch (about a second), as
+    ``commit_wait`` needs it; and when the last commit began."""
 
     __slots__ = (
-        "_epoch_ends",
-        "_events",
-        "_publishers",
+        "_counts",
+        "_epoch_started",
+        "_recent",
+        "_recent_events",
+        "_recent_seconds",
         "last_commit",
-        "publishers",
-        "rate",
+        "max_batch",
         "window",
     )
 
-    def __init__(self, window: float) -> None:
+    def __init__(self, window: float, max_batch: int) -> None:
         self.window = window
-        self.rate = 0.0  # events/s, last full epoch
-        self.publishers = 0  # distinct publishers, last full epoch
+        self.max_batch = max_batch
         self.last_commit = float("-inf")  # when the last commit began
-        self._events = 0
-        self._publishers: set[Hashable] = set()
-        self._epoch_ends = float("-inf")
+        self._counts: dict[Hashable, int] = {}  # this epoch: events by publisher
+        self._recent: dict[Hashable, int] = {}  # the last epoch's
+        self._recent_events = 0
+        self._recent_seconds = RATE_EPOCH_SECONDS
+        self._epoch_started = float("-inf")
 
     def arrived(self, publisher: Hashable) -> None:
         """An event was submitted by ``publisher`` (its connection; an HTTP request's
         publisher id)."""
-        self._events += 1
-        self._publishers.add(publisher)
+        counts = self._counts
+        counts[publisher] = counts.get(publisher, 0) + 1
 
     def wait(self, now: float, pending: Iterable[Hashable], count: int) -> Wait | None:
         """Whether to wait before committing the ``count`` pending events, whose
         publishers ``pending`` gives (only read when a wait is possible)."""
-        if now >= self._epoch_ends:
+        if now - self._epoch_started >= RATE_EPOCH_SECONDS:
             self._roll(now)
-        if self.window <= 0 or now - self.last_commit >= self.window or not self.rate:
+        since = now - self.last_commit
+        if since >= self.window or count >= self.max_batch or not self._recent:
             return None
+        recent = self._recent
+        waiting = {publisher for publisher in pending if publisher in recent}
+        others_events = self._recent_events - sum(recent[publisher] for publisher in waiting)
         return commit_wait(
             window=self.window,
-            since_last_commit=now - self.last_commit,
+            since_last_commit=since,
             pending=count,
-            pending_publishers=len(set(pending)),
-            rate=self.rate,
-            publishers=self.publishers,
+            others=len(recent) - len(waiting),
+            others_rate=others_events / self._recent_seconds,
+            max_batch=self.max_batch,
         )
 
     def _roll(self, now: float) -> None:
-        # An epoch that ended long ago (the hub was quiet) leaves no rate behind.
-        fresh = now - self._epoch_ends < RATE_EPOCH_SECONDS
-        self.rate = self._events / RATE_EPOCH_SECONDS if fresh else 0.0
-        self.publishers = len(self._publishers) if fresh else 0
-        self._events = 0
-        self._publishers = set()
-        self._epoch_ends = now + RATE_EPOCH_SECONDS
+        seconds = now - self._epoch_started
+        # After a quiet spell the epoch says nothing of now: it is dropped.
+        self._recent = self._counts if seconds < 2 * RATE_EPOCH_SECONDS else {}
+        self._recent_events = sum(self._recent.values())
+        self._recent_seconds = seconds
+        self._counts = {}
+        self._epoch_started = now
