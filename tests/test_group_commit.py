@@ -1,8 +1,9 @@
 """Group commit (``hub/group_commit.py``): under many publishers a commit waits a little
 for more events to join it; a quiet hub, one publisher, and publishers that each wait
 for their ack are never held. The rule is checked alone (clock given), then on real
-hubs: with a large window the wait shows in the acks' latency, and only where it
-should."""
+hubs with a large window: many open-loop publishers share commits (events per commit,
+from /metrics), one paced publisher commits alone, and publishers that wait for their
+acks never wait the window out."""
 
 from __future__ import annotations
 
