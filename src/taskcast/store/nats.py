@@ -76,7 +76,7 @@ from taskcast.store.nats_layout import (
     subject_of,
     subject_prefix,
 )
-from taskcast.store.nats_reads import StreamReader
+from taskcast.store.nats_reads import StreamReader, ack_position
 from taskcast.store.node_cache import NodeCache, default_start
 from taskcast.store.window import RecentWindow
 
@@ -361,7 +361,7 @@ class NatsStore:
     # --- the feed ---------------------------------------------------------------
 
     async def _on_message(self, msg: Msg) -> None:
-        seq = msg.metadata.sequence.stream
+        seq, _ = ack_position(msg.reply)  # not ``msg.metadata``: ~6% of a busy node's CPU
         if seq <= self.window.head:
             return  # already have it (the consumer was recreated behind us)
         try:
