@@ -272,7 +272,8 @@ def main() -> None:
         [
             "## Cluster mode (NATS JetStream) — `python bench/cluster.py`",
             "",
-            f"One NATS server (JetStream, file storage, R1) on this machine; {args.rounds} rounds, "
+            f"Run on {time.strftime('%Y-%m-%d')}. One NATS server (JetStream, file storage, R1) "
+            f"on this machine; {args.rounds} rounds, "
             "setups interleaved. Acked publishes: "
             f"{args.publishers} publisher processes × {args.events // args.publishers:,} events "
             "(window 1,000), spread over the nodes. Fan-out: 1 publisher on the first node → "
