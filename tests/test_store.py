@@ -4,7 +4,7 @@ import asyncio
 import json
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -81,6 +81,14 @@ async def test_a_batch_of_any_size_is_stored_whole_in_order(store: EventStore, s
     assert len({e.id for e in stored}) == size + 70
 
 
+async def _trace_writes(store: SqliteStore, trace: Callable[[str], None] | None) -> None:
+    """Trace what both of the store's writing connections run (the writer thread's and
+    the event loop's, for commits in place)."""
+    for conn in (store._write_conn, store._loop_conn):
+        assert conn is not None
+        await store._on_writer(conn.set_trace_callback, trace)
+
+
 async def test_sqlite_commits_a_small_batch_as_one_statement(tmp_path: Path) -> None:
     """Each statement the writer steps is a GIL handoff against the busy event loop: a
     batch that fits one INSERT is committed by that statement alone (no BEGIN, no
@@ -88,9 +96,7 @@ async def test_sqlite_commits_a_small_batch_as_one_statement(tmp_path: Path) -> 
     store = SqliteStore(tmp_path / "log.db")
     await store.open()
     statements: list[str] = []
-    conn = store._write_conn
-    assert conn is not None
-    await store._on_writer(conn.set_trace_callback, statements.append)
+    await _trace_writes(store, statements.append)
     try:
         await store.append([event("a", n, id=f"s{n}") for n in range(ROWS_PER_INSERT)], 1)
         assert [sql.split(" ", 2)[:2] for sql in statements] == [["INSERT", "INTO"]]
@@ -103,7 +109,7 @@ async def test_sqlite_commits_a_small_batch_as_one_statement(tmp_path: Path) -> 
             "COMMIT",
         ]
     finally:
-        await store._on_writer(conn.set_trace_callback, None)
+        await _trace_writes(store, None)
         await store.close()
     reopened = SqliteStore(tmp_path / "log.db")  # both batches committed
     await reopened.open()
@@ -127,9 +133,7 @@ async def test_sqlite_commits_in_place_only_when_the_writer_is_idle(tmp_path: Pa
     loop_thread = threading.get_ident()
     store = SqliteStore(tmp_path / "log.db")
     await store.open()
-    conn = store._write_conn
-    assert conn is not None
-    await store._on_writer(conn.set_trace_callback, trace)
+    await _trace_writes(store, trace)
     try:
         await store.append([event("a", 0, id="in-place")], 1)
         assert threads == [loop_thread]
@@ -145,20 +149,45 @@ async def test_sqlite_commits_in_place_only_when_the_writer_is_idle(tmp_path: Pa
         await store.append(big, 1)
         assert threads[0] == loop_thread and loop_thread not in threads[1:]
     finally:
-        await store._on_writer(conn.set_trace_callback, None)
+        await _trace_writes(store, None)
         await store.close()
     durable = SqliteStore(tmp_path / "fsync.db", fsync=True)
     await durable.open()
-    conn = durable._write_conn
-    assert conn is not None
     threads.clear()
-    await durable._on_writer(conn.set_trace_callback, trace)
+    await _trace_writes(durable, trace)
     try:
         await durable.append([event("a", 0, id="flushed")], 1)
         assert threads and loop_thread not in threads
     finally:
-        await durable._on_writer(conn.set_trace_callback, None)
+        await _trace_writes(durable, None)
         await durable.close()
+
+
+async def test_sqlite_waits_for_a_foreign_write_lock_off_the_event_loop(tmp_path: Path) -> None:
+    """Another process (a maintenance script, the sqlite3 shell) holds the log's write
+    lock. A commit in place would wait for it inside the event loop, up to the busy
+    timeout (5 s) — every connection of the hub frozen. It goes to the writer thread to
+    wait there instead: the loop keeps turning, and the commit lands once the lock is
+    let go, not refused."""
+    store = SqliteStore(tmp_path / "log.db")
+    await store.open()
+    holder = sqlite3.connect(tmp_path / "log.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, held
+        commit = asyncio.ensure_future(store.append([event("a", 0, id="waits")], 1))
+        turns = 0
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            turns += 1
+        assert turns == 20 and not commit.done()  # the loop ran while the commit waited
+        holder.execute("ROLLBACK")
+        (result,) = await commit
+        assert (result.seq, result.error) == (1, None)
+        (after,) = await store.append([event("a", 1, id="after")], 1)  # in place again
+        assert after.seq == 2
+    finally:
+        holder.close()
+        await store.close()
 
 
 async def test_query_filters_and_pages(store: EventStore) -> None:

@@ -121,6 +121,8 @@ def commit_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None
             insert_events(conn, rows)
 
 
+# How long a connection off the event loop waits for another process's lock.
+BUSY_TIMEOUT_MS = 5000
 CHECKPOINT_SECONDS = 1.0
 # The WAL starts over from its beginning only when a commit finds it wholly copied into
 # the database. The checkpoint thread races the writer and, under a steady load, never
@@ -193,7 +195,7 @@ class SqliteThreads:
         if conn is None:
             uri = f"file:{self.path}?mode=ro"
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._local.conn = conn
             with self._conns_lock:
                 self._conns.append(conn)
@@ -234,6 +236,7 @@ class SqliteStore:
         self._wal_frames = 0  # as the checkpoint thread last saw it
         self._threads = SqliteThreads("taskcast-sqlite", self.path)
         self._write_conn: sqlite3.Connection | None = None
+        self._loop_conn: sqlite3.Connection | None = None  # commits in place (``append``)
         self._lock_file: IO[bytes] | None = None
         self._head = 0
         self._oldest = 1
@@ -278,23 +281,7 @@ class SqliteStore:
             sidecar = Path(f"{self.path}{suffix}")
             if sidecar.exists():
                 sidecar.chmod(0o600)
-        conn = sqlite3.connect(
-            self.path,
-            isolation_level=None,
-            check_same_thread=False,
-            cached_statements=CACHED_STATEMENTS,
-        )
-        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new, empty file only
-        conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a commit survives a crash of the process (kill -9);
-        # FULL (--fsync) also survives power loss, at the cost of an fsync per batch.
-        conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
-        conn.execute("PRAGMA busy_timeout=5000")
-        # Checkpoints move the WAL into the database file; done inside a commit (SQLite's
-        # default, every 1,000 pages) they stall that commit and every event waiting on
-        # it. A thread of its own does them instead (``_checkpoint_loop``).
-        conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.execute(f"PRAGMA journal_size_limit={self._wal_limit_bytes * _WAL_FILE_LIMIT_FACTOR}")
+        conn = self._connect_writer(BUSY_TIMEOUT_MS)
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         self._wal_limit_frames = max(1, self._wal_limit_bytes // (page_size + _WAL_FRAME_HEADER))
         _migrate(conn)
@@ -306,10 +293,34 @@ class SqliteStore:
         self._oldest = conn.execute("SELECT MIN(seq) FROM events").fetchone()[0] or self._head + 1
         self._log_id = _log_identity(conn)
         self._write_conn = conn
+        self._loop_conn = self._connect_writer(0)
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, name="taskcast-sqlite-ckpt", daemon=True
         )
         self._checkpointer.start()
+
+    def _connect_writer(self, busy_timeout_ms: int) -> sqlite3.Connection:
+        """A connection that writes the log. Two do: the writer thread's, which waits up
+        to ``busy_timeout_ms`` for another process's write lock, and the event loop's
+        for commits in place (``append``), which must never wait inside the loop."""
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=CACHED_STATEMENTS,
+        )
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new, empty file only
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives a crash of the process (kill -9);
+        # FULL (--fsync) also survives power loss, at the cost of an fsync per batch.
+        conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
+        conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        # Checkpoints move the WAL into the database file; done inside a commit (SQLite's
+        # default, every 1,000 pages) they stall that commit and every event waiting on
+        # it. A thread of its own does them instead (``_checkpoint_loop``).
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute(f"PRAGMA journal_size_limit={self._wal_limit_bytes * _WAL_FILE_LIMIT_FACTOR}")
+        return conn
 
     def _checkpoint_loop(self) -> None:
         """PASSIVE checkpoints every ``checkpoint_seconds`` on a connection of their own:
@@ -344,6 +355,9 @@ class SqliteStore:
         self._stopping.set()
         if self._checkpointer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
+        if self._loop_conn is not None:
+            self._loop_conn.close()
+            self._loop_conn = None
         if self._write_conn is not None:
             await self._on_writer(self._write_conn.close)
             self._write_conn = None
@@ -357,10 +371,20 @@ class SqliteStore:
         when the writer thread has nothing to do: such a commit (~0.2 ms, the GIL let go
         while SQLite works) costs less than the hop to the thread and back, ~85 µs of
         CPU on this VM's futex and self-pipe wake-ups (docs/scale.md). Bigger batches,
-        ``--fsync`` commits (a device flush each) and whatever queues behind other work
-        go to the thread, in order."""
+        ``--fsync`` commits (a device flush each), whatever queues behind other work, and
+        a commit that finds the write lock taken by another process (it waits on the
+        thread, not in the loop) go to the thread, in order."""
         if not self._fsync and len(events) <= ROWS_PER_INSERT and self._threads.writer_idle:
-            results = self._append(events, now_ms)
+            assert self._loop_conn is not None, "store is not open"
+            try:
+                results = self._append(self._loop_conn, events, now_ms)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
+                waited: list[AppendResult] = await self._on_writer(
+                    self._append_and_finish, events, now_ms
+                )
+                return waited
             if self._wal_copy_due:
                 # Its device flushes must not hold the loop; the commits after it queue
                 # behind it on the thread (so none comes in between, as it needs).
@@ -371,16 +395,18 @@ class SqliteStore:
         return hopped
 
     def _append_and_finish(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
-        results = self._append(events, now_ms)
+        results = self._append(self._conn(), events, now_ms)
         self._finish_wal_copy(self._conn())
         return results
 
-    def _append(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
+    def _append(
+        self, conn: sqlite3.Connection, events: list[Publish], now_ms: int
+    ) -> list[AppendResult]:
         """Resends are rare (a client reconnecting resends what was not acked), so a
         batch goes in as new, unlooked-up; only when the unique (id, publisher) index
         refuses a row is the batch looked up (``_append_resends``). The lookup had been
-        the writer thread's largest share of the GIL (py-spy, 1,000 publishers)."""
-        conn = self._conn()
+        the writer thread's largest share of the GIL (py-spy, 1,000 publishers). Nothing
+        is committed when it raises."""
         head = self._head
         rows = [stored_row(head + n, event, now_ms) for n, event in enumerate(events, 1)]
         try:
