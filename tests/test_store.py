@@ -3,6 +3,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -336,6 +338,50 @@ async def test_retention_by_count_and_age(tmp_path: Path) -> None:
     await aged.append([event("a", 1)], 1000)
     await aged.append([event("a", 2)], 5000)
     assert await aged.trim(5500) == 1 and aged.oldest == 2
+
+
+async def test_a_retention_that_would_empty_the_log_is_refused(tmp_path: Path) -> None:
+    """``--retain-events 0`` (or a negative count or age) trimmed the whole log on the
+    first pass — every event acked and then gone — where JetStream reads 0 as "no
+    limit". Refused now, before the log is touched; so are other values that leave a
+    hub unusable (a frame limit of 0, a port past 65535, …)."""
+    for bad in ({"max_events": 0}, {"max_events": -1}, {"max_age_seconds": -5.0}):
+        with pytest.raises(ValueError):
+            Retention(**bad)  # type: ignore[arg-type]
+    path = tmp_path / "log.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.append([event("a", n, id=f"k{n}") for n in range(3)], 1)
+    await store.close()
+    for flags in (
+        ["--retain-events", "0"],
+        ["--retain-events", "-1"],
+        ["--retain-seconds", "-5"],
+        ["--retain-seconds", "0"],
+        ["--port", "99999"],
+        ["--max-frame-bytes", "0"],
+        ["--max-subscriber-buffer", "-1"],
+        ["--max-connections", "0"],
+        ["--publish-rate", "-1"],
+        ["--idle-timeout", "-1"],
+        ["--trim-interval", "0"],
+    ):
+        hub = [sys.executable, "-m", "taskcast", "hub", "--port", "0", "--store", f"sqlite:{path}"]
+        done = subprocess.run(
+            [*hub, *flags],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2 and flags[0] in done.stderr, (flags, done.stderr)
+        assert "Traceback" not in done.stderr
+    reopened = SqliteStore(path)
+    await reopened.open()
+    try:
+        page = await reopened.query(EventQuery(limit=10))
+        assert [e.id for e in page.events] == ["k0", "k1", "k2"]
+    finally:
+        await reopened.close()
 
 
 async def test_sqlite_survives_reopen_and_never_reuses_seqs(tmp_path: Path) -> None:

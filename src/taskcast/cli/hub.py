@@ -18,11 +18,18 @@ from taskcast.cli.options import (
 from taskcast.hub.config import DEFAULT_HOST, DEFAULT_PORT, HubConfig
 from taskcast.store import DEFAULT_STORE, NatsOptions, NatsUnavailable, Retention, StoreLocked
 
+# A frame limit, or a subscriber's buffer, below this would refuse ordinary frames.
+MIN_FRAME_BYTES = 1024
+
 
 @click.command()
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to bind.")
 @click.option(
-    "--port", default=DEFAULT_PORT, show_default=True, type=int, help="0 picks a free port."
+    "--port",
+    default=DEFAULT_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="0 picks a free port.",
 )
 @click.option(
     "--store",
@@ -80,8 +87,18 @@ from taskcast.store import DEFAULT_STORE, NatsOptions, NatsUnavailable, Retentio
     show_default=True,
     help="Most bytes of events the --nats-cache copy keeps (the oldest go first).",
 )
-@click.option("--retain-events", type=int, default=None, help="Keep at most this many events.")
-@click.option("--retain-seconds", type=float, default=None, help="Drop events older than this.")
+@click.option(
+    "--retain-events",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Keep at most this many events (leave out: keep all).",
+)
+@click.option(
+    "--retain-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Drop events older than this (leave out: keep all).",
+)
 @click.option("--fsync/--no-fsync", default=False, help="fsync every commit (survive power loss).")
 @click.option(
     "--commit-window",
@@ -91,17 +108,22 @@ from taskcast.store import DEFAULT_STORE, NatsOptions, NatsUnavailable, Retentio
     help="Seconds a commit may wait after the last one began, when many publishers send "
     "at once, so more events share it (group commit; 0: never wait).",
 )
-@click.option("--max-frame-bytes", type=int, default=DEFAULTS.max_frame_bytes, show_default=True)
+@click.option(
+    "--max-frame-bytes",
+    type=click.IntRange(min=MIN_FRAME_BYTES),
+    default=DEFAULTS.max_frame_bytes,
+    show_default=True,
+)
 @click.option(
     "--max-subscriber-buffer",
-    type=int,
+    type=click.IntRange(min=MIN_FRAME_BYTES),
     default=DEFAULTS.max_subscriber_buffer,
     show_default=True,
     help="Bytes queued for one client before it is closed as a slow consumer (4008).",
 )
 @click.option(
     "--trim-interval",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     default=DEFAULTS.trim_interval_seconds,
     show_default=True,
     help="Seconds between retention passes.",
@@ -140,16 +162,26 @@ from taskcast.store import DEFAULT_STORE, NatsOptions, NatsUnavailable, Retentio
 )
 @click.option(
     "--publish-rate",
-    type=float,
+    type=click.FloatRange(min=0),
     default=DEFAULTS.publish_rate,
     show_default=True,
     help="Events/s one connection may publish (0: no limit).",
 )
-@click.option("--publish-burst", type=float, default=DEFAULTS.publish_burst, show_default=True)
-@click.option("--max-connections", type=int, default=DEFAULTS.max_connections, show_default=True)
+@click.option(
+    "--publish-burst",
+    type=click.FloatRange(min=1),
+    default=DEFAULTS.publish_burst,
+    show_default=True,
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=DEFAULTS.max_connections,
+    show_default=True,
+)
 @click.option(
     "--max-connections-per-ip",
-    type=int,
+    type=click.IntRange(min=0),
     default=DEFAULTS.max_connections_per_ip,
     show_default=True,
     help="Websocket and SSE connections from one address (0: no limit).",
@@ -162,17 +194,23 @@ from taskcast.store import DEFAULT_STORE, NatsOptions, NatsUnavailable, Retentio
     help="Replay page reads in flight hub-wide.",
 )
 @click.option(
-    "--max-subscriptions", type=int, default=DEFAULTS.max_subscriptions, show_default=True
+    "--max-subscriptions",
+    type=click.IntRange(min=1),
+    default=DEFAULTS.max_subscriptions,
+    show_default=True,
 )
 @click.option(
     "--idle-timeout",
-    type=float,
+    type=click.FloatRange(min=0),
     default=DEFAULTS.idle_timeout_seconds,
     show_default=True,
     help="Seconds without a frame (not even a pong) before a connection is closed (0: no limit).",
 )
 @click.option(
-    "--handshake-timeout", type=float, default=DEFAULTS.handshake_timeout_seconds, show_default=True
+    "--handshake-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULTS.handshake_timeout_seconds,
+    show_default=True,
 )
 @click.option(
     "--close-timeout",

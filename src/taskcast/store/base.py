@@ -97,6 +97,14 @@ class Retention:
     max_events: int | None = None
     max_age_seconds: float | None = None
 
+    def __post_init__(self) -> None:
+        # 0 or less would trim the whole log on the first pass (JetStream reads 0 as
+        # "no limit" instead): refuse it, whoever builds the policy.
+        if self.max_events is not None and self.max_events < 1:
+            raise ValueError(f"keep at least 1 event, not {self.max_events} (None: keep all)")
+        if self.max_age_seconds is not None and not self.max_age_seconds > 0:
+            raise ValueError(f"keep events for more than 0 s, not {self.max_age_seconds}")
+
 
 class EventStore(Protocol):
     """An append-only log numbered by ``seq``, strictly increasing in storage order."""
