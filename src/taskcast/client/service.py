@@ -49,6 +49,7 @@ PERMANENT_ERRORS = frozenset(
         ErrorCode.INVALID_EVENT,
         ErrorCode.INVALID_CHANNEL,
         ErrorCode.FORBIDDEN,
+        ErrorCode.TOO_LARGE,  # bigger than the log takes (a NATS stream's max_msg_size)
     }
 )
 RETRY_ERRORS = frozenset(

@@ -30,6 +30,8 @@ HTTP_STATUS: dict[str, int] = {
     ErrorCode.SHUTTING_DOWN: 503,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.ALREADY_RESOLVED: 409,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.STORE_UNAVAILABLE: 503,
 }
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "127.0.0.1", "::1"})
 

@@ -225,6 +225,8 @@ async def _apply_input(
         publishes.append(publish)
     for publish in publishes:
         result = await hub.publish(publish)
+        if result.too_large:
+            return refused(hub, FrameError(ErrorCode.TOO_LARGE, "command too large for the log"))
         if result.error is not None:
             return refused(hub, FrameError(ErrorCode.STORE_UNAVAILABLE, "command not stored"))
     return resumed_ids(body)

@@ -377,7 +377,8 @@ class Hub:
             self.stats.duplicates += 1
         elif result.error is not None:
             log.warning("event %s not stored: %s", publish.id, result.error)
-            self._publish_failed(origin)
+            if not result.too_large:  # it is never resent: nothing later waits for it
+                self._publish_failed(origin)
         else:
             return True
         return False
@@ -667,7 +668,12 @@ class Hub:
         self.stats.rejected[code] = self.stats.rejected.get(code, 0) + 1
 
     def _ack(self, connection: ClientConnection, publish: Publish, outcome: Outcome) -> None:
-        if isinstance(outcome, BaseException) or outcome.error is not None:
+        if isinstance(outcome, AppendResult) and outcome.too_large:
+            self.reply(
+                connection,
+                error_frame(ErrorCode.TOO_LARGE, "event too large for the log", publish.id),
+            )
+        elif isinstance(outcome, BaseException) or outcome.error is not None:
             self.reply(
                 connection, error_frame(ErrorCode.STORE_UNAVAILABLE, "event not stored", publish.id)
             )

@@ -102,9 +102,13 @@ async def read_object(request: web.Request) -> dict[str, Any] | web.Response:
     hub = request.app[HUB_KEY]
     if not hub.accepting:
         return json_error(503, ErrorCode.SHUTTING_DOWN, "hub is shutting down")
-    raw = await request.read()
-    if len(raw) > hub.config.max_frame_bytes:
-        return json_error(413, ErrorCode.TOO_LARGE, f"body over {hub.config.max_frame_bytes} bytes")
+    limit = hub.config.max_frame_bytes
+    try:
+        raw: bytes | None = await request.read()
+    except web.HTTPRequestEntityTooLarge:  # aiohttp's own limit (client_max_size), in text
+        raw = None
+    if raw is None or len(raw) > limit:
+        return json_error(413, ErrorCode.TOO_LARGE, f"body over {limit} bytes")
     try:
         return decode_object(raw)
     except FrameError as exc:
@@ -134,6 +138,8 @@ async def publish_object(request: web.Request, obj: dict[str, Any]) -> web.Respo
         result = await hub.publish(publish)
     except Exception:
         return json_error(503, ErrorCode.STORE_UNAVAILABLE, "event not stored")
+    if result.too_large:
+        return json_error(413, ErrorCode.TOO_LARGE, "event too large for the log")
     if result.error is not None:
         return json_error(503, ErrorCode.STORE_UNAVAILABLE, "event not stored")
     return web.Response(

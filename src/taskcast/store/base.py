@@ -44,6 +44,9 @@ class AppendResult:
     duplicate: bool
     # Set when this one event could not be stored (the rest of its batch still was).
     error: str | None = None
+    # The store can never take this event (bigger than it allows): a resend cannot help,
+    # so it is answered ``too_large`` and the connection's later events go on.
+    too_large: bool = False
 
 
 @dataclass(slots=True)

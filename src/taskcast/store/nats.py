@@ -56,6 +56,7 @@ from taskcast.store.nats_layout import (
     ATOMIC_DUPLICATE_ERR,
     DEFAULT_DUPLICATE_WINDOW_SECONDS,
     DEFAULT_STREAM,
+    MAX_MSG_SIZE_ERR,
     MSG_ID_HEADER,
     NatsUnavailable,
     atomic_batches_in,
@@ -458,6 +459,8 @@ class NatsStore:
                     await nc.publish(subject, data, headers=headers)
                 else:
                     reply = await nc.request(subject, data, self._timeout, headers=headers)
+        except nats.errors.MaxPayloadError:
+            return None  # no commit went out: one by one, the rest can still be stored
         except (TimeoutError, nats.errors.TimeoutError):
             return [AppendResult(0, False, "NATS did not acknowledge in time") for _ in events]
         except Exception as exc:
@@ -496,6 +499,9 @@ class NatsStore:
                     # max_batch < the client's 4,000 pending, and late acks are cancelled.
                     headers=headers,
                 )
+            except nats.errors.MaxPayloadError:
+                acks.append(_settled(nats.errors.MaxPayloadError()))  # over NATS's max_payload
+                continue  # never stored, so nothing later overtakes it
             except Exception as exc:
                 log.warning("NATS publish failed: %s", exc)
                 break
@@ -509,7 +515,9 @@ class NatsStore:
                 results.append(AppendResult(0, False, "NATS did not acknowledge in time"))
             elif ack.cancelled() or ack.exception() is not None:
                 problem = "cancelled" if ack.cancelled() else ack.exception()
-                results.append(AppendResult(0, False, f"NATS refused: {problem}"))
+                refused = AppendResult(0, False, f"NATS refused: {problem}")
+                refused.too_large = _oversized(problem)
+                results.append(refused)
             else:
                 answer = ack.result()
                 results.append(AppendResult(answer.seq, bool(answer.duplicate)))
@@ -669,6 +677,21 @@ class RefusalAnsweringJetStream(JetStreamContext):
             future = self._publish_async_futures.get(token)
             if future is not None and not future.done():
                 future.set_exception(refusal)
+
+
+def _settled(refusal: Exception) -> asyncio.Future[Any]:
+    """A publish refused before it went out, as an ack future like the others."""
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(refusal)
+    return future
+
+
+def _oversized(problem: object) -> bool:
+    """A refusal for the message's size, which no resend can change: the client's own
+    check, or JetStream's (err_code 10054: over the stream's ``max_msg_size``)."""
+    if isinstance(problem, nats.errors.MaxPayloadError):
+        return True
+    return isinstance(problem, nats.js.errors.APIError) and problem.err_code == MAX_MSG_SIZE_ERR
 
 
 async def _quiet(*_: Any) -> None:

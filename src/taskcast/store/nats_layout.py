@@ -37,6 +37,7 @@ ATOMIC_BATCH_MAX = 1000  # the server's limit of messages per batch
 ATOMIC_SINCE = (2, 12)  # the first server version with atomic batches
 ATOMIC_DISABLED_ERR = 10174  # the stream does not (or no longer) allow atomic batches
 ATOMIC_DUPLICATE_ERR = 10201  # a duplicate id in a batch refuses it whole
+MAX_MSG_SIZE_ERR = 10054  # a message over the stream's max_msg_size
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 _Envelope = tuple[str, str, str | None, str | None, int, str, bytes]
