@@ -18,6 +18,7 @@ from taskcast.store import (
     EventQuery,
     EventStore,
     MemoryStore,
+    NotALog,
     Retention,
     SqliteStore,
     StoreLocked,
@@ -382,6 +383,24 @@ async def test_a_retention_that_would_empty_the_log_is_refused(tmp_path: Path) -
         assert [e.id for e in page.events] == ["k0", "k1", "k2"]
     finally:
         await reopened.close()
+
+
+async def test_a_file_that_is_no_log_is_refused_by_name(tmp_path: Path) -> None:
+    """``--store sqlite:FILE`` where FILE is something else: a one-line error naming it,
+    not a traceback, and the file left as it was."""
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"garbage, not SQLite\n" * 10)
+    with pytest.raises(NotALog, match=r"notes\.db is not a taskcast log"):
+        await SqliteStore(path).open()
+    done = subprocess.run(
+        [sys.executable, "-m", "taskcast", "hub", "--port", "0", "--store", f"sqlite:{path}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "notes.db is not a taskcast log" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert path.read_bytes() == b"garbage, not SQLite\n" * 10
 
 
 async def test_sqlite_survives_reopen_and_never_reuses_seqs(tmp_path: Path) -> None:

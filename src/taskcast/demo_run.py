@@ -19,7 +19,7 @@ from taskcast.client import CommunicationService, subscribe
 from taskcast.console import event_line, markup_safe, worth_showing
 from taskcast.hub.config import HubConfig
 from taskcast.hub.server import serve
-from taskcast.store import StoreLocked
+from taskcast.store import NotALog, StoreLocked
 from taskcast.task import ScriptedProvider, Task
 
 DEMO_SCRIPT = Path(__file__).parent / "demo" / "script.json"
@@ -48,6 +48,9 @@ async def run_demo(store_url: str, port: int, *, keep: bool, open_browser: bool)
             url, server = await start_hub(config, stop)
     except StoreLocked as exc:
         console.print(f"[red]{exc}[/]: stop that hub, or pass --store to use another log")
+        return 2
+    except NotALog as exc:
+        console.print(f"[red]{exc}[/]: pass --store to use another log")
         return 2
     http = url.removesuffix("/ws").replace("ws://", "http://")
     console.print(f"[bold]taskcast hub[/] listening on {url}")

@@ -16,7 +16,14 @@ from taskcast.cli.options import (
     verifier_from,
 )
 from taskcast.hub.config import DEFAULT_HOST, DEFAULT_PORT, HubConfig
-from taskcast.store import DEFAULT_STORE, NatsOptions, NatsUnavailable, Retention, StoreLocked
+from taskcast.store import (
+    DEFAULT_STORE,
+    NatsOptions,
+    NatsUnavailable,
+    NotALog,
+    Retention,
+    StoreLocked,
+)
 
 # A frame limit, or a subscriber's buffer, below this would refuse ordinary frames.
 MIN_FRAME_BYTES = 1024
@@ -352,5 +359,13 @@ def hub(
     )
     try:
         asyncio.run(serve(config, ready=announce))
-    except (OSError, UnsafeBind, TooFewFiles, StoreLocked, NatsUnavailable, ValueError) as exc:
+    except (
+        OSError,
+        UnsafeBind,
+        TooFewFiles,
+        StoreLocked,
+        NotALog,
+        NatsUnavailable,
+        ValueError,
+    ) as exc:
         raise click.ClickException(str(exc)) from exc

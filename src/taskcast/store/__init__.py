@@ -22,7 +22,7 @@ from taskcast.store.nats_layout import (
     InvalidStreamName,
     NatsUnavailable,
 )
-from taskcast.store.sqlite import SqliteStore, StoreLocked
+from taskcast.store.sqlite import NotALog, SqliteStore, StoreLocked
 
 DEFAULT_STORE = "sqlite:.taskcast/events.db"
 
@@ -49,6 +49,7 @@ __all__ = [
     "MemoryStore",
     "NatsOptions",
     "NatsUnavailable",
+    "NotALog",
     "QueryPage",
     "RecordChange",
     "Retention",

@@ -217,6 +217,10 @@ class StoreLocked(RuntimeError):
     """Another hub process already owns this log file."""
 
 
+class NotALog(RuntimeError):
+    """The file at the log's path is not an SQLite database (or is damaged)."""
+
+
 class SqliteStore:
     def __init__(
         self,
@@ -262,7 +266,14 @@ class SqliteStore:
 
     async def open(self) -> None:
         await self._on_writer(self._take_lock)
-        await self._on_writer(self._open_writer)
+        try:
+            await self._on_writer(self._open_writer)
+        except sqlite3.DatabaseError as exc:
+            if self._lock_file is not None:
+                self._lock_file.close()
+                self._lock_file = None
+            await self._threads.close()
+            raise NotALog(f"{self.path} is not a taskcast log: {exc}") from None
 
     def _take_lock(self) -> None:
         ensure_private_dir(self.path.parent)
