@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -102,7 +103,7 @@ MIN_FRAME_BYTES = 1024
 )
 @click.option(
     "--retain-seconds",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, min_open=True, max=100 * 365 * 86400),
     default=None,
     help="Drop events older than this (leave out: keep all).",
 )
@@ -367,5 +368,6 @@ def hub(
         NotALog,
         NatsUnavailable,
         ValueError,
+        sqlite3.Error,
     ) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -105,8 +106,9 @@ class Retention:
         # "no limit" instead): refuse it, whoever builds the policy.
         if self.max_events is not None and self.max_events < 1:
             raise ValueError(f"keep at least 1 event, not {self.max_events} (None: keep all)")
-        if self.max_age_seconds is not None and not self.max_age_seconds > 0:
-            raise ValueError(f"keep events for more than 0 s, not {self.max_age_seconds}")
+        age = self.max_age_seconds
+        if age is not None and not (age > 0 and math.isfinite(age)):
+            raise ValueError(f"keep events for a finite time over 0 s, not {age}")
 
 
 class EventStore(Protocol):

@@ -66,6 +66,7 @@ from taskcast.store.nats_layout import (
     batch_seqs,
     channel_of,
     envelope,
+    fits_payload,
     msg_id,
     plan_stream,
     record_id_of,
@@ -82,6 +83,7 @@ from taskcast.store.node_cache import NodeCache, default_start
 from taskcast.store.window import RecentWindow
 
 log = logging.getLogger("taskcast.store.nats")
+Message = tuple[Publish, bytes]  # an event and its envelope
 
 # Heartbeats of the feed consumer: two missed ones and it is recreated where it stopped.
 FEED_HEARTBEAT_SECONDS = 1.0
@@ -415,27 +417,41 @@ class NatsStore:
         out as batches of up to 1,000, each stored whole or not at all, one answer
         each; a batch that is refused stops the rest (nothing later is stored ahead of
         it). Otherwise, or for a batch JetStream refused as a whole (a duplicate id
-        in it), one message each (``_append_each``)."""
+        in it), one message each (``_append_each``). An event too big for the server's
+        ``max_payload`` is never sent (``fits_payload``): it is answered ``too_large``."""
         if self._js is None or self._nc is None:
             raise NatsUnavailable("store is not open")
-        if not self.atomic or len(events) < 2:
-            return await self._append_each(events, now_ms)
+        messages = [(event, envelope(event, now_ms)) for event in events]
+        limit = self._nc.max_payload
+        fits = [fits_payload(data, limit) for _, data in messages]
+        if all(fits):
+            return await self._append_messages(messages)
+        # One the server can never take is answered at once and left out: never stored,
+        # nothing later overtakes it.
+        sent = [message for message, ok in zip(messages, fits, strict=True) if ok]
+        stored = iter(await self._append_messages(sent))
+        refusal = f"over this NATS server's max_payload of {limit} bytes, with its headers"
+        return [next(stored) if ok else _too_large(refusal) for ok in fits]
+
+    async def _append_messages(self, messages: list[Message]) -> list[AppendResult]:
+        if not self.atomic or len(messages) < 2:
+            return await self._append_each(messages)
         results: list[AppendResult] = []
-        for chunk in atomic_chunks(len(events)):
-            part = events[chunk.start : chunk.stop]
-            answered = await self._append_batch(part, now_ms)
+        for chunk in atomic_chunks(len(messages)):
+            part = messages[chunk.start : chunk.stop]
+            answered = await self._append_batch(part)
             if answered is None:
-                answered = await self._append_each(part, now_ms)
+                answered = await self._append_each(part)
             results.extend(answered)
-            if any(result.error is not None for result in answered):
-                later = len(events) - chunk.stop
+            if any(result.error is not None and not result.too_large for result in answered):
+                later = len(messages) - chunk.stop
                 results.extend(
                     AppendResult(0, False, "an earlier event was not stored") for _ in range(later)
                 )
                 break
         return results
 
-    async def _append_batch(self, events: list[Publish], now_ms: int) -> list[AppendResult] | None:
+    async def _append_batch(self, messages: list[Message]) -> list[AppendResult] | None:
         """One atomic batch: every message but the last unanswered (core publish), the
         last commits it and is answered with the batch's last seq. None: JetStream
         refused the batch whole, so nothing of it is stored and each may go alone.
@@ -445,29 +461,26 @@ class NatsStore:
         assert nc is not None
         generation = self._generation
         batch_id = secrets.token_urlsafe(16)
-        count = len(events)
+        count = len(messages)
         reply: Msg | None = None
         try:
-            for position, event in enumerate(events, 1):
+            for position, (event, data) in enumerate(messages, 1):
                 if generation != self._generation or not nc.is_connected:
                     break  # no commit went out: nothing of the batch is stored
                 subject = subject_of(self.prefix, event.channel)
-                data = envelope(event, now_ms)
                 event_id = msg_id(event) if event.client_id else None
                 headers = batch_headers(batch_id, position, position == count, event_id)
                 if position < count:
                     await nc.publish(subject, data, headers=headers)
                 else:
                     reply = await nc.request(subject, data, self._timeout, headers=headers)
-        except nats.errors.MaxPayloadError:
-            return None  # no commit went out: one by one, the rest can still be stored
         except (TimeoutError, nats.errors.TimeoutError):
-            return [AppendResult(0, False, "NATS did not acknowledge in time") for _ in events]
+            return [AppendResult(0, False, "NATS did not acknowledge in time") for _ in messages]
         except Exception as exc:
             log.warning("NATS publish failed: %s", exc)
-            return [AppendResult(0, False, f"NATS refused: {exc!r}") for _ in events]
+            return [AppendResult(0, False, f"NATS refused: {exc!r}") for _ in messages]
         if reply is None:
-            return [AppendResult(0, False, "NATS connection lost") for _ in events]
+            return [AppendResult(0, False, "NATS connection lost") for _ in messages]
         answer = batch_answer(reply.data)
         if isinstance(answer, int):
             return [AppendResult(seq, False) for seq in batch_seqs(answer, count)]
@@ -479,7 +492,7 @@ class NatsStore:
             log.warning("NATS refused a batch of %d (%s): one by one", count, description)
         return None
 
-    async def _append_each(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
+    async def _append_each(self, messages: list[Message]) -> list[AppendResult]:
         """Publish in order, pipelined, then wait for every JetStream ack. After a
         disconnect nothing more of the batch is sent: a later event must never be
         stored ahead of an earlier one that was lost on the way."""
@@ -487,21 +500,18 @@ class NatsStore:
         assert js is not None and nc is not None
         generation = self._generation
         acks: list[asyncio.Future[Any]] = []
-        for event in events:
+        for event, data in messages:
             if generation != self._generation or not nc.is_connected:
                 break
             headers = {MSG_ID_HEADER: msg_id(event)} if event.client_id else None
             try:
                 ack = await js.publish_async(
                     subject_of(self.prefix, event.channel),
-                    envelope(event, now_ms),
+                    data,
                     # No stall timeout (it costs a task per message): a batch is at most
                     # max_batch < the client's 4,000 pending, and late acks are cancelled.
                     headers=headers,
                 )
-            except nats.errors.MaxPayloadError:
-                acks.append(_settled(nats.errors.MaxPayloadError()))  # over NATS's max_payload
-                continue  # never stored, so nothing later overtakes it
             except Exception as exc:
                 log.warning("NATS publish failed: %s", exc)
                 break
@@ -515,13 +525,14 @@ class NatsStore:
                 results.append(AppendResult(0, False, "NATS did not acknowledge in time"))
             elif ack.cancelled() or ack.exception() is not None:
                 problem = "cancelled" if ack.cancelled() else ack.exception()
-                refused = AppendResult(0, False, f"NATS refused: {problem}")
-                refused.too_large = _oversized(problem)
-                results.append(refused)
+                reason = f"NATS refused: {problem}"
+                results.append(
+                    _too_large(reason) if _oversized(problem) else AppendResult(0, False, reason)
+                )
             else:
                 answer = ack.result()
                 results.append(AppendResult(answer.seq, bool(answer.duplicate)))
-        unsent = len(events) - len(acks)
+        unsent = len(messages) - len(acks)
         results.extend(AppendResult(0, False, "NATS connection lost") for _ in range(unsent))
         return results
 
@@ -679,18 +690,15 @@ class RefusalAnsweringJetStream(JetStreamContext):
                 future.set_exception(refusal)
 
 
-def _settled(refusal: Exception) -> asyncio.Future[Any]:
-    """A publish refused before it went out, as an ack future like the others."""
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.set_exception(refusal)
-    return future
+def _too_large(reason: str) -> AppendResult:
+    result = AppendResult(0, False, reason)
+    result.too_large = True
+    return result
 
 
 def _oversized(problem: object) -> bool:
-    """A refusal for the message's size, which no resend can change: the client's own
-    check, or JetStream's (err_code 10054: over the stream's ``max_msg_size``)."""
-    if isinstance(problem, nats.errors.MaxPayloadError):
-        return True
+    """JetStream's refusal for the message's size (err_code 10054: over the stream's
+    ``max_msg_size``), which no resend can change."""
     return isinstance(problem, nats.js.errors.APIError) and problem.err_code == MAX_MSG_SIZE_ERR
 
 

@@ -16,6 +16,7 @@ import datetime
 import hashlib
 import json
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -157,6 +158,26 @@ def batch_headers(
     if event_id is not None:
         headers[MSG_ID_HEADER] = event_id
     return headers
+
+
+def header_bytes(headers: dict[str, str]) -> int:
+    """What ``headers`` take of a message on the wire (``NATS/1.0``, a line each, the
+    blank line): the server holds headers and payload together to ``max_payload``."""
+    return 12 + sum(len(key.encode()) + len(value.encode()) + 4 for key, value in headers.items())
+
+
+# The most header bytes a taskcast message carries: the last of a full atomic batch, with
+# a publisher's id (its length is fixed: ``msg_id``).
+MAX_HEADER_BYTES = header_bytes(
+    batch_headers("x" * len(secrets.token_urlsafe(16)), ATOMIC_BATCH_MAX, True, "x" * 48)
+)
+
+
+def fits_payload(data: bytes, max_payload: int) -> bool:
+    """Whether an envelope fits the server's ``max_payload`` with any headers it may get.
+    One rule for every message, batched or not: over it, an event is never sent (nats-py
+    checks the payload alone, and the server drops the connection for the rest)."""
+    return len(data) + MAX_HEADER_BYTES <= max_payload
 
 
 def batch_answer(data: bytes) -> int | tuple[int, str]:

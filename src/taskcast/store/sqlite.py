@@ -273,7 +273,12 @@ class SqliteStore:
                 self._lock_file.close()
                 self._lock_file = None
             await self._threads.close()
-            raise NotALog(f"{self.path} is not a taskcast log: {exc}") from None
+            code = exc.sqlite_errorcode & 0xFF
+            if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+                raise NotALog(f"{self.path} is not a taskcast log: {exc}") from exc
+            if code == sqlite3.SQLITE_BUSY:  # held past the busy timeout
+                raise StoreLocked(f"{self.path} is held by another process: {exc}") from exc
+            raise  # a permission, a disk: SQLite's own words
 
     def _take_lock(self) -> None:
         ensure_private_dir(self.path.parent)
@@ -320,17 +325,22 @@ class SqliteStore:
             check_same_thread=False,
             cached_statements=CACHED_STATEMENTS,
         )
-        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new, empty file only
-        conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a commit survives a crash of the process (kill -9);
-        # FULL (--fsync) also survives power loss, at the cost of an fsync per batch.
-        conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
-        conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-        # Checkpoints move the WAL into the database file; done inside a commit (SQLite's
-        # default, every 1,000 pages) they stall that commit and every event waiting on
-        # it. A thread of its own does them instead (``_checkpoint_loop``).
-        conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.execute(f"PRAGMA journal_size_limit={self._wal_limit_bytes * _WAL_FILE_LIMIT_FACTOR}")
+        try:
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new, empty file only
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a crash of the process (kill -9);
+            # FULL (--fsync) also survives power loss, at the cost of an fsync per batch.
+            conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
+            conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+            # Checkpoints move the WAL into the database file; done inside a commit
+            # (SQLite's default, every 1,000 pages) they stall that commit and every
+            # event waiting on it. A thread of its own does them (``_checkpoint_loop``).
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            limit = self._wal_limit_bytes * _WAL_FILE_LIMIT_FACTOR
+            conn.execute(f"PRAGMA journal_size_limit={limit}")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _checkpoint_loop(self) -> None:
