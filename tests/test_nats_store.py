@@ -602,6 +602,12 @@ async def test_a_message_jetstream_refuses_is_answered_with_its_refusal(url: str
         await _until_head(store, 3)
         page = await store.query(EventQuery(after=0, limit=10))
         assert [e.id for e in page.events] == ["s0", "s1", "s2"]
+        # A commit of more than one atomic batch: the refusal in the first does not stop
+        # the second (a too_large event is never resent, so nothing waits for it).
+        many = [parse_event(seed("t", str(n), id=f"m{n}"), "p") for n in range(1500)]
+        results = await store.append([many[0], big, *many[1:]], 4)
+        assert [r.too_large for r in results].count(True) == 1 and results[1].too_large
+        assert [r.seq for r in results if not r.too_large] == list(range(4, 1504))
     finally:
         await admin.close()
         await store.close()
