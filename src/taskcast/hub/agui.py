@@ -35,7 +35,7 @@ from taskcast.channels import task_channel
 from taskcast.frames import FrameError, Subscribe, decode, parse_event, with_seq
 from taskcast.hub.access import publish_refusal, read_refusal
 from taskcast.hub.connection import ClientConnection, SSESink
-from taskcast.hub.core import Hub
+from taskcast.hub.core import Hub, store_refusal
 from taskcast.hub.http_api import HUB_KEY, SSE_KEEPALIVE_SECONDS, read_object, refused
 from taskcast.hub.middleware import http_refusal, principal_of
 from taskcast.store import EventQuery
@@ -224,11 +224,9 @@ async def _apply_input(
             return refused(hub, refusal)
         publishes.append(publish)
     for publish in publishes:
-        result = await hub.publish(publish)
-        if result.too_large:
-            return refused(hub, FrameError(ErrorCode.TOO_LARGE, "command too large for the log"))
-        if result.error is not None:
-            return refused(hub, FrameError(ErrorCode.STORE_UNAVAILABLE, "command not stored"))
+        failure = store_refusal(await hub.publish(publish), "command")
+        if failure is not None:
+            return refused(hub, failure)
     return resumed_ids(body)
 
 

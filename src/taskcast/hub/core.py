@@ -71,6 +71,22 @@ from taskcast.wsframe import text_frame
 log = logging.getLogger("taskcast.hub")
 
 Outcome = AppendResult | BaseException
+
+
+def store_refusal(
+    outcome: Outcome, what: str = "event", frame_id: str | None = None
+) -> FrameError | None:
+    """Why the log did not store an event, one answer for every door: ``too_large`` when
+    it never can (not to be resent), else ``store_unavailable`` (resend it); None once
+    stored."""
+    if isinstance(outcome, AppendResult):
+        if outcome.too_large:
+            return FrameError(ErrorCode.TOO_LARGE, f"{what} too large for the log", frame_id)
+        if outcome.error is None:
+            return None
+    return FrameError(ErrorCode.STORE_UNAVAILABLE, f"{what} not stored", frame_id)
+
+
 Reply = Callable[[Outcome], None]
 # An event waiting for the commit loop, and the connection it came on (None: HTTP, hub).
 Pending = tuple[Publish, Reply, "ClientConnection | None"]
@@ -668,16 +684,10 @@ class Hub:
         self.stats.rejected[code] = self.stats.rejected.get(code, 0) + 1
 
     def _ack(self, connection: ClientConnection, publish: Publish, outcome: Outcome) -> None:
-        if isinstance(outcome, AppendResult) and outcome.too_large:
-            self.reply(
-                connection,
-                error_frame(ErrorCode.TOO_LARGE, "event too large for the log", publish.id),
-            )
-        elif isinstance(outcome, BaseException) or outcome.error is not None:
-            self.reply(
-                connection, error_frame(ErrorCode.STORE_UNAVAILABLE, "event not stored", publish.id)
-            )
-        else:
+        refusal = store_refusal(outcome, frame_id=publish.id)
+        if refusal is not None:
+            self.reply(connection, refusal.to_frame())
+        elif isinstance(outcome, AppendResult):  # always, once stored
             self.reply(connection, ack_frame(publish.id, outcome.seq, outcome.duplicate))
 
     def subscribe(self, connection: ClientConnection, request: Subscribe) -> None:

@@ -29,11 +29,11 @@ from taskcast.frames import (
 )
 from taskcast.hub.access import admin_refusal, metrics_refusal, publish_refusal, read_refusal
 from taskcast.hub.connection import ClientConnection, SSESink
-from taskcast.hub.core import Hub, now_ms
+from taskcast.hub.core import Hub, Outcome, now_ms, store_refusal
 from taskcast.hub.metrics import render_metrics
 from taskcast.hub.middleware import PRINCIPAL_KEY, http_refusal, principal_of
 from taskcast.leases import DEFAULT_TTL_SECONDS
-from taskcast.store import EventQuery, StoredEvent
+from taskcast.store import AppendResult, EventQuery, StoredEvent
 from taskcast.vocabulary import ErrorCode
 from taskcast.webhooks.policy import target_refusal
 
@@ -58,7 +58,12 @@ def refused(hub: Hub, error: FrameError) -> web.Response:
     """Answer a refused frame or request over HTTP: its status (400 unless the door
     policy maps the code to another), the error frame, counted like the websocket does."""
     hub.count_rejected(error.code)
-    status = http_refusal(error).status  # returned, not raised: aiohttp deprecates that
+    return error_response(error)
+
+
+def error_response(error: FrameError) -> web.Response:
+    """The refusal's status and error frame, returned (aiohttp deprecates raising it)."""
+    status = http_refusal(error).status
     return web.Response(status=status, body=error.to_frame(), content_type="application/json")
 
 
@@ -135,15 +140,15 @@ async def publish_object(request: web.Request, obj: dict[str, Any]) -> web.Respo
     if refusal is not None:
         return refused(hub, refusal)
     try:
-        result = await hub.publish(publish)
-    except Exception:
-        return json_error(503, ErrorCode.STORE_UNAVAILABLE, "event not stored")
-    if result.too_large:
-        return json_error(413, ErrorCode.TOO_LARGE, "event too large for the log")
-    if result.error is not None:
-        return json_error(503, ErrorCode.STORE_UNAVAILABLE, "event not stored")
+        outcome: Outcome = await hub.publish(publish)
+    except Exception as exc:
+        outcome = exc
+    refusal = store_refusal(outcome)
+    if refusal is not None:
+        return error_response(refusal)
+    assert isinstance(outcome, AppendResult)  # stored
     return web.Response(
-        body=ack_frame(publish.id, result.seq, result.duplicate), content_type="application/json"
+        body=ack_frame(publish.id, outcome.seq, outcome.duplicate), content_type="application/json"
     )
 
 

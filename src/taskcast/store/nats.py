@@ -431,7 +431,9 @@ class NatsStore:
         sent = [message for message, ok in zip(messages, fits, strict=True) if ok]
         stored = iter(await self._append_messages(sent))
         refusal = f"over this NATS server's max_payload of {limit} bytes, with its headers"
-        return [next(stored) if ok else _too_large(refusal) for ok in fits]
+        return [
+            next(stored) if ok else AppendResult(0, False, refusal, too_large=True) for ok in fits
+        ]
 
     async def _append_messages(self, messages: list[Message]) -> list[AppendResult]:
         if not self.atomic or len(messages) < 2:
@@ -526,9 +528,7 @@ class NatsStore:
             elif ack.cancelled() or ack.exception() is not None:
                 problem = "cancelled" if ack.cancelled() else ack.exception()
                 reason = f"NATS refused: {problem}"
-                results.append(
-                    _too_large(reason) if _oversized(problem) else AppendResult(0, False, reason)
-                )
+                results.append(AppendResult(0, False, reason, too_large=_oversized(problem)))
             else:
                 answer = ack.result()
                 results.append(AppendResult(answer.seq, bool(answer.duplicate)))
@@ -688,12 +688,6 @@ class RefusalAnsweringJetStream(JetStreamContext):
             future = self._publish_async_futures.get(token)
             if future is not None and not future.done():
                 future.set_exception(refusal)
-
-
-def _too_large(reason: str) -> AppendResult:
-    result = AppendResult(0, False, reason)
-    result.too_large = True
-    return result
 
 
 def _oversized(problem: object) -> bool:
