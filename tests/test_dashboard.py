@@ -316,6 +316,16 @@ async def test_events_per_minute_counts_the_whole_log(browser: Browser, secure_h
         timeout=15_000,
     )
     assert "whole log" in await page.locator("#chart-range").inner_text()
+    # Some 2,000 tasks (/api/tasks gave 500, the backlog the rest): the table shows the
+    # 500 most recently active and says so.
+    await page.wait_for_function(
+        "document.getElementById('tasks-shown').textContent.startsWith('500 of 1,9')",
+        timeout=15_000,
+    )
+    known = await page.evaluate("window.taskcastDashboard.tasks.size")
+    shown = await page.locator("#tasks-shown").inner_text()
+    assert shown == f"500 of {known:,} shown, sort to see others"
+    assert await page.locator("#tasks tbody tr").count() == 500
 
 
 async def test_a_task_whose_runner_died_is_shown_lost_with_its_resume_command(

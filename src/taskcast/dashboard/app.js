@@ -4,6 +4,7 @@
 import { HubClient, ResumePoint, subscribe } from "./sdk/index.js";
 
 const MAX_ROWS = 3000;            // rows kept in the feed
+const TASK_ROWS = 500;            // rows of the tasks table, in its sort order
 const INITIAL_BACKLOG = 2000;     // events replayed on first load
 const params = new URLSearchParams(location.search);
 const token = params.get("token");
@@ -34,9 +35,13 @@ const $ = (id) => document.getElementById(id);
 // filled in by start() before any event arrives.
 let T = {}, S = {};
 const feed = $("feed");
-const fmtTime = (ms) => (ms ? new Date(ms).toLocaleTimeString([], { hour12: false }) : "");
+// One formatter each, made once: toLocaleString builds a new one per call, and with
+// 2,000 tasks in the table that was most of a slow machine's first load.
+const timeFormat = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+const numberFormat = new Intl.NumberFormat();
+const fmtTime = (ms) => (ms ? timeFormat.format(ms) : "");
 const fmtDuration = (ms) => (ms < 1000 ? ms + " ms" : ms < 60000 ? (ms / 1000).toFixed(1) + " s" : Math.round(ms / 60000) + " min");
-const fmtNum = (n) => (n || 0).toLocaleString();
+const fmtNum = (n) => numberFormat.format(n || 0);
 
 function el(tag, cls, text) {
   const node = document.createElement(tag);
@@ -89,7 +94,9 @@ async function start() {
   setInterval(pollRates, 10000);
   renderTasks();
   renderCharts();  // at once, not after the first interval
-  setInterval(() => { renderTasks(); renderCharts(); }, 2000);
+  // The table is rebuilt only when a task changed: with thousands of tasks a rebuild
+  // is a full layout of the page.
+  setInterval(() => { if (state.tasksChanged) renderTasks(); renderCharts(); }, 2000);
 }
 
 const wsUrl = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
@@ -203,6 +210,7 @@ function foldIntoTask(event) {
     state.tasks.set(p.taskId, t);
   }
   if (event.seq <= (t.lastSeq || 0)) return; // the server summary already counts it
+  state.tasksChanged = true;
   t.lastSeq = event.seq;
   t.lastActivity = now;
   // As summaries.py: anything published for a lost task means a runner is at it again.
@@ -321,13 +329,18 @@ function addFilterOption(select, value) {
 // --- tasks ----------------------------------------------------------------------
 
 function renderTasks() {
+  state.tasksChanged = false;
   const { key, dir } = state.sort;
   const tasks = [...state.tasks.values()].sort((a, b) => {
     const x = a[key] ?? "", y = b[key] ?? "";
     return (x < y ? -1 : x > y ? 1 : 0) * dir;
   });
   const body = document.querySelector("#tasks tbody");
-  body.replaceChildren(...tasks.map((t) => {
+  // Past a few hundred rows a table is not read but scrolled, and each rebuild lays out
+  // every row: the first TASK_ROWS in the chosen order are shown, the count says so.
+  $("tasks-shown").textContent = tasks.length > TASK_ROWS
+    ? `${fmtNum(TASK_ROWS)} of ${fmtNum(tasks.length)} shown, sort to see others` : "";
+  body.replaceChildren(...tasks.slice(0, TASK_ROWS).map((t) => {
     const tr = el("tr");
     tr.dataset.task = t.taskId;
     // A task is shown by what it was asked (its prompt), its id in the tooltip.
