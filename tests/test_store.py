@@ -385,6 +385,23 @@ async def test_a_retention_that_would_empty_the_log_is_refused(tmp_path: Path) -
         await reopened.close()
 
 
+def test_a_file_where_the_store_wants_a_directory_is_named(tmp_path: Path) -> None:
+    """``--store sqlite:FILE/x.db`` with FILE a file: the error says FILE is a file, not
+    makedirs' bare "File exists"."""
+    (tmp_path / "FILE").write_text("mine\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "taskcast", "hub", "--port", "0", "--store", "sqlite:FILE/x.db"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"cannot create the directory FILE: {tmp_path}/FILE is a file" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (tmp_path / "FILE").read_text() == "mine\n"
+
+
 async def test_a_file_that_is_no_log_is_refused_by_name(tmp_path: Path) -> None:
     """``--store sqlite:FILE`` where FILE is something else: a one-line error naming it,
     not a traceback, and the file left as it was."""

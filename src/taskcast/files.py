@@ -30,6 +30,9 @@ def ensure_private_dir(path: P) -> P:
         if parent == current:
             break
         current = parent
+    if not os.path.isdir(current):  # makedirs would say only "File exists"
+        wanted = os.fspath(path)
+        raise NotADirectoryError(f"cannot create the directory {wanted}: {current} is a file")
     os.makedirs(path, mode=DIR_MODE, exist_ok=True)
     for created in missing:
         os.chmod(created, DIR_MODE)  # makedirs' mode is filtered by the umask
