@@ -199,6 +199,60 @@ def lone_nats(tmp_path: Path) -> Any:
     server.stop()
 
 
+async def test_every_door_answers_503_store_unavailable_while_nats_is_away(
+    lone_nats: NatsServer, tmp_path: Path
+) -> None:
+    """POST /api/events and an AG-UI resume, with the log's only NATS server gone: 503
+    with ``store_unavailable`` (retry later), nothing half-done; once NATS is back the
+    same resume is published once, as its command."""
+    hub = HubProcess(lone_nats.url, "--nats-stream", "S").start(tmp_path / "hub.log")
+    asked = {
+        "type": "approval_requested",
+        "payload": {"taskId": "ag", "requestId": "q1", "tool": "run", "summary": "ls"},
+    }
+    resume = {
+        "threadId": "ag",
+        "runId": "run-2",
+        "messages": [],
+        "tools": [],
+        "context": [],
+        "state": {},
+        "forwardedProps": {},
+        "resume": [{"interruptId": "q1", "status": "resolved", "payload": {"approved": True}}],
+    }
+    try:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(hub.url)
+            await publish_acked(ws, [seed("ag", "started", id="a0"), asked])
+            lone_nats.kill9()
+            async with session.post(f"{hub.http}/api/events", json=seed("ag", "x")) as r:
+                assert r.status == 503, await r.text()
+                assert (await r.json())["code"] == "store_unavailable"
+            async with session.post(f"{hub.http}/ag-ui/tasks/ag", json=resume) as r:
+                assert r.status == 503, await r.text()
+                assert r.content_type == "application/json"
+                assert (await r.json())["code"] == "store_unavailable"
+            lone_nats.start()
+            for _ in range(300):  # until NATS is back, as a front-end retrying after a 503
+                async with session.post(f"{hub.http}/ag-ui/tasks/ag", json=resume) as r:
+                    if r.status == 200:
+                        assert r.content_type == "text/event-stream"
+                        break
+                    assert r.status == 503, await r.text()
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the resume was never taken after NATS came back")
+            async with session.get(f"{hub.http}/api/events") as r:
+                types = [(e["channel"], e["type"]) for e in await r.json()]
+            assert types == [  # the approval, once: the runner (none here) acts on it
+                ("tasks.ag", "api_action"),
+                ("tasks.ag", "approval_requested"),
+                ("control.ag", "task_command"),
+            ]
+    finally:
+        hub.terminate()
+
+
 async def test_nats_going_away_refuses_then_resumes_without_loss(
     lone_nats: NatsServer, tmp_path: Path
 ) -> None:
