@@ -31,7 +31,7 @@ def ensure_private_dir(path: P) -> P:
             break
         current = parent
     if not os.path.isdir(current):  # makedirs would say only "File exists"
-        wanted = os.fspath(path)
+        wanted = os.fspath(name)
         raise NotADirectoryError(f"cannot create the directory {wanted}: {current} is a file")
     os.makedirs(path, mode=DIR_MODE, exist_ok=True)
     for created in missing:

@@ -240,23 +240,50 @@ class NatsStore:
 
     async def _connect(self, name: str, *, primary: bool) -> Client:
         client = Client()
+        refused = asyncio.Event()  # every server gave an answer retrying cannot change
+        final_answers = 0
+
+        async def on_error(exc: Exception) -> None:
+            nonlocal final_answers
+            await (self._error if primary else _quiet_error)(exc)
+            if is_final_refusal(exc):
+                final_answers += 1
+                if final_answers >= len(self.servers):
+                    refused.set()
+
+        # A client that reconnects forever also retries its first connect forever: a hub
+        # pointed at no NATS must say so instead, and at once when the servers refuse it.
+        connecting = asyncio.ensure_future(
+            client.connect(
+                servers=self.servers,
+                user_credentials=self._credentials,
+                tls=ssl.create_default_context() if self._tls else None,
+                name=name,
+                connect_timeout=max(1, round(self._timeout)),
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,  # per server: another server is tried at once
+                disconnected_cb=self._disconnected if primary else _quiet,
+                reconnected_cb=self._reconnected if primary else _quiet,
+                error_cb=on_error,
+            )
+        )
+        refusal = asyncio.ensure_future(refused.wait())
         try:
-            # A client that reconnects forever also retries its first connect forever:
-            # a hub pointed at no NATS must say so instead.
-            async with asyncio.timeout(self._timeout * (len(self.servers) + 1)):
-                await client.connect(
-                    servers=self.servers,
-                    user_credentials=self._credentials,
-                    tls=ssl.create_default_context() if self._tls else None,
-                    name=name,
-                    connect_timeout=max(1, round(self._timeout)),
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=1,  # per server: another server is tried at once
-                    disconnected_cb=self._disconnected if primary else _quiet,
-                    reconnected_cb=self._reconnected if primary else _quiet,
-                    error_cb=self._error if primary else _quiet_error,
-                )
+            await asyncio.wait(
+                {connecting, refusal},
+                timeout=self._timeout * (len(self.servers) + 1),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            refusal.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                await asyncio.wait({connecting})
+        try:
+            if connecting.cancelled():
+                raise TimeoutError
+            connecting.result()
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             self._closing = True
             with contextlib.suppress(Exception):
@@ -698,6 +725,14 @@ def _oversized(problem: object) -> bool:
 
 async def _quiet(*_: Any) -> None:
     """The read connection's events: the primary connection's callbacks report NATS."""
+
+
+def is_final_refusal(exc: Exception) -> bool:
+    """An answer no retry changes: the server refused the credentials, or its
+    certificate is not one this hub trusts. At start that is a configuration error."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return True
+    return isinstance(exc, nats.errors.Error) and "authorization violation" in str(exc).lower()
 
 
 async def _quiet_error(exc: Exception) -> None:
