@@ -80,10 +80,10 @@ def main() -> None:
         ordered = sorted(values)
         return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
-    base = statistics.median(timings["true (no-op)"])
+    baseline = statistics.median(timings["true (no-op)"])
     rows = [
         f"| {name} | {statistics.median(values):.1f} | {pct(values, 0.99):.1f} | {max(values):.1f} "
-        f"| {statistics.median(values) - base:+.1f} |"
+        f"| {statistics.median(values) - baseline:+.1f} |"
         for name, values in timings.items()
     ]
     section = "\n".join(

@@ -138,7 +138,8 @@ def main() -> None:
         server.stop()
 
     def median(name: str, scenario: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[name][scenario])
+        value: float = statistics.median(r[key] for r in results[name][scenario])
+        return value
 
     rows = []
     for name in clients:

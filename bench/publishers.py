@@ -73,7 +73,7 @@ class Latencies:
 # --- taskcast: a websocket per agent -------------------------------------------------
 
 
-class _TaskcastAgent(WSListener):  # type: ignore[misc]
+class _TaskcastAgent(WSListener):
     def __init__(self, latencies: Latencies) -> None:
         self.latencies = latencies
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -236,7 +236,10 @@ def main() -> None:
             n: interleaved(
                 {"taskcast": hub},
                 args.rounds,
-                lambda s, n=n: run_publish(s, events=50_000, publishers=n),
+                cast(
+                    Callable[[Server], Result],
+                    lambda s, n=n: run_publish(s, events=50_000, publishers=n),
+                ),
                 "acked_per_s",
             )["taskcast"]
             for n in (1, 8)

@@ -42,7 +42,7 @@ PER_PROCESS = 5_000
 _decode = msgspec.json.Decoder().decode
 
 
-class _Resuming(WSListener):  # type: ignore[misc]
+class _Resuming(WSListener):
     """One subscriber: counts events, checks their order, notices when it is cut off."""
 
     def __init__(self, state: dict[str, Any]) -> None:

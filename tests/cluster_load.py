@@ -52,6 +52,7 @@ class Publisher:
         self.urls, self.name, self.count, self.pause = urls, name, count, pause
         self.sent: list[str] = []
         self.acked_at: list[float] = []
+        self.refused_at: list[float] = []  # store_unavailable answers (the SDK resends)
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -139,4 +140,5 @@ def describe(publishers: list[Publisher], logs: list[Path]) -> dict[str, Any]:
         "longest_ack_gap_s": {p.name: round(longest_gap(p.acked_at), 2) for p in publishers},
         "refused_events": len(refused),
         "refused_over_s": round((refused[-1] - refused[0]).total_seconds(), 2) if refused else 0,
+        "refusals_seen_by_publishers": sum(len(p.refused_at) for p in publishers),
     }

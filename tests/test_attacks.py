@@ -402,6 +402,7 @@ async def test_expired_tokens_close_open_connections_and_the_sdk_renews(secure_h
         await subscribe(ws, "tasks.>")
         message = await ws.receive(timeout=30)
         assert message.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4401
+        assert message.extra is not None
         assert json.loads(message.extra) == {"code": "token_expired"}
         sse_token = token(subscribe=["tasks.>"], ttl=2)
         async with session.get(

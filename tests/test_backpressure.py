@@ -12,7 +12,7 @@ import socket
 import ssl
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from wsproto import ConnectionType, WSConnection
@@ -22,6 +22,7 @@ from taskcast.hub.connection import (
     IOV_MAX,
     ClientConnection,
     DirectSink,
+    Sink,
     WritePass,
     pause_on_any_backlog,
     plain_socket_fd,
@@ -333,8 +334,9 @@ async def test_one_connection_failing_its_write_leaves_the_others_in_the_pass_wr
     writes = WritePass()
     broken_door, broken_client = await raw_door_and_client(None, BrokenDoor)
     door, client = await raw_door_and_client(None)
-    broken = ClientConnection(broken_door, 1 << 20, "broken", writes=writes)
-    working = ClientConnection(door, 1 << 20, "working", writes=writes)
+    # A RawDoor has no close(): these two connections are never closed.
+    broken = ClientConnection(cast(Sink, broken_door), 1 << 20, "broken", writes=writes)
+    working = ClientConnection(cast(Sink, door), 1 << 20, "working", writes=writes)
     for seq in (1, 2):
         events = [b'{"type":"api_action","seq":%d}' % seq]
         framed = text_frame(events[0])

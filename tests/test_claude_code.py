@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from taskcast.integrations.claude_code.mapping import Session, read_transcript
+from taskcast.integrations.claude_code.mapping import Response, Session, read_transcript
 from taskcast.integrations.claude_code.settings import MARKER
 from tests.agui_reader import read_run, run_input
 from tests.conftest import REPO, HubProcess
@@ -465,6 +465,7 @@ def test_the_transcript_is_taken_a_closed_message_at_a_time() -> None:
     items, offset = read_transcript(data + b'{"type":"last-prompt"}\n{"type":"ass', 0, final=False)
     assert len(items) == 1 and offset == len(data) + len(b'{"type":"last-prompt"}\n')
     (response,) = items
+    assert isinstance(response, Response)
     assert (
         response.text,
         [c.name for c in response.tool_calls],
@@ -557,7 +558,7 @@ async def test_abort_stops_the_session_at_its_next_hook(
 def test_install_twice_and_uninstall_keep_the_users_own_settings(machine: Machine) -> None:
     settings = machine.work / ".claude" / "settings.json"
     settings.parent.mkdir()
-    mine = {
+    mine: dict[str, Any] = {
         "model": "sonnet",
         "permissions": {"allow": ["Bash(ls:*)"]},
         "hooks": {

@@ -127,7 +127,7 @@ class FlappingProxy:
         self.port = 0
         self.flaps = 0
         self._loop = asyncio.new_event_loop()
-        self._transports: set[asyncio.BaseTransport] = set()
+        self._transports: set[asyncio.WriteTransport] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     def start(self) -> FlappingProxy:

@@ -12,7 +12,7 @@ import json
 import random
 import statistics
 import time
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -44,14 +44,14 @@ def wait(**overrides: Any) -> Wait | None:
 
 def test_many_publishers_wait_for_the_events_expected_or_the_window_end() -> None:
     # ~10,000 events/s from 997 other publishers: ~8 come in the 0.8 ms left.
-    assert wait() == Wait(pytest.approx(WINDOW - 0.0002), 3 + 7)
-    assert wait(pending=9) == Wait(pytest.approx(WINDOW - 0.0002), 9 + 7)
+    assert wait() == Wait(cast(float, pytest.approx(WINDOW - 0.0002)), 3 + 7)
+    assert wait(pending=9) == Wait(cast(float, pytest.approx(WINDOW - 0.0002)), 9 + 7)
 
 
 def test_few_other_publishers_are_waited_for_one_each() -> None:
     # 3 publishers that each wait for their ack, out of step: 2 pending, 1 to come.
     assert wait(pending=2, others=1, others_rate=10_000.0) == Wait(
-        pytest.approx(WINDOW - 0.0002), 3
+        cast(float, pytest.approx(WINDOW - 0.0002)), 3
     )
 
 
@@ -68,7 +68,9 @@ def test_no_wait_past_the_window_nor_for_a_full_batch() -> None:
     assert wait(since_last_commit=WINDOW) is None
     assert wait(window=0.0) is None
     assert wait(pending=MAX_BATCH) is None
-    assert wait(pending=MAX_BATCH - 1) == Wait(pytest.approx(WINDOW - 0.0002), MAX_BATCH)
+    assert wait(pending=MAX_BATCH - 1) == Wait(
+        cast(float, pytest.approx(WINDOW - 0.0002)), MAX_BATCH
+    )
 
 
 @given(
@@ -118,7 +120,9 @@ def test_the_others_rate_leaves_out_the_batchs_own_publishers() -> None:
     # waits for them (and for the fast publisher's next).
     group = GroupCommit(WINDOW, MAX_BATCH)
     now = busy_second(group, 100.0, light=1_000, light_each=10)
-    assert group.wait(now, ["light1"], 1) == Wait(pytest.approx(WINDOW - 0.0001), 1 + 11)
+    assert group.wait(now, ["light1"], 1) == Wait(
+        cast(float, pytest.approx(WINDOW - 0.0001)), 1 + 11
+    )
 
 
 def test_the_rate_is_over_the_epoch_as_long_as_it_ran_and_a_stale_one_is_dropped() -> None:
@@ -128,7 +132,9 @@ def test_the_rate_is_over_the_epoch_as_long_as_it_ran_and_a_stale_one_is_dropped
         group.arrived(f"p{i % 500}")
     # A slow commit: the epoch ran 1.5 s, so 3,000 events are 2,000/s (~1.8 in 0.9 ms).
     group.last_commit = 101.5
-    assert group.wait(101.5001, ["p1"], 1) == Wait(pytest.approx(WINDOW - 0.0001), 1 + 1)
+    assert group.wait(101.5001, ["p1"], 1) == Wait(
+        cast(float, pytest.approx(WINDOW - 0.0001)), 1 + 1
+    )
     # A quiet spell: the epoch after it has nothing to go on, so nothing waits.
     for i in range(3_000):
         group.arrived(f"p{i % 500}")

@@ -99,7 +99,8 @@ def _langgraph_agent(llm: FakeLLM) -> Any:
         """A tool that fails."""
         raise ValueError(f"cannot: {reason}")
 
-    model = ChatOpenAI(model="gpt-test", base_url=f"{llm.base}/v1", api_key="sk-test")
+    # langchain-openai types api_key as the SecretStr pydantic makes of a str.
+    model = ChatOpenAI(model="gpt-test", base_url=f"{llm.base}/v1", api_key="sk-test")  # type: ignore[arg-type]
     bound = model.bind_tools([add, explode])
 
     async def call_model(state: MessagesState) -> dict[str, Any]:
@@ -180,7 +181,8 @@ async def test_a_langgraph_agent_publishes_one_api_action_per_model_response(
     plain = TaskcastCallbackHandler(service)
     from langchain_openai import ChatOpenAI
 
-    chat = ChatOpenAI(model="gpt-test", base_url=f"{llm.base}/v1", api_key="sk-test")
+    # langchain-openai types api_key as the SecretStr pydantic makes of a str.
+    chat = ChatOpenAI(model="gpt-test", base_url=f"{llm.base}/v1", api_key="sk-test")  # type: ignore[arg-type]
     answer = await asyncio.to_thread(chat.invoke, "just answer", config={"callbacks": [plain]})
     assert answer.content == "plain answer"
     assert await service.aflush(10)
@@ -397,7 +399,7 @@ async def test_an_agents_sdk_tool_approval_is_asked_through_the_hub(
 async def test_a_langgraph_interrupt_is_answered_through_the_hub(
     start_hub: Any, llm: FakeLLM
 ) -> None:
-    from langchain_core.messages import ToolMessage
+    from langchain_core.messages import AIMessage, ToolMessage
     from langchain_core.tools import tool
     from langchain_openai import ChatOpenAI
     from langgraph.checkpoint.memory import InMemorySaver
@@ -412,7 +414,8 @@ async def test_a_langgraph_interrupt_is_answered_through_the_hub(
         """Drop a database table."""
         return f"dropped {name}"
 
-    model = ChatOpenAI(model="gpt-test", base_url=f"{llm.base}/v1", api_key="sk-test")
+    # langchain-openai types api_key as the SecretStr pydantic makes of a str.
+    model = ChatOpenAI(model="gpt-test", base_url=f"{llm.base}/v1", api_key="sk-test")  # type: ignore[arg-type]
     bound = model.bind_tools([drop_table])
 
     async def call_model(state: MessagesState) -> dict[str, Any]:
@@ -420,7 +423,9 @@ async def test_a_langgraph_interrupt_is_answered_through_the_hub(
 
     async def guarded_tools(state: MessagesState) -> dict[str, Any]:
         answers = []
-        for call in state["messages"][-1].tool_calls:
+        last = state["messages"][-1]
+        assert isinstance(last, AIMessage)
+        for call in last.tool_calls:
             decision = interrupt({"tool": call["name"], "arguments": call["args"]})
             if decision["approved"]:
                 content = str(await drop_table.ainvoke(call["args"]))

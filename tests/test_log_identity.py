@@ -322,10 +322,10 @@ async def test_cluster_nodes_name_one_log_and_a_trailing_node_is_not_ahead(
         client = await nats.connect(nats_server.url)
         js = client.jetstream()
         for _ in range(3):
-            acks = await asyncio.gather(
+            pub_acks = await asyncio.gather(
                 *(js.publish(f"{stream.lower()}.tasks.raw", b"not an envelope") for _ in range(300))
             )
-            last = max(ack.seq for ack in acks)
+            last = max(ack.seq for ack in pub_acks)
             reply = await raw_subscribe(listener, "tasks.raw", since=last)
             assert "ahead" not in reply, (last, reply)
         await client.close()

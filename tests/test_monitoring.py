@@ -93,7 +93,8 @@ async def test_task_summaries_for_completed_failed_and_aborted(
             ],
         ),
     )
-    assert statuses == ["completed", "failed", "aborted"]
+    # typeshed types gather()'s result as a tuple; it is a list.
+    assert statuses == ["completed", "failed", "aborted"]  # type: ignore[comparison-overlap]
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{hub.http}/api/tasks") as response:
             tasks = {t["taskId"]: t for t in await response.json()}

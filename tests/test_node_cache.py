@@ -80,6 +80,7 @@ async def test_the_cache_keeps_to_its_budget_and_to_the_streams_limits(tmp_path:
     assert await cache.query(EventQuery(after=0)) is None
     await cache.add([stored(500), stored(501)], through=501)
     await cache.close()
+    assert cache.path is not None
     with sqlite3.connect(cache.path) as conn:
         assert [row[0] for row in conn.execute("SELECT seq FROM events")] == [500, 501]
         meta = dict(conn.execute("SELECT key, value FROM meta"))

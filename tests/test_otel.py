@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -39,7 +39,7 @@ def record_task(service: CommunicationService, task_id: str) -> None:
 
 def test_a_task_is_a_root_span_with_a_child_per_response_and_tool() -> None:
     builder = TraceBuilder()
-    events = [
+    events: list[tuple[str, dict[str, object]]] = [
         ("task_started", {"prompt": "hi", "provider": "openai", "model": "gpt-x"}),
         ("api_action", {"message": "search(q=1)"}),
         ("llm_usage", {"model": "gpt-x", "inputTokens": 10, "outputTokens": 4, "latencyMs": 5}),
@@ -74,7 +74,7 @@ def test_a_response_keeps_its_usage_when_other_events_come_between() -> None:
     """A Task publishes api_action → history_appended → llm_usage → tool_executed per
     turn: the usage is the response's, not lost to the history event before it."""
     builder = TraceBuilder()
-    events = [
+    events: list[tuple[str, dict[str, object]]] = [
         ("task_started", {"provider": "openai", "model": "gpt-x"}),
         ("api_action", {"message": "write(path=a)"}),
         ("history_appended", {"index": 1, "message": {"role": "assistant"}}),
@@ -176,7 +176,9 @@ async def test_tasks_become_traces_and_a_restart_resumes_from_the_cursor(
     assert failed.parent is not None and failed.parent.span_id == root.context.span_id
     chat = [s for s in exporter.get_finished_spans() if s.name.startswith("chat")]
     assert {s.attributes["gen_ai.operation.name"] for s in chat if s.attributes} == {"chat"}
-    assert sorted(s.attributes["gen_ai.usage.input_tokens"] for s in chat if s.attributes) == [
+    assert sorted(
+        cast(int, s.attributes["gen_ai.usage.input_tokens"]) for s in chat if s.attributes
+    ) == [
         10,
         20,
     ]

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -165,8 +165,8 @@ async def test_every_event_arrives_in_order_signed_through_failures_and_kill_9(
     (listed,) = await hooks(hub)
     assert listed["state"] == "active" and listed["cursor"] == 21 and listed["lag"] == 0
     assert "secret" not in listed
-    async with aiohttp.ClientSession() as session, session.get(f"{hub.http}/metrics") as r:
-        text = await r.text()
+    async with aiohttp.ClientSession() as session, session.get(f"{hub.http}/metrics") as response:
+        text = await response.text()
     assert f'taskcast_webhook_failures_total{{webhook="{listed["id"]}"}}' in text
 
 
@@ -263,7 +263,8 @@ def test_retry_schedule_and_targets() -> None:
     assert record_failure(hook, "HTTP 500", 30_000, give_up_seconds=60) == 2
     assert hook.state is WebhookState.ACTIVE
     assert record_failure(hook, "HTTP 500", 61_000, give_up_seconds=60) == 0
-    assert hook.state is WebhookState.FAILED
+    # cast: mypy keeps hook.state narrowed to ACTIVE across record_failure().
+    assert cast(WebhookState, hook.state) is WebhookState.FAILED
     assert target_refusal("https://hooks.example.com/x", allow_private=False) is None
     assert target_refusal("http://10.0.0.5/x", allow_private=False) is not None
     assert target_refusal("http://[::1]/x", allow_private=False) is not None

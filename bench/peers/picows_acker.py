@@ -13,7 +13,7 @@ _decode = msgspec.json.Decoder().decode
 _seq = 0
 
 
-class Acker(WSListener):  # type: ignore[misc]
+class Acker(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         global _seq
         if frame.msg_type == WSMsgType.TEXT:

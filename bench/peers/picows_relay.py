@@ -8,7 +8,7 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
 clients: set[WSTransport] = set()
 
 
-class Relay(WSListener):  # type: ignore[misc]
+class Relay(WSListener):
     def on_ws_connected(self, transport: WSTransport) -> None:
         clients.add(transport)
 

@@ -11,7 +11,7 @@ app = web.Application()
 sio.attach(app)
 
 
-@sio.on("event")
+@sio.on("event")  # type: ignore[untyped-decorator]  # python-socketio ships no type hints
 async def relay(sid: str, data: object) -> None:
     await sio.emit("event", data, skip_sid=sid)
 
