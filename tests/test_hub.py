@@ -216,6 +216,7 @@ async def test_slow_consumer_is_dropped_and_loses_nothing(start_hub: Any) -> Non
                 received.append(frame["seq"])
         assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert slow.close_code == 4008
+        assert message.extra is not None
         reason = json.loads(message.extra)
         assert reason["code"] == "slow_consumer" and reason["lastSeq"] >= len(received) > 0
         assert len(received) < total
@@ -399,6 +400,21 @@ async def test_http_publish_and_audit_query(start_hub: Any, store: str) -> None:
             assert (await r.json())["seq"] == 6
         async with session.post(f"{hub.http}/api/events", data="{oops", headers=JSON) as r:
             assert r.status == 400 and (await r.json())["code"] == "bad_json"
+        # Bytes that are not UTF-8, and a body its Content-Encoding does not describe:
+        # 400 bad_json, not a 500 with a traceback; every door that reads a body.
+        latin = b'{"type":"x","payload":{"a":"\xe9"}}'
+        for path in ("/api/events", "/api/tasks/h0/commands", "/ag-ui/tasks/h0"):
+            async with session.post(f"{hub.http}{path}", data=latin, headers=JSON) as r:
+                assert r.status == 400, (path, await r.text())
+                assert await r.json() == {
+                    "type": "error",
+                    "code": "bad_json",
+                    "message": "frame is not valid UTF-8",
+                }
+        gzipped = {**JSON, "Content-Encoding": "gzip"}
+        async with session.post(f"{hub.http}/api/events", data=b"not gzip", headers=gzipped) as r:
+            assert r.status == 400 and (await r.json())["code"] == "bad_json", await r.text()
+        assert hub.log_path is not None and "Traceback" not in hub.log_path.read_text()
         async with session.post(f"{hub.http}/api/events", json={"type": "ack"}) as r:
             assert r.status == 400 and (await r.json())["code"] == "reserved_type"
         base = f"{hub.http}/api/events"

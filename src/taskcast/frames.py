@@ -112,6 +112,8 @@ def decode_object(data: str | bytes) -> dict[str, Any]:
         raise FrameError(ErrorCode.BAD_JSON, f"frame is not valid JSON: {exc}") from None
     except RecursionError:
         raise FrameError(ErrorCode.BAD_JSON, "frame is nested too deeply") from None
+    except UnicodeDecodeError:  # bytes (an HTTP body): JSON is UTF-8
+        raise FrameError(ErrorCode.BAD_JSON, "frame is not valid UTF-8") from None
     if not isinstance(obj, dict):
         raise FrameError(ErrorCode.INVALID_FRAME, "frame must be a JSON object")
     return obj

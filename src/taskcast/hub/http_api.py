@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from taskcast.channels import InvalidChannel, validate_pattern
@@ -112,6 +113,15 @@ async def read_object(request: web.Request) -> dict[str, Any] | web.Response:
         raw: bytes | None = await request.read()
     except web.HTTPRequestEntityTooLarge:  # aiohttp's own limit (client_max_size), in text
         raw = None
+    except RequestPayloadError as exc:  # a Content-Encoding the body does not follow
+        # The body is broken for good: marked read, or aiohttp drains it after this
+        # answer, fails again and resets the connection before the answer arrives; and
+        # the connection closed after it, as nothing on it can be trusted any more.
+        request.content.feed_eof()
+        problem = str(exc).replace("\n", " ").split(", message: ")[-1].strip()
+        answer = refused(hub, FrameError(ErrorCode.BAD_JSON, f"body could not be read: {problem}"))
+        answer.force_close()
+        return answer
     if raw is None or len(raw) > limit:
         return json_error(413, ErrorCode.TOO_LARGE, f"body over {limit} bytes")
     try:
