@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -13,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import taskcast.store.sqlite
 from taskcast.frames import Publish, parse_client_frame
 from taskcast.store import (
     EventQuery,
@@ -418,6 +422,27 @@ async def test_a_file_that_is_no_log_is_refused_by_name(tmp_path: Path) -> None:
     assert done.returncode == 1 and "notes.db is not a taskcast log" in done.stderr
     assert "Traceback" not in done.stderr
     assert path.read_bytes() == b"garbage, not SQLite\n" * 10
+    # Left as it was means its mode too, and no lock file beside it: the check comes
+    # before the store touches anything (it once made /dev/null 0600).
+    path.chmod(0o644)
+    with pytest.raises(NotALog, match=r"not an SQLite database"):
+        await SqliteStore(path).open()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert not Path(f"{path}.lock").exists()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo, 0o644)
+    with pytest.raises(NotALog, match=r"pipe is not a regular file"):
+        await SqliteStore(fifo).open()
+    assert stat.S_IMODE(fifo.stat().st_mode) == 0o644 and not Path(f"{fifo}.lock").exists()
+    # Another program's SQLite database is not taken over (tables added to it).
+    other = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(other)) as conn:
+        conn.execute("CREATE TABLE users (name TEXT)")
+        conn.commit()
+    with pytest.raises(NotALog, match=r"app\.db is not a taskcast log: .*other tables \(users\)"):
+        await SqliteStore(other).open()
+    with contextlib.closing(sqlite3.connect(other)) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("users",)]
     # A real log whose write lock another process holds past the busy timeout is not
     # called "not a log" (an operator might delete it): it is held.
     log = tmp_path / "log.db"
@@ -507,7 +532,9 @@ async def test_sqlite_wal_stays_bounded_under_steady_writes(tmp_path: Path) -> N
     await store.close()
 
 
-async def test_sqlite_new_log_small_pages_and_old_log_keeps_its_own(tmp_path: Path) -> None:
+async def test_sqlite_new_log_small_pages_and_old_log_keeps_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """New logs take 1 KiB pages (less WAL per small commit); a log made with another
     page size opens, takes appends and reads as before (SQLite cannot change it in WAL)."""
     fresh = SqliteStore(tmp_path / "new.db")
@@ -517,10 +544,11 @@ async def test_sqlite_new_log_small_pages_and_old_log_keeps_its_own(tmp_path: Pa
         assert conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 1024
 
     old_path = tmp_path / "old.db"
-    with sqlite3.connect(old_path) as conn:
-        conn.execute("PRAGMA page_size=4096")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("CREATE TABLE t (x)")
+    with monkeypatch.context() as patched:  # a log made when taskcast used 4 KiB pages
+        patched.setattr(taskcast.store.sqlite, "PAGE_SIZE", 4096)
+        made = SqliteStore(old_path)
+        await made.open()
+        await made.close()
     old = SqliteStore(old_path)
     await old.open()
     (result,) = await old.append([event("t", 1, id="e1")], 1000)

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -221,6 +222,39 @@ class NotALog(RuntimeError):
     """The file at the log's path is not an SQLite database (or is damaged)."""
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def log_file_refusal(path: Path) -> str | None:
+    """Why the file at ``path`` must not be opened as the log; None when it is absent,
+    empty, or a log. Checked before anything touches it: opening makes the file 0600
+    and puts a lock file beside it (``--store sqlite:/dev/null`` made /dev/null 0600)."""
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):  # the directory's check says which
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path} is not a regular file"
+    if info.st_size == 0:
+        return None
+    with open(path, "rb") as file:
+        if file.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            return f"{path} is not a taskcast log: not an SQLite database"
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None  # damaged, say: opening it says what is wrong
+    tables = sorted(name for (name,) in rows)
+    if tables and "events" not in tables:
+        shown = ", ".join(tables[:3]) + (", …" if len(tables) > 3 else "")
+        return f"{path} is not a taskcast log: an SQLite database of other tables ({shown})"
+    return None
+
+
 class SqliteStore:
     def __init__(
         self,
@@ -281,6 +315,9 @@ class SqliteStore:
             raise  # a permission, a disk: SQLite's own words
 
     def _take_lock(self) -> None:
+        problem = log_file_refusal(self.path)
+        if problem is not None:
+            raise NotALog(problem)
         ensure_private_dir(self.path.parent)
         lock = open(ensure_private_file(Path(f"{self.path}.lock")), "wb")  # noqa: SIM115
         try:
