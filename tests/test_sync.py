@@ -16,6 +16,9 @@ import aiohttp
 import pytest
 
 from taskcast.client import CommunicationService
+from taskcast.hub.core import LEASE_KIND
+from taskcast.leases import Lease
+from taskcast.store.sqlite import SqliteStore
 from taskcast.task import OpenAIChatProvider, Task
 from taskcast.task.handoff import TaskLeaseHeld, fetch_history
 from tests.conftest import REPO, HubProcess
@@ -267,3 +270,35 @@ async def test_a_second_live_runner_is_refused_and_leases_survive_a_restart(
     ):
         assert r.status == 409 and (await r.json())["holder"] == "machine-b"
     await service.aclose()
+
+
+async def test_a_lease_names_a_task_and_a_bad_stored_one_holds_no_report_back(
+    start_hub: Any, tmp_path: Path
+) -> None:
+    """A lease's task id is checked as an event's is (400 ``invalid_channel``: it could
+    never be reported). A bad lease already in a log (taken before that check) is
+    dropped when it lapses; every other lapsed lease is still reported ``runner_lost``."""
+    log = SqliteStore(tmp_path / "events0.db")  # the file start_hub's first hub uses
+    await log.open()
+    taken_long_ago = Lease("bad id", "old-runner", expires_at=1_000, acquired_at=0)
+    await log.update_record(
+        LEASE_KIND, taken_long_ago.task_id, lambda _: taken_long_ago.to_record()
+    )
+    await log.close()
+    hub: HubProcess = start_hub()
+    async with aiohttp.ClientSession() as session:
+        for task_id in ("bad%20id", "x.y", "%C3%A9"):
+            lease = {"holder": "r", "ttl": 30}
+            async with session.post(f"{hub.http}/api/tasks/{task_id}/lease", json=lease) as r:
+                assert r.status == 400, task_id
+                assert (await r.json())["code"] == "invalid_channel"
+        started = {"type": "task_started", "payload": {"taskId": "t-ok", "prompt": "go"}}
+        async with session.post(f"{hub.http}/api/events", json=started) as r:
+            assert r.status == 200
+        lease = {"holder": "box-a:1:gone", "ttl": 1}
+        async with session.post(f"{hub.http}/api/tasks/t-ok/lease", json=lease) as r:
+            assert r.status == 200
+    lost = await wait_for_event(hub, "t-ok", lambda e: e["type"] == "runner_lost")
+    assert lost["payload"]["holder"] == "box-a:1:gone"
+    assert hub.log_path is not None
+    assert "lease sweep failed" not in hub.log_path.read_text()

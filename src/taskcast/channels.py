@@ -90,6 +90,15 @@ def _matches_tokens(pattern: tuple[str, ...], channel: tuple[str, ...]) -> bool:
     return len(pattern) == len(channel)
 
 
+def validate_task_id(task_id: str) -> str:
+    """Return ``task_id`` if it can name a task (one channel token: ``tasks.<taskId>``
+    is its channel), else raise. For doors that take a task id outside an event."""
+    if not isinstance(task_id, str) or not _TOKEN.fullmatch(task_id):
+        raise InvalidChannel(f"invalid task id {task_id!r}: not [A-Za-z0-9_-]+")
+    validate_channel(task_channel(task_id))  # its length
+    return task_id
+
+
 def task_channel(task_id: str) -> str:
     """The channel a task's events go to by default."""
     return f"tasks.{task_id}"

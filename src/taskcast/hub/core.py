@@ -847,8 +847,8 @@ class Hub:
             if lapse is Lapse.KEEP:
                 continue
             if lapse is Lapse.REPORT:
-                self.submit(
-                    parse_event(
+                try:
+                    lost = parse_event(
                         {
                             "id": runner_lost_id(lease),
                             "type": EventType.RUNNER_LOST.value,
@@ -861,9 +861,11 @@ class Hub:
                             },
                         },
                         HUB_PUBLISHER,
-                    ),
-                    lambda outcome: None,
-                )
+                    )
+                except FrameError as exc:  # a lease taken before task ids were checked
+                    log.warning("dropping the lease on %r: %s", lease.task_id, exc)
+                else:
+                    self.submit(lost, lambda outcome: None)
 
             def forget(
                 current: dict[str, Any] | None, lapsed: Lease = lease

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from taskcast.channels import InvalidChannel, validate_pattern
+from taskcast.channels import InvalidChannel, validate_pattern, validate_task_id
 from taskcast.commands import COMMAND_TYPE
 from taskcast.frames import (
     MAX_SEQ,
@@ -390,7 +390,12 @@ async def post_command(request: web.Request) -> web.Response:
 
 
 def _may_run(request: web.Request, task_id: str) -> None:
-    """Holding a task's lease needs the right to publish its events."""
+    """Holding a task's lease needs a task id that can name a task and the right to
+    publish its events."""
+    try:
+        validate_task_id(task_id)
+    except InvalidChannel as exc:
+        raise bad_request(ErrorCode.INVALID_CHANNEL, str(exc)) from None
     channel = f"tasks.{task_id}"
     refusal = (
         None if principal_of(request).can_publish(channel) else f"not allowed to run {task_id}"
