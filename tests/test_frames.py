@@ -105,6 +105,20 @@ def test_client_seq_is_replaced_by_the_hubs() -> None:
             '{"type":"api_action","payload":{"taskId":1,"message":"m","timestamp":1}}',
             "invalid_event",
         ),
+        (  # no time a clock can show: past year 275760, or before 1970
+            '{"type":"api_action","payload":{"taskId":"t","message":"m",'
+            '"timestamp":1180591620717411303424}}',
+            "invalid_event",
+        ),
+        (
+            '{"type":"api_action","payload":{"taskId":"t","message":"m",'
+            '"timestamp":8640000000000001}}',
+            "invalid_event",
+        ),
+        (
+            '{"type":"api_action","payload":{"taskId":"t","message":"m","timestamp":-1}}',
+            "invalid_event",
+        ),
         ('{"type": "subscribe"}', "invalid_channel"),
         ('{"type": "subscribe", "channel": "a.>.b"}', "invalid_channel"),
         ('{"type": "subscribe", "channel": "a", "since": -1}', "invalid_frame"),
@@ -118,6 +132,14 @@ def test_refused_frames(raw: str, code: str) -> None:
     assert caught.value.code == code
     error = decode(caught.value.to_frame())
     assert error["type"] == "error" and error["code"] == code and error["message"]
+
+
+def test_the_latest_timestamp_a_clock_can_show_is_taken() -> None:
+    frame = parse_client_frame(
+        '{"type":"api_action","payload":{"taskId":"t","message":"m","timestamp":8640000000000000}}'
+    )
+    assert isinstance(frame, Publish) and frame.payload is not None
+    assert frame.payload["timestamp"] == 8_640_000_000_000_000
 
 
 def test_error_echoes_the_event_id() -> None:

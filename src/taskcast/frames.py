@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -40,12 +40,17 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
 
+# The latest instant a JavaScript Date holds (year 275760): a timestamp past it is no
+# time at all, and one such event broke every dashboard that showed it.
+MAX_TIMESTAMP_MS = 8_640_000_000_000_000
+
+
 class ApiActionPayload(msgspec.Struct):
     """The seed contract's payload (DESIGN §1); extra keys are the user's business."""
 
     taskId: str
     message: str
-    timestamp: int
+    timestamp: Annotated[int, msgspec.Meta(ge=0, le=MAX_TIMESTAMP_MS)]  # ms since the epoch
 
 
 class FrameError(Exception):
