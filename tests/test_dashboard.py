@@ -294,6 +294,9 @@ async def read_tasks(http: str) -> list[dict[str, Any]]:
 
 
 async def test_events_per_minute_counts_the_whole_log(browser: Browser, secure_hub: Any) -> None:
+    """A log bigger than the page loads: the chart counts all of it, the tasks table
+    knows every task, the feed follows its newest event, and an event naming a time no
+    clock shows stops nothing."""
     import aiohttp
 
     from tests.helpers import bearer, publish_acked, seed, token
@@ -304,28 +307,51 @@ async def test_events_per_minute_counts_the_whole_log(browser: Browser, secure_h
         ws = await session.ws_connect(hub.url, headers=writer)
         for start in range(0, 5000, 1000):  # more than the 2,000 events a page loads
             await publish_acked(ws, [seed(f"t{n % 2000}", "x") for n in range(start, start + 1000)])
+        odd_time = {"type": "note", "payload": {"taskId": "t7", "timestamp": 1.2e21}}
+        await publish_acked(ws, [odd_time, seed("t8", "the newest")])
         await publish_acked(ws, [{"type": "note", "channel": "other.x", "payload": {}}] * 7)
         viewer = token(subscribe=["tasks.>"])
         async with session.get(f"{hub.http}/api/stats", headers=bearer(viewer)) as r:
             stats = await r.json()
-    assert sum(b["total"] for b in stats["buckets"]) == 5000  # other.x is not readable
+    assert sum(b["total"] for b in stats["buckets"]) == 5002  # other.x is not readable
     assert len(stats["buckets"]) == 60 and stats["until"] - stats["from"] == 3_600_000
     page = await open_dashboard(browser, f"{hub.http}/?token={viewer}#")
     await page.wait_for_function(
-        "[...window.taskcastDashboard.perMinute.values()].reduce((a, b) => a + b, 0) === 5000",
+        "[...window.taskcastDashboard.perMinute.values()].reduce((a, b) => a + b, 0) === 5002",
         timeout=15_000,
     )
     assert "whole log" in await page.locator("#chart-range").inner_text()
-    # Some 2,000 tasks (/api/tasks gave 500, the backlog the rest): the table shows the
-    # 500 most recently active and says so.
+    # 2,000 tasks, more than one /api/tasks page: the table shows the 500 most recently
+    # active and says so; sorted by name, the first are t0, t1, t10 (none left out).
+    shown = "500 of 2,000 shown, sort to see others"
     await page.wait_for_function(
-        "document.getElementById('tasks-shown').textContent.startsWith('500 of 1,9')",
-        timeout=15_000,
+        f"document.getElementById('tasks-shown').textContent === {shown!r}", timeout=15_000
     )
-    known = await page.evaluate("window.taskcastDashboard.tasks.size")
-    shown = await page.locator("#tasks-shown").inner_text()
-    assert shown == f"500 of {known:,} shown, sort to see others"
     assert await page.locator("#tasks tbody tr").count() == 500
+    await page.locator("#tasks th[data-sort='taskId']").click()
+    await page.locator("#tasks th[data-sort='taskId']").click()  # ascending
+    first = page.locator("#tasks tbody tr").first
+    assert await first.get_attribute("data-task") == "t0"
+    # The feed followed the backlog to its newest row, and stops following when the
+    # user scrolls up (what comes meanwhile is announced; the button brings it back).
+    newest = page.locator("#feed .row").last
+    assert "the newest" in await newest.inner_text()
+    at_bottom = "feed.scrollTop + feed.clientHeight >= feed.scrollHeight - 8"
+    await page.wait_for_function(at_bottom, timeout=5_000)
+    assert await page.locator("#jump").is_hidden()
+    await page.locator("#feed").hover()
+    await page.mouse.wheel(0, -3000)
+    await page.wait_for_function("!window.taskcastDashboard.stick", timeout=5_000)
+    async with aiohttp.ClientSession() as session:
+        later = seed("t9", "while scrolled up")
+        async with session.post(f"{hub.http}/api/events", json=later, headers=writer) as r:
+            assert r.status == 200
+    await page.locator("#jump").wait_for(state="visible", timeout=5_000)
+    assert not await page.evaluate(at_bottom)
+    await page.locator("#jump").click()
+    await page.wait_for_function(at_bottom, timeout=5_000)
+    assert "while scrolled up" in await page.locator("#feed .row").last.inner_text()
+    assert page.errors == []  # type: ignore[attr-defined]
 
 
 async def test_a_task_whose_runner_died_is_shown_lost_with_its_resume_command(

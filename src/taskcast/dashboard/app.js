@@ -5,6 +5,8 @@ import { HubClient, ResumePoint, subscribe } from "./sdk/index.js";
 
 const MAX_ROWS = 3000;            // rows kept in the feed
 const TASK_ROWS = 500;            // rows of the tasks table, in its sort order
+const TASKS_PAGE = 1000;          // task summaries per /api/tasks request (its most)
+const MAX_TASKS = 50000;          // task summaries loaded at most
 const INITIAL_BACKLOG = 2000;     // events replayed on first load
 const params = new URLSearchParams(location.search);
 const token = params.get("token");
@@ -39,7 +41,11 @@ const feed = $("feed");
 // 2,000 tasks in the table that was most of a slow machine's first load.
 const timeFormat = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
 const numberFormat = new Intl.NumberFormat();
-const fmtTime = (ms) => (ms ? timeFormat.format(ms) : "");
+// A time an event names, if it is one a clock can show (any publisher may write any
+// number there, and one a Date cannot hold used to stop the feed).
+const MAX_TIME_MS = 8.64e15;
+const validTime = (ms) => (typeof ms === "number" && ms > 0 && ms <= MAX_TIME_MS ? ms : undefined);
+const fmtTime = (ms) => (validTime(ms) ? timeFormat.format(ms) : "");
 const fmtDuration = (ms) => (ms < 1000 ? ms + " ms" : ms < 60000 ? (ms / 1000).toFixed(1) + " s" : Math.round(ms / 60000) + " min");
 const fmtNum = (n) => numberFormat.format(n || 0);
 
@@ -67,13 +73,14 @@ async function start() {
   } catch (err) { /* the needs panel stays hidden without them */ }
   setupNotifications();
   try {
-    const reply = await fetch("/api/tasks", { headers });
+    const reply = await fetch(`/api/tasks?limit=${TASKS_PAGE}`, { headers });
     if (reply.status === 401) {  // the hub requires a token and we have none (or a bad one)
       setStatus("down", "token required: open /?token=…");
       state.needsToken = true;
     } else if (reply.ok) {
       for (const task of await reply.json()) state.tasks.set(task.taskId, task);
       renderTasks();
+      loadOlderTasks(reply.headers.get("X-Taskcast-Next-Before"));  // not waited for
     }
     // The head is in /healthz only for admin or metrics tokens; otherwise the first
     // `subscribed` reply tells it (see connect).
@@ -97,6 +104,24 @@ async function start() {
   // The table is rebuilt only when a task changed: with thousands of tasks a rebuild
   // is a full layout of the page.
   setInterval(() => { if (state.tasksChanged) renderTasks(); renderCharts(); }, 2000);
+}
+
+// Every task the token may read, not just the most recent page: the table sorts them
+// all. Page after page in the background, up to MAX_TASKS (the most recently active).
+async function loadOlderTasks(before) {
+  try {
+    while (before && state.tasks.size < MAX_TASKS) {
+      const reply = await fetch(`/api/tasks?limit=${TASKS_PAGE}&before=${before}`, { headers });
+      if (!reply.ok) return;
+      for (const task of await reply.json()) {  // the hub's summary counts all it has seen
+        const seen = state.tasks.get(task.taskId);
+        if (!seen || (task.lastSeq || 0) >= (seen.lastSeq || 0)) state.tasks.set(task.taskId, task);
+      }
+      state.tasksChanged = true;
+      before = reply.headers.get("X-Taskcast-Next-Before");
+    }
+    state.tasksCapped = Boolean(before);
+  } catch (err) { /* the table keeps what it has */ }
 }
 
 const wsUrl = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
@@ -184,7 +209,7 @@ function receive(event) {
   trackRequests(event);
   $("stat-head").textContent = fmtNum(event.seq);
   $("stat-tasks").textContent = fmtNum(state.tasks.size);
-  if (state.loadedAt !== undefined && event.seq > state.loadedAt) {  // live, not backlog
+  if (isLive(event)) {
     const minute = Math.floor(Date.now() / 60000) * 60000;
     state.perMinute.set(minute, (state.perMinute.get(minute) || 0) + 1);
   }
@@ -199,10 +224,15 @@ function receive(event) {
   else showRow(event);
 }
 
+// Published after the page loaded, not part of the backlog it replayed first.
+const isLive = (event) => state.loadedAt !== undefined && event.seq > state.loadedAt;
+
 function foldIntoTask(event) {
   const p = event.payload || {};
   if (!p.taskId) return;
-  const now = typeof p.timestamp === "number" ? p.timestamp : Date.now();
+  // An event without a time of its own happened now if it is live; one from the
+  // backlog happened at some time before the page: it moves no clock.
+  const now = validTime(p.timestamp) ?? (isLive(event) ? Date.now() : undefined);
   let t = state.tasks.get(p.taskId);
   if (!t) {
     t = { taskId: p.taskId, status: S.ACTIVE, apiActions: 0, toolCalls: 0, toolFailures: 0,
@@ -212,7 +242,10 @@ function foldIntoTask(event) {
   if (event.seq <= (t.lastSeq || 0)) return; // the server summary already counts it
   state.tasksChanged = true;
   t.lastSeq = event.seq;
-  t.lastActivity = now;
+  if (now !== undefined) {
+    t.lastActivity = Math.max(t.lastActivity || 0, now);
+    t.startedAt = Math.min(t.startedAt ?? now, now);
+  }
   // As summaries.py: anything published for a lost task means a runner is at it again.
   if (t.status === S.LOST && event.type !== T.RUNNER_LOST) t.status = S.RUNNING;
   switch (event.type) {
@@ -224,9 +257,10 @@ function foldIntoTask(event) {
     case T.LLM_USAGE: t.inputTokens += p.inputTokens || 0; t.outputTokens += p.outputTokens || 0; break;
     case T.TOOL_EXECUTED: t.toolCalls += 1; if (p.success === false) t.toolFailures += 1; break;
     case T.TASK_COMPLETED: case T.TASK_FAILED: case T.TASK_ABORTED:
-      t.status = state.C.finalStatuses[event.type]; t.endedAt = now; t.result = p.result; t.error = p.error; break;
+      t.status = state.C.finalStatuses[event.type]; t.endedAt = now ?? null; t.result = p.result; t.error = p.error; break;
   }
-  t.durationMs = (t.endedAt || now) - t.startedAt;
+  const until = t.endedAt ?? t.lastActivity;
+  t.durationMs = until !== undefined && t.startedAt !== undefined ? Math.max(0, until - t.startedAt) : 0;
 }
 
 function describe(event) {
@@ -338,8 +372,9 @@ function renderTasks() {
   const body = document.querySelector("#tasks tbody");
   // Past a few hundred rows a table is not read but scrolled, and each rebuild lays out
   // every row: the first TASK_ROWS in the chosen order are shown, the count says so.
+  const known = fmtNum(tasks.length) + (state.tasksCapped ? "+ (the most recently active)" : "");
   $("tasks-shown").textContent = tasks.length > TASK_ROWS
-    ? `${fmtNum(TASK_ROWS)} of ${fmtNum(tasks.length)} shown, sort to see others` : "";
+    ? `${fmtNum(TASK_ROWS)} of ${known} shown, sort to see others` : "";
   body.replaceChildren(...tasks.slice(0, TASK_ROWS).map((t) => {
     const tr = el("tr");
     tr.dataset.task = t.taskId;
@@ -612,8 +647,16 @@ $("pause").onclick = () => {
   }
   updateCount();
 };
+// The feed stops following only when the user scrolls it: a scroll event also comes
+// after the page's own scroll while a backlog goes on growing the feed (and as rows
+// scrolled into view take their real height), where "not at the bottom" is no intent.
+let userScrolledAt = -Infinity;
+for (const type of ["wheel", "touchmove", "keydown", "pointerdown"]) {
+  feed.addEventListener(type, () => { userScrolledAt = performance.now(); }, { passive: true });
+}
 feed.addEventListener("scroll", () => {
-  state.stick = feed.scrollTop + feed.clientHeight >= feed.scrollHeight - 8;
+  if (feed.scrollTop + feed.clientHeight >= feed.scrollHeight - 8) state.stick = true;
+  else if (performance.now() - userScrolledAt < 1000) state.stick = false;
   if (state.stick) $("jump").hidden = true;
 });
 $("jump").onclick = () => { state.stick = true; feed.scrollTop = feed.scrollHeight; $("jump").hidden = true; };
