@@ -431,8 +431,9 @@ async def test_http_publish_and_audit_query(start_hub: Any, store: str) -> None:
             assert r.content_type == "application/x-ndjson"
             lines = (await r.text()).splitlines()
             assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3, 4, 5, 6]
-        async with session.get(base, params={"since": "x"}) as r:
-            assert r.status == 400 and (await r.json())["code"] == "invalid_query"
+        for odd in ("x", "1_0", "+5", " 5", "\u0663", "\uff11"):  # int() takes all but x
+            async with session.get(base, params={"since": odd}) as r:
+                assert r.status == 400 and (await r.json())["code"] == "invalid_query", odd
         async with session.get(base, params={"channel": "a.>.b"}) as r:
             assert r.status == 400 and (await r.json())["code"] == "invalid_channel"
         async with session.get(f"{hub.http}/healthz") as r:

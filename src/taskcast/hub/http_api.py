@@ -162,14 +162,18 @@ async def publish_object(request: web.Request, obj: dict[str, Any]) -> web.Respo
     )
 
 
+def is_decimal(value: str) -> bool:
+    """ASCII digits only: ``int()`` also takes "1_0", " 5", "+5" and other scripts' digits."""
+    return value.isascii() and value.isdigit()
+
+
 def _int_param(request: web.Request, name: str, default: int | None) -> int | None:
     value = request.query.get(name)
     if value is None or value == "":
         return default
-    try:
-        number = int(value) if len(value) <= 20 else -1
-    except ValueError:
-        raise bad_request(ErrorCode.INVALID_QUERY, f"{name} must be an integer") from None
+    if not is_decimal(value):
+        raise bad_request(ErrorCode.INVALID_QUERY, f"{name} must be an integer")
+    number = int(value) if len(value) <= 20 else -1
     if not 0 <= number <= MAX_SEQ:
         raise bad_request(ErrorCode.INVALID_QUERY, f"{name} must be an integer from 0 to {MAX_SEQ}")
     return number
@@ -416,7 +420,8 @@ async def take_lease(request: web.Request) -> web.Response:
     holder, ttl = body.get("holder"), body.get("ttl", DEFAULT_TTL_SECONDS)
     if not isinstance(holder, str) or not holder or len(holder) > 200:
         raise bad_request(
-            ErrorCode.INVALID_LEASE, "'holder' (a string naming the runner) is required"
+            ErrorCode.INVALID_LEASE,
+            "'holder' must be a string of 1 to 200 characters naming the runner",
         )
     if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= 3600:
         raise bad_request(ErrorCode.INVALID_LEASE, "'ttl' must be seconds from 1 to 3600")
@@ -532,7 +537,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     if refusal is not None:
         raise http_refusal(refusal)
     last_event_id = request.headers.get("Last-Event-ID", "")
-    if last_event_id.isdigit() and len(last_event_id) <= 19 and int(last_event_id) <= MAX_SEQ:
+    if is_decimal(last_event_id) and len(last_event_id) <= 19 and int(last_event_id) <= MAX_SEQ:
         since: int | None = int(last_event_id)
     else:
         since = _int_param(request, "since", None)
