@@ -241,6 +241,31 @@ async def test_oversized_frame_and_idle_and_handshake_timeouts(start_hub: Any) -
         writer.close()
 
 
+async def test_requests_nobody_can_parse_are_answered_400_and_flood_no_log(
+    start_hub: Any,
+) -> None:
+    """Malformed HTTP is the client's mistake: a 400 for each, and neither an ERROR nor
+    a traceback in the hub's log (aiohttp writes both for each, so anyone could fill the
+    disk), and the hub serves on."""
+    hub = start_hub()
+    broken = [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nbadheader\r\n\r\n",
+        b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"GET /api/events?since=\xff HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+    for request in broken * 25:
+        reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+        writer.write(request)
+        answer = await asyncio.wait_for(reader.read(), 10)
+        assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), (request, answer[:80])
+        writer.close()
+    async with aiohttp.ClientSession() as session, session.get(f"{hub.http}/healthz") as r:
+        assert r.status == 200
+    log = hub.log_path.read_text()
+    assert "ERROR" not in log and "Traceback" not in log, log[-2000:]
+
+
 async def test_tls_round_trip(secure_hub: Any, tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     hub = secure_hub("--tls-cert", str(cert), "--tls-key", str(key))

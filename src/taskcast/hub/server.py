@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from taskcast.commands import CommandAction, Rejection, RemoteEvent, RequestKind
 from taskcast.frames import error_frame
@@ -44,6 +45,22 @@ GC_THRESHOLDS = (50_000, 20, 10)
 # (the kernel caps it at net.core.somaxconn).
 LISTEN_BACKLOG = 4096
 log = logging.getLogger("taskcast.hub")
+
+
+class ClientErrorsAreDebug(logging.Filter):
+    """A request aiohttp cannot parse is the client's mistake, already answered 400:
+    aiohttp logs each as an ERROR with a traceback, which lets anyone flood the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.msg = f"{record.getMessage()}: {record.exc_info[1].message}"
+            record.args, record.exc_info, record.exc_text = (), None, None
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_CLIENT_ERRORS = ClientErrorsAreDebug()
 
 
 async def websocket_endpoint(request: web.Request) -> web.WebSocketResponse:
@@ -153,6 +170,7 @@ async def serve(
 ) -> None:
     """Run a hub until SIGINT/SIGTERM (or ``stop``), then shut down gracefully."""
     check_exposure(config)
+    logging.getLogger("aiohttp.server").addFilter(_CLIENT_ERRORS)  # once: a set
     gc.set_threshold(*GC_THRESHOLDS)
     open_files = raise_open_files_limit(config.max_connections)
     ssl_context = tls_context(config)
