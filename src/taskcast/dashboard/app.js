@@ -268,10 +268,10 @@ function describe(event) {
   switch (event.type) {
     case T.API_ACTION: return p.message || "";
     case T.TOOL_EXECUTED:
-      return `${p.tool}(${p.arguments || ""}) ${p.success ? "ok" : "FAILED"} · ${p.durationMs} ms\n${p.output || ""}`;
+      return `${p.tool ?? "?"}(${p.arguments || ""}) ${p.success ? "ok" : "FAILED"} · ${p.durationMs ?? "?"} ms\n${p.output || ""}`;
     case T.LLM_USAGE:
-      return `${p.provider}/${p.model} · ${p.inputTokens} in · ${p.outputTokens} out · ${p.latencyMs} ms`;
-    case T.TASK_STARTED: return `${p.provider}/${p.model}: ${p.prompt || ""}`;
+      return `${p.provider ?? "?"}/${p.model ?? "?"} · ${p.inputTokens ?? 0} in · ${p.outputTokens ?? 0} out · ${p.latencyMs ?? "?"} ms`;
+    case T.TASK_STARTED: return `${p.provider ?? "?"}/${p.model ?? "?"}: ${p.prompt || ""}`;
     case T.TASK_COMPLETED: return p.result || "";
     case T.TASK_FAILED: return p.error || "";
     case T.TASK_ABORTED: return `aborted by ${p.by || "?"}${p.reason ? ": " + p.reason : ""}`;
