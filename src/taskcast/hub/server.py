@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from taskcast.commands import CommandAction, Rejection, RemoteEvent, RequestKind
 from taskcast.frames import error_frame
@@ -52,9 +53,14 @@ class ClientErrorsAreDebug(logging.Filter):
     aiohttp logs each as an ERROR with a traceback, which lets anyone flood the log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+        error = record.exc_info[1] if record.exc_info else None
+        # A body its Content-Encoding does not describe, found when aiohttp drains what
+        # a handler did not read: the parse error is the cause of a RequestPayloadError.
+        if isinstance(error, RequestPayloadError):
+            error = error.__cause__
+        if isinstance(error, HttpProcessingError):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            record.msg = f"{record.getMessage()}: {record.exc_info[1].message}"
+            record.msg = f"{record.getMessage()}: {error.message}"
             record.args, record.exc_info, record.exc_text = (), None, None
             return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         return True
