@@ -434,15 +434,25 @@ async def test_a_file_that_is_no_log_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(NotALog, match=r"pipe is not a regular file"):
         await SqliteStore(fifo).open()
     assert stat.S_IMODE(fifo.stat().st_mode) == 0o644 and not Path(f"{fifo}.lock").exists()
-    # Another program's SQLite database is not taken over (tables added to it).
-    other = tmp_path / "app.db"
-    with contextlib.closing(sqlite3.connect(other)) as conn:
-        conn.execute("CREATE TABLE users (name TEXT)")
-        conn.commit()
-    with pytest.raises(NotALog, match=r"app\.db is not a taskcast log: .*other tables \(users\)"):
-        await SqliteStore(other).open()
-    with contextlib.closing(sqlite3.connect(other)) as conn:
-        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("users",)]
+    # Another program's SQLite database is not taken over (tables added to it), not
+    # even one with an events table of its own; nothing is made beside it.
+    for name, schema in (("app.db", "users (name TEXT)"), ("cal.db", "events (id, title)")):
+        other = tmp_path / name
+        with contextlib.closing(sqlite3.connect(other)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"CREATE TABLE {schema}")
+            conn.commit()
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        Path(f"{other}-wal").unlink(missing_ok=True)
+        Path(f"{other}-shm").unlink(missing_ok=True)
+        other.chmod(0o644)
+        table = schema.split()[0]
+        with pytest.raises(NotALog, match=rf"{name} is not a taskcast log: .*tables \({table}\)"):
+            await SqliteStore(other).open()
+        assert sorted(p.name for p in tmp_path.glob(f"{name}*")) == [name]
+        assert stat.S_IMODE(other.stat().st_mode) == 0o644
+        with contextlib.closing(sqlite3.connect(other)) as conn:
+            assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [(table,)]
     # A real log whose write lock another process holds past the busy timeout is not
     # called "not a log" (an operator might delete it): it is held.
     log = tmp_path / "log.db"

@@ -240,16 +240,20 @@ def log_file_refusal(path: Path) -> str | None:
     with open(path, "rb") as file:
         if file.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
             return f"{path} is not a taskcast log: not an SQLite database"
+    # immutable: read the file as it is, making no -wal or -shm beside it. What only a
+    # WAL holds goes unseen, which can only make the check pass (a log's schema is
+    # written before its first checkpoint, whole).
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
         try:
             rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
         finally:
             conn.close()
     except sqlite3.Error:
         return None  # damaged, say: opening it says what is wrong
     tables = sorted(name for (name,) in rows)
-    if tables and "events" not in tables:
+    if tables and not {"seq", "channel", "body"} <= columns:
         shown = ", ".join(tables[:3]) + (", …" if len(tables) > 3 else "")
         return f"{path} is not a taskcast log: an SQLite database of other tables ({shown})"
     return None
