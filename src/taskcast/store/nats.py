@@ -240,19 +240,18 @@ class NatsStore:
 
     async def _connect(self, name: str, *, primary: bool) -> Client:
         client = Client()
-        refused = asyncio.Event()  # every server gave an answer retrying cannot change
-        final_answers = 0
+        # The one server listed gave an answer no retry changes. With several, another
+        # may still answer (the client does not say which server refused): they get the
+        # whole retry window.
+        refused = asyncio.Event()
 
         async def on_error(exc: Exception) -> None:
-            nonlocal final_answers
             await (self._error if primary else _quiet_error)(exc)
-            if is_final_refusal(exc):
-                final_answers += 1
-                if final_answers >= len(self.servers):
-                    refused.set()
+            if len(self.servers) == 1 and is_final_refusal(exc):
+                refused.set()
 
         # A client that reconnects forever also retries its first connect forever: a hub
-        # pointed at no NATS must say so instead, and at once when the servers refuse it.
+        # pointed at no NATS must say so instead, and at once when its server refuses it.
         connecting = asyncio.ensure_future(
             client.connect(
                 servers=self.servers,
