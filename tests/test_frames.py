@@ -105,7 +105,7 @@ def test_client_seq_is_replaced_by_the_hubs() -> None:
             '{"type":"api_action","payload":{"taskId":1,"message":"m","timestamp":1}}',
             "invalid_event",
         ),
-        (  # no time a clock can show: past year 275760, or before 1970
+        (  # no time a Date holds: past year 275760, or before year -271821
             '{"type":"api_action","payload":{"taskId":"t","message":"m",'
             '"timestamp":1180591620717411303424}}',
             "invalid_event",
@@ -116,7 +116,8 @@ def test_client_seq_is_replaced_by_the_hubs() -> None:
             "invalid_event",
         ),
         (
-            '{"type":"api_action","payload":{"taskId":"t","message":"m","timestamp":-1}}',
+            '{"type":"api_action","payload":{"taskId":"t","message":"m",'
+            '"timestamp":-8640000000000001}}',
             "invalid_event",
         ),
         ('{"type": "subscribe"}', "invalid_channel"),
@@ -140,6 +141,10 @@ def test_the_latest_timestamp_a_clock_can_show_is_taken() -> None:
     )
     assert isinstance(frame, Publish) and frame.payload is not None
     assert frame.payload["timestamp"] == 8_640_000_000_000_000
+    before_1970 = parse_client_frame(
+        '{"type":"api_action","payload":{"taskId":"t","message":"m","timestamp":-1}}'
+    )
+    assert isinstance(before_1970, Publish)  # accepted before the bound came: still is
 
 
 def test_error_echoes_the_event_id() -> None:

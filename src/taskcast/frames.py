@@ -40,8 +40,8 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
 
-# The latest instant a JavaScript Date holds (year 275760): a timestamp past it is no
-# time at all, and one such event broke every dashboard that showed it.
+# The span of instants a JavaScript Date holds (years -271821 to 275760): a timestamp
+# outside it is no time at all, and one such event broke every dashboard that showed it.
 MAX_TIMESTAMP_MS = 8_640_000_000_000_000
 
 
@@ -50,7 +50,7 @@ class ApiActionPayload(msgspec.Struct):
 
     taskId: str
     message: str
-    timestamp: Annotated[int, msgspec.Meta(ge=0, le=MAX_TIMESTAMP_MS)]  # ms since the epoch
+    timestamp: Annotated[int, msgspec.Meta(ge=-MAX_TIMESTAMP_MS, le=MAX_TIMESTAMP_MS)]  # epoch ms
 
 
 class FrameError(Exception):
