@@ -113,15 +113,25 @@ async function loadOlderTasks(before) {
     while (before && state.tasks.size < MAX_TASKS) {
       const reply = await fetch(`/api/tasks?limit=${TASKS_PAGE}&before=${before}`, { headers });
       if (!reply.ok) return;
-      for (const task of await reply.json()) {  // the hub's summary counts all it has seen
-        const seen = state.tasks.get(task.taskId);
-        if (!seen || (task.lastSeq || 0) >= (seen.lastSeq || 0)) state.tasks.set(task.taskId, task);
-      }
+      for (const task of await reply.json()) adoptSummary(task);
       state.tasksChanged = true;
       before = reply.headers.get("X-Taskcast-Next-Before");
     }
     state.tasksCapped = Boolean(before);
   } catch (err) { /* the table keeps what it has */ }
+}
+
+// The hub's summary counts all the task's events up to its lastSeq; what this page
+// folded of the task from the events it holds (backlog, live) only some. The summary,
+// then those events after it (a live one may be newer than the page the summary came in).
+function adoptSummary(task) {
+  const seen = state.tasks.get(task.taskId);
+  state.tasks.set(task.taskId, task);
+  if (seen && (seen.lastSeq || 0) > (task.lastSeq || 0)) {
+    for (const event of state.events) {
+      if (event.payload && event.payload.taskId === task.taskId) foldIntoTask(event);
+    }
+  }
 }
 
 const wsUrl = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
