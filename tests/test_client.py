@@ -298,6 +298,24 @@ def test_run_refuses_a_missing_cwd_and_a_missing_api_key_at_once(tmp_path: Path)
         assert keyless.returncode == 2 and variable in keyless.stderr
 
 
+def test_a_hub_that_is_no_url_is_refused_by_every_command_at_once() -> None:
+    """``--hub notaurl`` (or one bad node of several): a usage error naming it, exit 2,
+    before anything is tried ("cannot reach the hub at notaurl/api/…" before)."""
+    for command, hubs, bad in (
+        (["say", "t", "hi"], "notaurl", "notaurl"),
+        (["listen", "tasks.>"], "ws://127.0.0.1:1/ws,bogus", "bogus"),
+        (["run", "do it"], "ftp://x/ws", "ftp://x/ws"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "taskcast", *command, "--hub", hubs],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, (command, hubs, done.stderr)
+        assert f"{bad!r} is not a hub URL" in done.stderr, done.stderr
+
+
 def test_listen_says_it_cannot_reach_the_hub_and_gives_up() -> None:
     out = subprocess.run(
         [

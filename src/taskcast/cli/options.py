@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
@@ -95,8 +96,20 @@ def size_option(_ctx: click.Context, _param: click.Parameter, value: str) -> int
 DEFAULT_HUB_URL = f"ws://{DEFAULT_HOST}:{DEFAULT_PORT}/ws"
 
 
+HUB_SCHEMES = ("ws", "wss", "http", "https")
+
+
 def joined_hubs(values: tuple[str, ...]) -> str | None:
-    """``--hub`` given several times: one comma-separated list (the client's HubUrls)."""
+    """``--hub`` given several times: one comma-separated list (the client's HubUrls),
+    each a URL the client can reach (``notaurl`` was tried as a path)."""
+    for value in values:
+        for url in value.split(","):
+            parts = urlsplit(url.strip())
+            if parts.scheme not in HUB_SCHEMES or not parts.hostname:
+                raise click.BadParameter(
+                    f"{url.strip()!r} is not a hub URL (like ws://127.0.0.1:8765/ws)",
+                    param_hint="--hub",
+                )
     return ",".join(values) if values else None
 
 
