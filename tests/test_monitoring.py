@@ -159,6 +159,16 @@ def test_summaries_fold_events_in_order() -> None:
     assert (view["apiActions"], view["toolCalls"], view["toolFailures"]) == (1, 1, 1)
     assert (view["inputTokens"], view["outputTokens"], view["model"]) == (7, 2, "m")
     assert len(summaries.tasks) == 1
+    # Running, the duration goes on with the clock; known only from other events, it
+    # lasted until the last one (not until whenever someone asks).
+    summaries.observe(7, 3000, "task_started", "r", "agent", body("task_started"))
+    summaries.observe(8, 4000, "api_action", "seed", "agent", b"{}")
+    summaries.observe(9, 4200, "api_action", "seed", "agent", b"{}")
+    running, seed_only = summaries.get("r"), summaries.get("seed")
+    assert running is not None and seed_only is not None
+    assert running.to_json(now_ms=9000)["durationMs"] == 6000
+    assert seed_only.to_json(now_ms=9000)["durationMs"] == 200
+    assert seed_only.to_json(now_ms=99_000_000)["durationMs"] == 200
 
 
 def test_a_lost_runner_makes_a_task_lost_until_something_runs_it_again() -> None:

@@ -65,7 +65,13 @@ class TaskSummary:
         return self.status
 
     def to_json(self, now_ms: int) -> dict[str, Any]:
-        end = self.ended_at if self.ended_at is not None else now_ms
+        # A running task's duration goes on with the clock; one known only from other
+        # events (or whose runner was lost) lasted until its last event, as far as
+        # anyone knows (an api_action sent a minute ago is no task running a minute).
+        if self.ended_at is not None:
+            end = self.ended_at
+        else:
+            end = now_ms if self.status == TaskStatus.RUNNING else self.last_activity
         return {
             "taskId": self.task_id,
             "channel": self.channel,
