@@ -411,6 +411,12 @@ async def test_http_publish_and_audit_query(start_hub: Any, store: str) -> None:
                     "code": "bad_json",
                     "message": "frame is not valid UTF-8",
                 }
+        # No such route, or not that method: the same JSON error object as every refusal.
+        async with session.get(f"{hub.http}/api/nonexistent") as r:
+            assert r.status == 404 and (await r.json())["code"] == "not_found"
+        async with session.put(f"{hub.http}/api/events", json={}) as r:
+            assert r.status == 405 and (await r.json())["code"] == "method_not_allowed"
+            assert r.headers["Allow"] == "GET, HEAD, POST"
         gzipped = {**JSON, "Content-Encoding": "gzip"}
         async with session.post(f"{hub.http}/api/events", data=b"not gzip", headers=gzipped) as r:
             assert r.status == 400 and (await r.json())["code"] == "bad_json", await r.text()

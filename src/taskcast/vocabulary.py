@@ -68,6 +68,7 @@ class ErrorCode(StrEnum):
     INVALID_QUERY = "invalid_query"
     TOO_LARGE = "too_large"
     NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # HTTP only: a route that takes other methods
     UNAUTHORIZED = "unauthorized"
     TOO_MANY_CONNECTIONS = "too_many_connections"
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"

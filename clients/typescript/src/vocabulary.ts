@@ -55,6 +55,7 @@ export const ErrorCode = {
   INVALID_QUERY: "invalid_query",
   TOO_LARGE: "too_large",
   NOT_FOUND: "not_found",
+  METHOD_NOT_ALLOWED: "method_not_allowed",
   UNAUTHORIZED: "unauthorized",
   TOO_MANY_CONNECTIONS: "too_many_connections",
   TOO_MANY_SUBSCRIPTIONS: "too_many_subscriptions",

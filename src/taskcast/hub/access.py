@@ -29,6 +29,7 @@ HTTP_STATUS: dict[str, int] = {
     ErrorCode.TOO_MANY_CONNECTIONS: 503,
     ErrorCode.SHUTTING_DOWN: 503,
     ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.ALREADY_RESOLVED: 409,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.STORE_UNAVAILABLE: 503,

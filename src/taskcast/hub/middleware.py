@@ -77,15 +77,29 @@ def make_access_middleware(config: HubConfig, refused: Callable[[str], None]) ->
                 request[PRINCIPAL_KEY] = authenticate(request, config)
             except web.HTTPException:
                 request[PRINCIPAL_KEY] = None
-            return await handler(request)
+            return await routed(request, handler)
         try:
             request[PRINCIPAL_KEY] = authenticate(request, config)
         except web.HTTPException:
             refused("unauthorized")
             raise
-        return await handler(request)
+        return await routed(request, handler)
 
     return access
+
+
+async def routed(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's answer; the router's own 404 and 405 as JSON, as every refusal."""
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        error = FrameError(ErrorCode.METHOD_NOT_ALLOWED, f"{request.path} takes {allowed}")
+        answer = http_refusal(error)
+        answer.headers["Allow"] = allowed
+        raise answer from None
+    except web.HTTPNotFound:
+        raise http_refusal(FrameError(ErrorCode.NOT_FOUND, f"no {request.path} here")) from None
 
 
 def make_cors_hook(config: HubConfig) -> Callable[[web.Request, web.StreamResponse], Any]:
