@@ -404,6 +404,14 @@ def test_a_file_where_the_store_wants_a_directory_is_named(tmp_path: Path) -> No
     assert f"cannot create the directory FILE: {tmp_path}/FILE is a file" in done.stderr
     assert "Traceback" not in done.stderr
     assert (tmp_path / "FILE").read_text() == "mine\n"
+    # A place where no file can be made (as root too): the log is named, not only its lock.
+    done = subprocess.run(
+        [sys.executable, "-m", "taskcast", "hub", "--port", "0", "--store", "sqlite:/proc/x.db"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "cannot use /proc/x.db: no lock file" in done.stderr
 
 
 async def test_a_file_that_is_no_log_is_refused_by_name(tmp_path: Path) -> None:

@@ -323,7 +323,13 @@ class SqliteStore:
         if problem is not None:
             raise NotALog(problem)
         ensure_private_dir(self.path.parent)
-        lock = open(ensure_private_file(Path(f"{self.path}.lock")), "wb")  # noqa: SIM115
+        lock_path = Path(f"{self.path}.lock")
+        try:
+            lock = open(ensure_private_file(lock_path), "wb")  # noqa: SIM115
+        except OSError as exc:  # the bare error named only the lock file
+            raise OSError(
+                f"cannot use {self.path}: no lock file {lock_path} ({exc.strerror})"
+            ) from exc
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
