@@ -102,15 +102,15 @@ HUB_SCHEMES = ("ws", "wss", "http", "https")
 def joined_hubs(values: tuple[str, ...]) -> str | None:
     """``--hub`` given several times: one comma-separated list (the client's HubUrls),
     each a URL the client can reach (``notaurl`` was tried as a path)."""
-    for value in values:
-        for url in value.split(","):
-            parts = urlsplit(url.strip())
-            if parts.scheme not in HUB_SCHEMES or not parts.hostname:
-                raise click.BadParameter(
-                    f"{url.strip()!r} is not a hub URL (like ws://127.0.0.1:8765/ws)",
-                    param_hint="--hub",
-                )
-    return ",".join(values) if values else None
+    if not values:
+        return None
+    for url in hub_urls(values):  # the URLs the client will try, split as it splits them
+        parts = urlsplit(url)
+        if parts.scheme not in HUB_SCHEMES or not parts.hostname:
+            raise click.BadParameter(
+                f"{url!r} is not a hub URL (like ws://127.0.0.1:8765/ws)", param_hint="--hub"
+            )
+    return ",".join(values)
 
 
 # Several --hub: the nodes of a cluster, tried in turn (the client fails over).
