@@ -10,10 +10,11 @@ import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from taskcast.channels import InvalidChannel, validate_pattern, validate_task_id
+from taskcast.channels import InvalidChannel, task_channel, validate_pattern, validate_task_id
 from taskcast.commands import COMMAND_TYPE
 from taskcast.frames import (
     MAX_SEQ,
@@ -118,7 +119,8 @@ async def read_object(request: web.Request) -> dict[str, Any] | web.Response:
         # answer, fails again and resets the connection before the answer arrives; and
         # the connection closed after it, as nothing on it can be trusted any more.
         request.content.feed_eof()
-        problem = str(exc).replace("\n", " ").split(", message: ")[-1].strip()
+        cause = exc.__cause__  # the parser's error, which says what was wrong
+        problem = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
         answer = refused(hub, FrameError(ErrorCode.BAD_JSON, f"body could not be read: {problem}"))
         answer.force_close()
         return answer
@@ -397,10 +399,9 @@ def _may_run(request: web.Request, task_id: str) -> None:
     """Holding a task's lease needs a task id that can name a task and the right to
     publish its events."""
     try:
-        validate_task_id(task_id)
+        channel = task_channel(validate_task_id(task_id))
     except InvalidChannel as exc:
         raise bad_request(ErrorCode.INVALID_CHANNEL, str(exc)) from None
-    channel = f"tasks.{task_id}"
     refusal = (
         None if principal_of(request).can_publish(channel) else f"not allowed to run {task_id}"
     )
