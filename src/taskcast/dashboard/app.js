@@ -78,7 +78,7 @@ async function start() {
       setStatus("down", "token required: open /?token=…");
       state.needsToken = true;
     } else if (reply.ok) {
-      for (const task of await reply.json()) state.tasks.set(task.taskId, task);
+      for (const task of await reply.json()) adoptSummary(task);
       renderTasks();
       loadOlderTasks(reply.headers.get("X-Taskcast-Next-Before"));  // not waited for
     }
