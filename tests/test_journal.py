@@ -1,0 +1,116 @@
+"""The commit journal's framing: a crash mid-write never turns into events."""
+
+from __future__ import annotations
+
+import resource
+import signal
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from taskcast.store.journal import Journal, frame_rows, read_frames
+
+rows_strategy = st.lists(
+    st.tuples(
+        st.integers(1, 2**62),
+        st.text(max_size=40),
+        st.text(max_size=40),
+        st.sampled_from(["api_action", "tool_result"]),
+        st.none() | st.text(max_size=20),
+        st.none() | st.text(max_size=10),
+        st.integers(0, 2**62),
+        st.binary(max_size=300),
+        st.text(max_size=20),
+    ),
+    max_size=12,
+)
+
+
+@given(st.lists(rows_strategy, max_size=5), st.data())
+def test_any_cut_reads_back_the_commits_written_whole(
+    commits: list[list[tuple[object, ...]]], data: st.DataObject
+) -> None:
+    """A commit is one frame: a cut anywhere gives back exactly the commits before it."""
+    frames = [frame_rows(rows) for rows in commits]
+    framed = b"".join(frames)
+    cut = data.draw(st.integers(0, len(framed)))
+    found, valid = read_frames(framed[:cut])
+    whole = 0
+    while whole < len(frames) and sum(map(len, frames[: whole + 1])) <= cut:
+        whole += 1
+    assert found == [row for rows in commits[:whole] for row in rows]
+    assert valid == sum(map(len, frames[:whole]))
+    assert read_frames(framed) == ([row for rows in commits for row in rows], len(framed))
+
+
+@given(st.lists(rows_strategy.filter(bool), min_size=1, max_size=4), st.data())
+def test_a_damaged_byte_never_reads_as_a_row(
+    commits: list[list[tuple[object, ...]]], data: st.DataObject
+) -> None:
+    framed = bytearray(b"".join(frame_rows(rows) for rows in commits))
+    where = data.draw(st.integers(0, len(framed) - 1))
+    framed[where] ^= data.draw(st.integers(1, 255))
+    found, _ = read_frames(bytes(framed))
+    every = [row for rows in commits for row in rows]
+    assert found == every[: len(found)]  # reading stops at the damage (CRC-32 per frame)
+
+
+def test_segments_roll_and_go_once_sqlite_holds_them(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "log.db", segment_bytes=100)
+    journal.start(1, "log-1")
+    row = (1, "id", "tasks.t", "api_action", "t", None, 0, b"x" * 80, "anonymous")
+    for seq in range(1, 6):
+        journal.write(frame_rows([(seq, *row[1:])]), seq)
+    assert len(journal.segment_paths()) == 5  # each write past 100 bytes starts a new one
+    journal.release(3)  # SQLite holds seqs 1-3: their closed files go, the rest stay
+    names = [path.name for path in journal.segment_paths()]
+    assert names == [f"log.db.journal-{seq:020d}" for seq in (4, 5)]
+    journal.close()
+    assert [r[0] for r in Journal(tmp_path / "log.db").recover("log-1")] == [4, 5]
+
+
+def test_a_failed_write_is_undone_so_later_entries_still_read_back(tmp_path: Path) -> None:
+    """A write the disk refuses halfway (full; here the file size limit) leaves no torn
+    frame before the next write's, which recovery would take for the journal's end."""
+    journal = Journal(tmp_path / "log.db")
+    journal.start(1, "log-1")
+
+    def entry(seq: int, size: int) -> bytes:
+        return frame_rows([(seq, f"e{seq}", "c", "note", None, None, 0, b"x" * size, "p")])
+
+    journal.write(entry(1, 10), 1)
+    (path,) = journal.segment_paths()
+    size = path.stat().st_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100, hard))
+    try:
+        with pytest.raises(OSError):
+            journal.write(entry(2, 1000), 2)  # 100 bytes go in, then the limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert path.stat().st_size == size
+    journal.write(entry(2, 20), 2)  # the seq the failed write never took
+    journal.close()
+    assert [row[1] for row in Journal(tmp_path / "log.db").recover("log-1")] == ["e1", "e2"]
+
+
+def test_a_journal_left_by_another_log_is_not_read_into_this_one(tmp_path: Path) -> None:
+    """The log was deleted and made anew beside its old journal: the new log (another
+    log id) takes none of the old one's events, and the old files go."""
+    old = Journal(tmp_path / "log.db")
+    old.start(1, "log-old")
+    old.write(frame_rows([(1, "e1", "c", "note", None, None, 0, b"{}", "p")]), 1)
+    old.close()
+    assert Journal(tmp_path / "log.db").recover("log-old") != []
+    new = Journal(tmp_path / "log.db")
+    assert new.recover("log-new") == []
+    new.start(1, "log-new")
+    new.close()
+    assert Journal(tmp_path / "log.db").recover("log-new") == []
+    (path,) = new.segment_paths()
+    path.write_bytes(b"")  # made, never written: read as nothing, quietly
+    assert Journal(tmp_path / "log.db").recover("log-new") == []
