@@ -674,11 +674,13 @@ async def test_log_outbox_and_history_are_private(tmp_path: Path) -> None:
         await task.run("hello")
         assert await service.aflush(10)
         await service.aclose()
+        assert list(store_dir.glob("events.db.journal-*"))  # the commit journal's file
         for path in (
             store_dir / "events.db",
             store_dir / "events.db-wal",
             store_dir / "events.db-shm",
             store_dir / "events.db.lock",
+            *store_dir.glob("events.db.journal-*"),
             outbox,
             *(tmp_path / "history" / task.task_id).iterdir(),
         ):

@@ -62,38 +62,6 @@ async def test_a_call_cancelled_before_it_started_is_not_run() -> None:
     await serial.shutdown()
 
 
-async def test_idle_only_once_every_call_has_ended_even_one_whose_caller_gave_up() -> None:
-    """The SQLite log uses the writer's connection on the loop only while the thread is
-    idle: a call whose caller was cancelled while it runs still holds it until it ends,
-    and a call skipped because its caller gave up before it started counts as ended."""
-    serial = SerialThread("test-serial")
-    assert serial.idle
-    started, gate = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        started.set()
-        gate.wait()
-
-    running = serial.call(hold)
-    assert not serial.idle
-    await asyncio.get_running_loop().run_in_executor(None, started.wait)
-    running.cancel()  # the caller gives up; the call itself goes on
-    assert not serial.idle  # the only call queued is still running
-    gate.set()
-    assert await serial.call(lambda: "next") == "next"
-    assert serial.idle  # ended before its caller heard of it
-    started.clear()
-    gate.clear()
-    blocker = serial.call(hold)
-    skipped = serial.call(lambda: "never")
-    skipped.cancel()  # cancelled while queued behind the blocker: it will be skipped
-    await asyncio.get_running_loop().run_in_executor(None, started.wait)
-    gate.set()
-    await blocker
-    assert await serial.call(lambda: 1) == 1 and serial.idle
-    await serial.shutdown()
-
-
 async def test_shutdown_runs_what_was_queued_then_refuses_new_calls() -> None:
     serial = SerialThread("test-serial")
     ran: list[int] = []

@@ -89,26 +89,27 @@ async def test_a_batch_of_any_size_is_stored_whole_in_order(store: EventStore, s
 
 
 async def _trace_writes(store: SqliteStore, trace: Callable[[str], None] | None) -> None:
-    """Trace what both of the store's writing connections run (the writer thread's and
-    the event loop's, for commits in place)."""
-    for conn in (store._write_conn, store._loop_conn):
-        assert conn is not None
-        await store._on_writer(conn.set_trace_callback, trace)
+    """Trace what the store's writing connection (the writer thread's) runs."""
+    conn = store._write_conn
+    assert conn is not None
+    await store._on_writer(conn.set_trace_callback, trace)
 
 
-async def test_sqlite_commits_a_small_batch_as_one_statement(tmp_path: Path) -> None:
+async def test_sqlite_folds_a_small_batch_as_one_statement(tmp_path: Path) -> None:
     """Each statement the writer steps is a GIL handoff against the busy event loop: a
-    batch that fits one INSERT is committed by that statement alone (no BEGIN, no
-    COMMIT), a bigger one in one transaction."""
+    fold that fits one INSERT is that statement alone (no BEGIN, no COMMIT), a bigger
+    one goes in one transaction."""
     store = SqliteStore(tmp_path / "log.db")
     await store.open()
     statements: list[str] = []
     await _trace_writes(store, statements.append)
     try:
         await store.append([event("a", n, id=f"s{n}") for n in range(ROWS_PER_INSERT)], 1)
+        await store._fold_upto(store.head)
         assert [sql.split(" ", 2)[:2] for sql in statements] == [["INSERT", "INTO"]]
         statements.clear()
         await store.append([event("a", n, id=f"b{n}") for n in range(ROWS_PER_INSERT + 1)], 1)
+        await store._fold_upto(store.head)
         assert [sql.split(" ", 1)[0] for sql in statements] == [
             "BEGIN",
             "INSERT",
@@ -127,71 +128,131 @@ async def test_sqlite_commits_a_small_batch_as_one_statement(tmp_path: Path) -> 
         await reopened.close()
 
 
-async def test_sqlite_commits_in_place_only_when_the_writer_is_idle(tmp_path: Path) -> None:
-    """A one-statement batch is committed on the event loop's own thread when the writer
-    thread has nothing queued (the hop costs more than the commit); behind queued work,
-    for bigger batches and with ``--fsync`` it goes to the writer thread, in order."""
-    threads: list[int] = []
-
-    def trace(sql: str) -> None:
-        if sql.startswith("INSERT INTO events"):
-            threads.append(threading.get_ident())
-
-    loop_thread = threading.get_ident()
+async def test_sqlite_acks_from_the_journal_while_sqlite_is_busy(tmp_path: Path) -> None:
+    """A commit is the journal's write: it is answered while the writer thread is busy
+    (a WAL copy's device flushes, say), and its resend is known before SQLite has it. A
+    read that reaches it waits for the fold, so it is never missed."""
     store = SqliteStore(tmp_path / "log.db")
     await store.open()
-    await _trace_writes(store, trace)
     try:
-        await store.append([event("a", 0, id="in-place")], 1)
-        assert threads == [loop_thread]
         gate = threading.Event()
         blocker = store._threads.write_soon(gate.wait)  # the writer thread busy
-        behind = asyncio.ensure_future(store.append([event("a", 1, id="behind")], 1))
-        await asyncio.sleep(0)
-        assert not behind.done()  # queued behind the writer's work, not run past it
+        (first,) = await store.append([event("a", 0, id="early")], 1)
+        (again,) = await store.append([event("a", 0, id="early")], 1)
+        assert (first.seq, first.duplicate, again.seq, again.duplicate) == (1, False, 1, True)
+        read = asyncio.ensure_future(store.query(EventQuery()))
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        assert not read.done()  # waits for the fold, behind the writer's work
         gate.set()
         await blocker
-        assert [r.seq for r in await behind] == [2]
-        big = [event("a", n, id=f"big{n}") for n in range(ROWS_PER_INSERT + 1)]
-        await store.append(big, 1)
-        assert threads[0] == loop_thread and loop_thread not in threads[1:]
+        assert [(e.seq, e.id) for e in (await read).events] == [(1, "early")]
+        (later,) = await store.append([event("a", 1, id="early")], 1)  # found in SQLite
+        assert (later.seq, later.duplicate) == (1, True)
     finally:
-        await _trace_writes(store, None)
         await store.close()
     durable = SqliteStore(tmp_path / "fsync.db", fsync=True)
     await durable.open()
-    threads.clear()
-    await _trace_writes(durable, trace)
     try:
-        await durable.append([event("a", 0, id="flushed")], 1)
-        assert threads and loop_thread not in threads
+        (flushed,) = await durable.append([event("a", 0, id="flushed")], 1)
+        assert flushed.seq == 1
+        assert [e.id for e in (await durable.query(EventQuery())).events] == ["flushed"]
     finally:
-        await _trace_writes(durable, None)
         await durable.close()
 
 
-async def test_sqlite_waits_for_a_foreign_write_lock_off_the_event_loop(tmp_path: Path) -> None:
+async def test_a_foreign_write_lock_holds_no_ack(tmp_path: Path) -> None:
     """Another process (a maintenance script, the sqlite3 shell) holds the log's write
-    lock. A commit in place would wait for it inside the event loop, up to the busy
-    timeout (5 s) — every connection of the hub frozen. It goes to the writer thread to
-    wait there instead: the loop keeps turning, and the commit lands once the lock is
-    let go, not refused."""
+    lock. Commits go on being acknowledged from the journal, the event loop keeps
+    turning, and SQLite takes them once the lock is let go — none lost, none refused."""
     store = SqliteStore(tmp_path / "log.db")
     await store.open()
     holder = sqlite3.connect(tmp_path / "log.db", isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")  # the write lock, held
-        commit = asyncio.ensure_future(store.append([event("a", 0, id="waits")], 1))
+        (result,) = await asyncio.wait_for(store.append([event("a", 0, id="waits")], 1), 2)
+        assert (result.seq, result.error) == (1, None)
+        read = asyncio.ensure_future(store.query(EventQuery()))
         for _ in range(20):
             await asyncio.sleep(0.01)
-        assert not commit.done()  # the loop turned 20 times while the commit waited
+        assert not read.done()  # the loop turned 20 times while the fold waited
         holder.execute("ROLLBACK")
-        (result,) = await commit
-        assert (result.seq, result.error) == (1, None)
-        (after,) = await store.append([event("a", 1, id="after")], 1)  # in place again
+        assert [e.id for e in (await read).events] == ["waits"]
+        (after,) = await store.append([event("a", 1, id="after")], 1)
         assert after.seq == 2
     finally:
         holder.close()
+        await store.close()
+
+
+_CRASHING_WRITER = """
+import asyncio, json, os, signal, sys
+import taskcast.store.sqlite as sqlite
+from taskcast.frames import parse_client_frame
+sqlite.FOLD_SECONDS = 3600  # nothing reaches SQLite on its own: only the journal has it
+
+async def main():
+    store = sqlite.SqliteStore(sys.argv[1])
+    await store.open()
+    for n in range(int(sys.argv[2])):
+        frame = {"type": "api_action", "id": f"e{n}", "payload": {"taskId": "t", "message": f"m{n}", "timestamp": n}}
+        (result,) = await store.append([parse_client_frame(json.dumps(frame))], 1)
+        print(result.seq, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+async def test_sqlite_journal_survives_kill_9(tmp_path: Path) -> None:
+    """Acked events that only the journal held when the process was killed are in the
+    log after it opens again, once each, resends still known; a write the kill cut short
+    (never acknowledged) is cut off, not read as events."""
+    path = tmp_path / "log.db"
+    done = subprocess.run(
+        [sys.executable, "-c", _CRASHING_WRITER, str(path), "30"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == -9, done.stderr
+    assert done.stdout.split() == [str(n) for n in range(1, 31)]
+    (segment,) = path.parent.glob("log.db.journal-*")
+    with sqlite3.connect(path) as conn:  # SQLite never got them
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone() == (0,)
+    with open(segment, "ab") as torn:
+        torn.write(b"\x40\x00\x00\x00half a frame")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        page = await store.query(EventQuery(limit=100))
+        assert [(e.seq, e.id) for e in page.events] == [(n + 1, f"e{n}") for n in range(30)]
+        (resent,) = await store.append([event("t", 7, id="e7")], 1)
+        (new,) = await store.append([event("t", 30, id="e30")], 1)
+        assert (resent.seq, resent.duplicate, new.seq) == (8, True, 31)
+        assert [p.name for p in path.parent.glob("log.db.journal-*")] != [segment.name]
+    finally:
+        await store.close()
+
+
+async def test_a_log_made_anew_beside_an_old_journal_takes_none_of_it(tmp_path: Path) -> None:
+    """The operator deletes the log (not its journal) to start over: the old events stay
+    gone, and the new log's seqs start at 1."""
+    path = tmp_path / "log.db"
+    subprocess.run(
+        [sys.executable, "-c", _CRASHING_WRITER, str(path), "3"], timeout=60, check=False
+    )
+    assert list(tmp_path.glob("log.db.journal-*"))
+    for name in ("log.db", "log.db-wal", "log.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert (await store.query(EventQuery())).events == []
+        (first,) = await store.append([event("t", 0, id="e0")], 1)
+        assert (first.seq, first.duplicate) == (1, False)
+    finally:
         await store.close()
 
 

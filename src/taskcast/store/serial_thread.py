@@ -29,16 +29,6 @@ class SerialThread:
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._closed = False
-        # Calls queued (counted by the event loop) and ended, run or skipped (counted by
-        # the thread): each written by one thread only, so neither loses a count.
-        self._queued = 0
-        self._ended = 0
-
-    @property
-    def idle(self) -> bool:
-        """Every call queued so far has ended (read on the loop that queues them): the
-        thread touches nothing of its callers' until the next call."""
-        return self._ended == self._queued
 
     def call(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """A future of ``fn(*args)``'s outcome, run on the thread."""
@@ -48,7 +38,6 @@ class SerialThread:
         if self._thread.ident is None:  # started with the first call, as a pool's are
             self._thread.start()  # before queuing: a call refused must never run later
         future: asyncio.Future[Any] = loop.create_future()
-        self._queued += 1
         self._calls.put((loop, future, fn, args))
         return future
 
@@ -67,7 +56,6 @@ class SerialThread:
         while (item := self._calls.get()) is not None:
             loop, future, fn, args = item
             if future.cancelled():  # a bool read; the loop thread alone changes it
-                self._ended += 1
                 continue
             try:
                 outcome: tuple[bool, Any] = (True, fn(*args))
@@ -78,8 +66,6 @@ class SerialThread:
                 outcome = (False, error)
             except BaseException as exc:  # handed to the caller, as a pool would
                 outcome = (False, exc)
-            # Ended before its caller hears of it: a caller that then looks finds it idle.
-            self._ended += 1
             with contextlib.suppress(RuntimeError):  # a closed loop: no one waits any more
                 loop.call_soon_threadsafe(_settle, future, outcome)
 

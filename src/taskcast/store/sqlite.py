@@ -1,11 +1,13 @@
 """The embedded default: an ordered log in one SQLite file (WAL, group commit).
 
-One writer thread owns the write connection and commits a whole batch of
-events in one transaction, so durability costs one commit per batch rather than
-per event. Readers use their own connections (WAL lets them read while the
-writer writes). A lock file keeps a second hub off the same log, since seqs are
-assigned by the one writer. The log, its WAL and the lock are private to the hub's
-user (0600, directory 0700): they hold every prompt and tool output.
+A commit is one write to the log's journal (``store/journal.py``), then the ack; one
+writer thread owns the write connection and folds what the journal took into SQLite in
+bulk, off the ack path, so neither SQLite's commits nor its checkpoints hold an ack.
+Readers use their own connections (WAL lets them read while the writer writes), and a
+read past what SQLite holds first waits for the fold. A lock file keeps a second hub off
+the same log, since seqs are assigned by the one writer. The log, its WAL, its journal
+and the lock are private to the hub's user (0600, directory 0700): they hold every
+prompt and tool output.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from taskcast.store.base import (
     select_page,
     stored_row,
 )
+from taskcast.store.journal import Journal, frame_rows
+from taskcast.store.seen_ids import SeenIds
 from taskcast.store.serial_thread import SerialThread
 
 log = logging.getLogger(__name__)
@@ -122,6 +126,18 @@ def commit_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None
             insert_events(conn, rows)
 
 
+# How long the journal's events wait for the fold into SQLite, at most. A fold of more
+# events costs SQLite less per event: a leaf page of the channel index is written once
+# for all of a fold's events of that channel (1,000 agents: WAL per event 2.4 KB in folds
+# of 500, 1.0 KB in folds of 10,000). 1,000 publishers x 10 events/s through the hub:
+# folds every 50 ms 0.74-0.75 cores, every 1 s (with the writer's cache below) 0.64-0.65
+# (docs/scale.md). A read never waits for the timer: it folds at once what it needs.
+FOLD_SECONDS = 1.0
+# Fold at once past this many events; past MAX_UNFOLDED (SQLite failing, say) a commit
+# waits for the fold, so the hub's memory stays bounded.
+FOLD_EVENTS = 20_000
+MAX_UNFOLDED = 100_000
+WRITER_CACHE_KIB = 32 * 1024
 # How long a connection off the event loop waits for another process's lock.
 BUSY_TIMEOUT_MS = 5000
 CHECKPOINT_SECONDS = 1.0
@@ -180,12 +196,6 @@ class SqliteThreads:
     def write_soon(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Queue ``fn`` on the writer thread; a future of its outcome."""
         return self._writer.call(fn, *args)
-
-    @property
-    def writer_idle(self) -> bool:
-        """Nothing queued on the writer thread or running there: its connection is free
-        for the event loop's own use until the loop queues something."""
-        return self._writer.idle
 
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
@@ -278,7 +288,22 @@ class SqliteStore:
         self._wal_frames = 0  # as the checkpoint thread last saw it
         self._threads = SqliteThreads("taskcast-sqlite", self.path)
         self._write_conn: sqlite3.Connection | None = None
-        self._loop_conn: sqlite3.Connection | None = None  # commits in place (``append``)
+        self._lookup_conn: sqlite3.Connection | None = None  # resend lookups (``append``)
+        self._journal = Journal(self.path, fsync=fsync)
+        self._sync_thread = SerialThread("taskcast-journal-sync") if fsync else None
+        # Committed to the journal, not yet in SQLite: rows in seq order and their ids.
+        self._unfolded: list[tuple[Any, ...]] = []
+        self._unfolded_ids: dict[tuple[str, str], int] = {}
+        self._stored = 0  # the newest seq SQLite holds (set on the loop)
+        self._stored_on_writer = 0  # the same, as the writer thread knows it
+        self._fold_handle: asyncio.TimerHandle | None = None
+        self._folding: asyncio.Future[Any] | None = None
+        self._fold_failures = 0
+        self._one_append = asyncio.Lock()
+        # Rules out most ids before the resend lookup: None until built from the log
+        # (in the background once it opens); the ids appended while one is built.
+        self._seen: SeenIds | None = None
+        self._seen_since: list[tuple[str, str]] | None = None
         self._lock_file: IO[bytes] | None = None
         self._head = 0
         self._oldest = 1
@@ -317,6 +342,7 @@ class SqliteStore:
             if code == sqlite3.SQLITE_BUSY:  # held past the busy timeout
                 raise StoreLocked(f"{self.path} is held by another process: {exc}") from exc
             raise  # a permission, a disk: SQLite's own words
+        self._build_seen()
 
     def _take_lock(self) -> None:
         problem = log_file_refusal(self.path)
@@ -353,19 +379,32 @@ class SqliteStore:
         row = conn.execute("SELECT value FROM meta WHERE key='head'").fetchone()
         stored_max = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
         self._head = max(row[0] if row else 0, stored_max)
-        self._oldest = conn.execute("SELECT MIN(seq) FROM events").fetchone()[0] or self._head + 1
-        self._log_id = _log_identity(conn)
         self._write_conn = conn
-        self._loop_conn = self._connect_writer(0)
+        self._log_id = _log_identity(conn)
+        # What the journal took that SQLite lacks (the hub died before the fold) goes in
+        # first; then the journal starts afresh.
+        missing = [row for row in self._journal.recover(self._log_id) if row[0] > self._head]
+        if missing:
+            self._fold_rows(missing)
+            log.info("%s: %d events taken back from the journal", self.path, len(missing))
+            self._head = missing[-1][0]
+        self._journal.start(self._head + 1, self._log_id)
+        self._stored = self._stored_on_writer = self._head
+        self._oldest = conn.execute("SELECT MIN(seq) FROM events").fetchone()[0] or self._head + 1
+        self._lookup_conn = sqlite3.connect(
+            f"{self.path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, name="taskcast-sqlite-ckpt", daemon=True
         )
         self._checkpointer.start()
 
     def _connect_writer(self, busy_timeout_ms: int) -> sqlite3.Connection:
-        """A connection that writes the log. Two do: the writer thread's, which waits up
-        to ``busy_timeout_ms`` for another process's write lock, and the event loop's
-        for commits in place (``append``), which must never wait inside the loop."""
+        """The writer thread's connection: it waits up to ``busy_timeout_ms`` for
+        another process's write lock."""
         conn = sqlite3.connect(
             self.path,
             isolation_level=None,
@@ -383,6 +422,9 @@ class SqliteStore:
             # (SQLite's default, every 1,000 pages) they stall that commit and every
             # event waiting on it. A thread of its own does them (``_checkpoint_loop``).
             conn.execute("PRAGMA wal_autocheckpoint=0")
+            # A fold's pages stay in the cache to its commit (SQLite's default, 2 MiB,
+            # spills them midway): fold CPU per event 21 -> 15 us at 5,000-10,000 a fold.
+            conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
             limit = self._wal_limit_bytes * _WAL_FILE_LIMIT_FACTOR
             conn.execute(f"PRAGMA journal_size_limit={limit}")
         except BaseException:
@@ -420,12 +462,21 @@ class SqliteStore:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def close(self) -> None:
+        if self._write_conn is not None:
+            with contextlib.suppress(Exception):  # what stays unfolded is in the journal
+                await self._fold_upto(self._head)
+        if self._fold_handle is not None:
+            self._fold_handle.cancel()
+            self._fold_handle = None
+        if self._sync_thread is not None:
+            await self._sync_thread.shutdown()
+        self._journal.close()
         self._stopping.set()
         if self._checkpointer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
-        if self._loop_conn is not None:
-            self._loop_conn.close()
-            self._loop_conn = None
+        if self._lookup_conn is not None:
+            self._lookup_conn.close()
+            self._lookup_conn = None
         if self._write_conn is not None:
             await self._on_writer(self._write_conn.close)
             self._write_conn = None
@@ -435,111 +486,153 @@ class SqliteStore:
             self._lock_file = None
 
     async def append(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
-        """A batch that is one statement is committed right here, on the event loop,
-        when the writer thread has nothing to do: such a commit (~0.2 ms, the GIL let go
-        while SQLite works) costs less than the hop to the thread and back, ~85 µs of
-        CPU on this VM's futex and self-pipe wake-ups (docs/scale.md). Bigger batches,
-        ``--fsync`` commits (a device flush each), whatever queues behind other work, and
-        a commit that finds the write lock taken by another process (it waits on the
-        thread, not in the loop) go to the thread, in order."""
-        if not self._fsync and len(events) <= ROWS_PER_INSERT and self._threads.writer_idle:
-            assert self._loop_conn is not None, "store is not open"
-            try:
-                results = self._append(self._loop_conn, events, now_ms)
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
-                    raise
-                waited: list[AppendResult] = await self._on_writer(
-                    self._append_and_finish, events, now_ms
-                )
-                return waited
-            if self._wal_copy_due:
-                # Its device flushes must not hold the loop; the commits after it queue
-                # behind it on the thread (so none comes in between, as it needs).
-                copy = self._threads.write_soon(self._finish_wal_copy, self._conn())
-                copy.add_done_callback(_log_failure)  # nobody awaits it
-            return results
-        hopped: list[AppendResult] = await self._on_writer(self._append_and_finish, events, now_ms)
-        return hopped
+        """Number the batch, write it to the journal, and answer: the fold into SQLite
+        comes later, off the ack path. Resends are found here, before anything is
+        written: among what is not folded yet, then in SQLite's unique (id, publisher)
+        index, one lookup per batch. A hub-made id its publisher had chosen before (a
+        collision) fails that one event, never its batch. One batch at a time: with
+        ``--fsync`` the next is numbered only once this one's flush is done."""
+        async with self._one_append:
+            return await self._append(events, now_ms)
 
-    def _append_and_finish(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
-        results = self._append(self._conn(), events, now_ms)
-        self._finish_wal_copy(self._conn())
-        return results
-
-    def _append(
-        self, conn: sqlite3.Connection, events: list[Publish], now_ms: int
-    ) -> list[AppendResult]:
-        """Resends are rare (a client reconnecting resends what was not acked), so a
-        batch goes in as new, unlooked-up; only when the unique (id, publisher) index
-        refuses a row is the batch looked up (``_append_resends``). The lookup had been
-        the writer thread's largest share of the GIL (py-spy, 1,000 publishers). Nothing
-        is committed when it raises."""
+    async def _append(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
+        if len(self._unfolded) >= MAX_UNFOLDED:
+            await self._fold_upto(self._unfolded[-1][0])
+        assert self._lookup_conn is not None, "store is not open"
         head = self._head
-        rows = [stored_row(head + n, event, now_ms) for n, event in enumerate(events, 1)]
-        try:
-            commit_events(conn, rows)
-        except sqlite3.IntegrityError:  # rolled back
-            return self._append_resends(conn, events, now_ms)
-        self._committed(head + len(rows))
-        return [AppendResult(head + n, False) for n in range(1, len(rows) + 1)]
-
-    def _append_resends(
-        self, conn: sqlite3.Connection, events: list[Publish], now_ms: int
-    ) -> list[AppendResult]:
-        head = self._head
-        # Only publisher-chosen ids can repeat (hub-made ones are random 128-bit), so one
-        # lookup per batch finds every resend; the rest go in together.
-        known = self._known_ids(conn, [event.id for event in events if event.client_id])
+        seen = self._seen  # its bits set for the batch as it rules ids out: one hash each
+        asked = [e.id for e in events if seen is None or seen.add((e.publisher, e.id))]
+        known = self._known_ids(self._lookup_conn, asked) if asked else {}
         rows: list[tuple[Any, ...]] = []
         results: list[AppendResult] = []
+        batch_ids: dict[tuple[str, str], int] = {}
         for event in events:
             key = (event.publisher, event.id)
-            if event.client_id:
-                first = known.get(key)
-                if first is not None:
+            first = batch_ids.get(key) or self._unfolded_ids.get(key) or known.get(key)
+            if first is not None:
+                if event.client_id:
                     results.append(AppendResult(first, True))
-                    continue
-                known[key] = head + 1
+                else:
+                    results.append(AppendResult(0, False, "id already used by this publisher"))
+                continue
             head += 1
+            batch_ids[key] = head
             rows.append(stored_row(head, event, now_ms))
             results.append(AppendResult(head, False))
-        try:
-            commit_events(conn, rows)
-        except sqlite3.IntegrityError:
-            # One event collides (say, a hub-made id its publisher had already used):
-            # store the others one by one rather than fail the whole group.
-            return self._append_one_by_one(conn, events, now_ms)
-        self._committed(head)
-        return results
-
-    def _append_one_by_one(
-        self, conn: sqlite3.Connection, events: list[Publish], now_ms: int
-    ) -> list[AppendResult]:
-        head = self._head
-        results: list[AppendResult] = []
-        with transaction(conn):
-            for event in events:
-                first = self._known_ids(conn, [event.id]).get((event.publisher, event.id))
-                if first is not None and event.client_id:
-                    results.append(AppendResult(first, True))
-                    continue
-                if first is not None:
-                    results.append(AppendResult(0, False, "id already used by this publisher"))
-                    continue
-                head += 1
-                insert_events(conn, [stored_row(head, event, now_ms)])
-                results.append(AppendResult(head, False))
-        self._committed(head)
-        return results
-
-    def _committed(self, head: int) -> None:
-        """An append was committed: its newest seq is the head (``_trim`` keeps it in
-        ``meta`` for when the newest events are trimmed away: a page less in every
-        commit)."""
+        if not rows:
+            return results
+        data = frame_rows(rows)
+        if self._sync_thread is not None:
+            await self._sync_thread.call(self._journal.write, data, head, True)
+        else:
+            self._journal.write(data, head)
         if self._oldest > self._head:  # the log was empty
             self._oldest = self._head + 1
         self._head = head
+        self._unfolded.extend(rows)
+        self._unfolded_ids.update(batch_ids)
+        self._note_seen(batch_ids)
+        self._schedule_fold()
+        return results
+
+    def _note_seen(self, keys: dict[tuple[str, str], int]) -> None:
+        if self._seen is not None and self._seen.full and self._seen_since is None:
+            self._build_seen()
+        if self._seen_since is not None:
+            self._seen_since.extend(keys)
+
+    def _build_seen(self) -> None:
+        """Build the filter of the log's ids on a reader thread (the resend lookup asks
+        SQLite for every id meanwhile), then add what was appended since it began."""
+        self._seen_since = list(self._unfolded_ids)  # not in SQLite's snapshot, maybe
+        capacity = 2 * (self._head - self._oldest + 1)
+        building = asyncio.ensure_future(self._threads.read(self._seen_in_sqlite, capacity))
+        building.add_done_callback(self._seen_built)
+
+    def _seen_in_sqlite(self, capacity: int) -> SeenIds:
+        seen = SeenIds(capacity)
+        cursor = self._reader_conn().execute("SELECT publisher, id FROM events")
+        while rows := cursor.fetchmany(10_000):
+            seen.update(rows)
+        return seen
+
+    def _seen_built(self, done: asyncio.Future[SeenIds]) -> None:
+        since, self._seen_since = self._seen_since or [], None
+        if done.cancelled() or done.exception() is not None:
+            log.warning(
+                "%s: no filter of its ids (%s); every id is looked up",
+                self.path,
+                None if done.cancelled() else done.exception(),
+            )
+            return
+        seen = done.result()
+        seen.update(since)
+        self._seen = seen
+
+    def _schedule_fold(self) -> None:
+        if self._folding is not None:
+            return  # its end schedules the next
+        if len(self._unfolded) >= FOLD_EVENTS:
+            self._start_fold()
+        elif self._unfolded and self._fold_handle is None:
+            self._fold_handle = asyncio.get_running_loop().call_later(
+                FOLD_SECONDS, self._start_fold
+            )
+
+    def _start_fold(self) -> asyncio.Future[Any]:
+        """Fold everything unfolded into SQLite on the writer thread (one at a time)."""
+        if self._fold_handle is not None:
+            self._fold_handle.cancel()
+            self._fold_handle = None
+        if self._folding is not None:
+            return self._folding
+        rows = self._unfolded[:]
+        folding = self._threads.write_soon(self._fold_rows, rows)
+        self._folding = folding
+        folding.add_done_callback(lambda done: self._folded(done, rows))
+        return folding
+
+    def _folded(self, done: asyncio.Future[Any], rows: list[tuple[Any, ...]]) -> None:
+        self._folding = None
+        if done.cancelled() or done.exception() is not None:
+            self._fold_failures += 1
+            if self._fold_failures == 1 or self._fold_failures % 100 == 0:
+                log.error(
+                    "folding %d journaled events into %s failed (%d times; they are safe in"
+                    " the journal, tried again in 1 s): %s",
+                    len(rows),
+                    self.path,
+                    self._fold_failures,
+                    None if done.cancelled() else done.exception(),
+                )
+            if self._write_conn is not None and self._fold_handle is None:
+                self._fold_handle = asyncio.get_running_loop().call_later(1.0, self._start_fold)
+            return
+        self._fold_failures = 0
+        self._stored = rows[-1][0] if rows else self._stored
+        del self._unfolded[: len(rows)]
+        for row in rows:
+            key = (row[8], row[1])
+            if self._unfolded_ids.get(key) == row[0]:
+                del self._unfolded_ids[key]
+        self._journal.release(self._stored)
+        self._schedule_fold()
+
+    async def _fold_upto(self, seq: int) -> None:
+        """Return once SQLite holds every seq up to ``seq`` (a read, a trim, a close)."""
+        while self._stored < seq:
+            folding = self._start_fold()
+            await asyncio.shield(folding)  # raises what failed it
+
+    def _fold_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """On the writer: the rows into SQLite, one transaction (the WAL copy, when due,
+        after it: only folds wait for it)."""
+        if not rows:
+            return
+        conn = self._conn()
+        commit_events(conn, rows)  # ids checked by ``append``: none is taken
+        self._stored_on_writer = rows[-1][0]
+        self._finish_wal_copy(conn)
 
     @staticmethod
     def _known_ids(conn: sqlite3.Connection, ids: list[str]) -> dict[tuple[str, str], int]:
@@ -554,16 +647,20 @@ class SqliteStore:
         return known
 
     async def query(self, query: EventQuery) -> QueryPage:
-        page: QueryPage = await self._threads.read(self._query, query)
+        """A page up to the head as it is now: what the journal took last is folded
+        first (a fold's wait at most, and only for a read that reaches that far)."""
+        upto = self._head if query.until is None else min(query.until, self._head)
+        await self._fold_upto(upto)
+        page: QueryPage = await self._threads.read(self._query, query, upto)
         return page
 
-    def _query(self, query: EventQuery) -> QueryPage:
-        upto = self._head if query.until is None else min(query.until, self._head)
+    def _query(self, query: EventQuery, upto: int) -> QueryPage:
         return read_page(self._reader_conn(), query, upto)
 
     async def trim(self, now_ms: int) -> int:
         if self._retention.max_events is None and self._retention.max_age_seconds is None:
             return 0
+        await self._fold_upto(self._head)
         removed: int = await self._on_writer(self._trim, now_ms)
         return removed
 
@@ -581,18 +678,22 @@ class SqliteStore:
                 # Seqs are never reused: should the trim take the newest events too, the
                 # head stays known (``_open_writer`` takes the larger of this and the
                 # newest seq). In the deletes' transaction: never one without the other.
+                # What SQLite holds, not the journal's head: the journal's events past it
+                # are taken back after a crash (``_open_writer``).
                 conn.execute(
-                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('head', ?)", (self._head,)
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('head', ?)",
+                    (self._stored_on_writer,),
                 )
         if removed:
             oldest = conn.execute("SELECT MIN(seq) FROM events").fetchone()[0]
-            self._oldest = oldest if oldest is not None else self._head + 1
+            self._oldest = oldest if oldest is not None else self._stored_on_writer + 1
             self._finish_wal_copy(conn)
         return removed
 
     async def count_by_time(
         self, since_ms: int, until_ms: int, bucket_ms: int
     ) -> list[tuple[int, str, str, int]]:
+        await self._fold_upto(self._head)
         rows: list[tuple[int, str, str, int]] = await self._threads.read(
             self._count_by_time, since_ms, until_ms, bucket_ms
         )
