@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import resource
 import signal
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import taskcast.store.journal
 from taskcast.store.journal import Journal, frame_rows, read_frames
 
 rows_strategy = st.lists(
@@ -108,9 +110,45 @@ def test_a_journal_left_by_another_log_is_not_read_into_this_one(tmp_path: Path)
     assert Journal(tmp_path / "log.db").recover("log-old") != []
     new = Journal(tmp_path / "log.db")
     assert new.recover("log-new") == []
+    (aside,) = tmp_path.glob("*.not-this-log")  # kept for whoever wants to look
+    assert aside.name == f"log.db.journal-{1:020d}.not-this-log"
     new.start(1, "log-new")
     new.close()
     assert Journal(tmp_path / "log.db").recover("log-new") == []
     (path,) = new.segment_paths()
     path.write_bytes(b"")  # made, never written: read as nothing, quietly
     assert Journal(tmp_path / "log.db").recover("log-new") == []
+
+
+def test_a_segment_that_cannot_be_started_leaves_the_journal_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk is full just as a segment is full: the new segment's header fails, that
+    append is refused, and the appends after it (acknowledged) are all read back."""
+    journal = Journal(tmp_path / "log.db", segment_bytes=200)
+    journal.start(1, "log-1")
+
+    def entry(seq: int) -> bytes:
+        return frame_rows([(seq, f"e{seq}", "c", "note", None, None, 0, b"x" * 50, "p")])
+
+    seq = 0
+    while journal._size < 200:
+        seq += 1
+        journal.write(entry(seq), seq)
+    write_all = taskcast.store.journal._write_all
+    failures = [OSError(errno.ENOSPC, "No space left on device")]
+
+    def full_once(fd: int, data: bytes) -> None:
+        if failures:
+            raise failures.pop()
+        write_all(fd, data)
+
+    monkeypatch.setattr(taskcast.store.journal, "_write_all", full_once)
+    with pytest.raises(OSError):
+        journal.write(entry(seq + 1), seq + 1)  # the new segment's header fails
+    for more in (seq + 1, seq + 2):
+        journal.write(entry(more), more)
+    journal.close()
+    assert [row[0] for row in Journal(tmp_path / "log.db").recover("log-1")] == list(
+        range(1, seq + 3)
+    )

@@ -109,6 +109,7 @@ class Journal:
         self._fd: int | None = None
         self._size = 0
         self._log_id = ""
+        self._broken: str | None = None
 
     def segment_paths(self) -> list[Path]:
         """The journal's files on disk, oldest first."""
@@ -124,14 +125,16 @@ class Journal:
         """Every row the journal's files of log ``log_id`` hold, in seq order. A frame
         cut short (the process died writing it: it was never acknowledged) is cut off
         its file; a file of another log (this one was deleted and made anew) is left
-        out, and ``start`` removes it."""
+        out and moved aside."""
         rows: list[Row] = []
         for path in self.segment_paths():
             data = path.read_bytes()
             owner, found, valid = read_segment(data)
             if owner != log_id:
-                if data:  # a file made but never written to is only empty
-                    log.warning("%s is not of this log (%s): not read", path, log_id)
+                if data:  # kept, out of the journal's way, for whoever wants to look
+                    aside = path.with_name(path.name + ".not-this-log")
+                    path.rename(aside)
+                    log.warning("%s is not of log %s: not read, moved to %s", path, log_id, aside)
                 continue
             if valid < len(data):
                 log.warning(
@@ -152,45 +155,54 @@ class Journal:
         self._open(next_seq)
 
     def _open(self, first_seq: int) -> None:
+        """A new segment, headed and (with ``fsync``) flushed before the journal takes it
+        on: should any step fail, the file goes and the journal stays as it was."""
         path = self._log_path.with_name(f"{self._log_path.name}{_SUFFIX}{first_seq:020d}")
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
-        os.fchmod(self._fd, FILE_MODE)  # whatever the umask: it holds prompts
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)  # whatever the umask: it holds prompts
+            header = header_frame(self._log_id)
+            _write_all(fd, header)
+            if self._fsync:  # the file and its name survive power loss too
+                os.fdatasync(fd)
+                directory = os.open(path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(directory)
+                finally:
+                    os.close(directory)
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        if self._fd is not None and self._current is not None:
+            os.close(self._fd)
+            self._closed.append(self._current)
+        self._fd, self._size = fd, len(header)
         self._current = _Segment(path, first_seq, first_seq - 1)
-        self._size = 0
-        self.write(header_frame(self._log_id), first_seq - 1)
-        if self._fsync:  # the new file's name survives power loss too
-            directory = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
 
     def write(self, data: bytes, last_seq: int, sync: bool = False) -> None:
         """Append the frames of seqs up to ``last_seq`` (one ``write``: the page cache
         keeps it through a kill -9 of the process); ``sync`` (``--fsync``): through
         power loss too. A write that fails (a full disk) is undone: a torn frame left
-        before later ones would end the journal there when it is read back."""
+        before later ones would end the journal there when it is read back — and if it
+        cannot be undone, the journal takes nothing more until the log is opened again."""
+        if self._broken is not None:
+            raise OSError(f"the journal of {self._log_path} is broken: {self._broken}")
         assert self._fd is not None and self._current is not None, "journal is not open"
         if self._size >= self._segment_bytes:
-            self._roll()
-            assert self._fd is not None and self._current is not None
+            self._open(self._current.last_seq + 1)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            _write_all(self._fd, data)
             if sync:
                 os.fdatasync(self._fd)
-        except OSError:
-            os.ftruncate(self._fd, self._size)
+        except OSError as failed:
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError as exc:
+                self._broken = f"{failed}; then could not undo the write: {exc}"
             raise
         self._size += len(data)
         self._current.last_seq = last_seq
-
-    def _roll(self) -> None:
-        assert self._fd is not None and self._current is not None
-        os.close(self._fd)
-        self._closed.append(self._current)
-        self._open(self._current.last_seq + 1)
 
     def release(self, stored_upto: int) -> None:
         """SQLite holds every seq up to ``stored_upto``: the closed files within it go."""
@@ -202,3 +214,9 @@ class Journal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
