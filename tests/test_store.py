@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from taskcast.store import (
     open_store,
 )
 from taskcast.store.sqlite import PAGE_SIZE, ROWS_PER_INSERT, _task_query
+from tests.helpers import wait_until
 
 
 def event(task: str, n: int, *, id: str | None = None, type: str = "api_action") -> Publish:
@@ -252,6 +254,85 @@ async def test_a_log_made_anew_beside_an_old_journal_takes_none_of_it(tmp_path: 
         assert (await store.query(EventQuery())).events == []
         (first,) = await store.append([event("t", 0, id="e0")], 1)
         assert (first.seq, first.duplicate) == (1, False)
+    finally:
+        await store.close()
+
+
+@pytest.mark.timeout(20)
+async def test_a_read_that_comes_as_a_fold_ends_waits_for_it_and_never_spins(
+    tmp_path: Path,
+) -> None:
+    """The writer has finished a fold whose outcome the loop has not booked yet, and a
+    read needs that fold: it waits for the booking (the loop spun at 100% CPU, the hub
+    frozen, when it was handed the writer's finished future)."""
+    store = SqliteStore(tmp_path / "log.db")
+    await store.open()
+    loop = asyncio.get_running_loop()
+    reads: list[asyncio.Task[object]] = []
+    fold_rows = store._fold_rows
+
+    def fold_then_read(rows: list[tuple[object, ...]]) -> None:
+        fold_rows(rows)  # the read is queued ahead of the fold's outcome
+        loop.call_soon_threadsafe(lambda: reads.append(loop.create_task(store.query(EventQuery()))))
+
+    try:
+        await store.append([event("a", 0, id="e0")], 1)
+        store._fold_rows = fold_then_read  # type: ignore[method-assign]
+        await store._start_fold()
+        store._fold_rows = fold_rows  # type: ignore[method-assign]
+        await wait_until(lambda: bool(reads), what="the read")
+        page = await reads[0]
+        assert [e.id for e in page.events] == ["e0"]  # type: ignore[attr-defined]
+    finally:
+        await store.close()
+
+
+async def test_ids_flushed_while_the_filter_was_built_are_in_it(tmp_path: Path) -> None:
+    """With ``--fsync`` a batch waits for its flush; should the filter's build end
+    meanwhile, the batch's ids still go in it, so a later resend is found (it was
+    stored again, and every fold after failed on the duplicate)."""
+    store = SqliteStore(tmp_path / "log.db", fsync=True)
+    await store.open()
+    write = store._journal.write
+
+    def write_once_the_filter_is_built(*args: object) -> None:
+        while store._seen is None:  # the flush outlasts the build
+            time.sleep(0.01)
+        write(*args)  # type: ignore[arg-type]
+
+    try:
+        assert store._seen is None
+        store._journal.write = write_once_the_filter_is_built  # type: ignore[method-assign, assignment]
+        (first,) = await store.append([event("a", 0, id="e0")], 1)
+        store._journal.write = write  # type: ignore[method-assign]
+        await store._fold_upto(store.head)  # e0 leaves the unfolded ids
+        (again,) = await store.append([event("a", 0, id="e0")], 2)
+        assert (again.seq, again.duplicate) == (first.seq, True)
+    finally:
+        await store.close()
+
+
+async def test_a_repeated_id_in_the_journal_never_stops_the_folds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Should a resend ever slip past the lookup into the journal (a bug), the fold
+    leaves that copy out, says so, and goes on: it used to fail every fold after it and
+    the log's next open."""
+    store = SqliteStore(tmp_path / "log.db")
+    await store.open()
+    try:
+        (first,) = await store.append([event("a", 0, id="e0")], 1)
+        await store._fold_upto(store.head)
+        copy = (2, "e0", "tasks.a", "api_action", "a", None, 1, b"{}", "anonymous")
+        store._unfolded.append(copy)  # the slip, by hand
+        store._head = 2
+        (after,) = await store.append([event("a", 1, id="e1")], 1)
+        await store._fold_upto(store.head)
+        assert [(e.seq, e.id) for e in (await store.query(EventQuery())).events] == [
+            (first.seq, "e0"),
+            (after.seq, "e1"),
+        ]
+        assert "event seq 2 (id 'e0' of 'anonymous') repeats seq 1" in caplog.text
     finally:
         await store.close()
 

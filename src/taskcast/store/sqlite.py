@@ -21,6 +21,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -137,6 +138,7 @@ FOLD_SECONDS = 1.0
 # waits for the fold, so the hub's memory stays bounded.
 FOLD_EVENTS = 20_000
 MAX_UNFOLDED = 100_000
+SEEN_RETRY_SECONDS = 60  # a failed build of the ids' filter, tried again after
 WRITER_CACHE_KIB = 32 * 1024
 # How long a connection off the event loop waits for another process's lock.
 BUSY_TIMEOUT_MS = 5000
@@ -297,13 +299,17 @@ class SqliteStore:
         self._stored = 0  # the newest seq SQLite holds (set on the loop)
         self._stored_on_writer = 0  # the same, as the writer thread knows it
         self._fold_handle: asyncio.TimerHandle | None = None
-        self._folding: asyncio.Future[Any] | None = None
+        # The fold running, settled once its outcome is booked (``_folded``): a future
+        # of the loop's own, so nobody sees a fold done before ``_stored`` has moved.
+        self._folding: asyncio.Future[None] | None = None
+        self._closing = False
         self._fold_failures = 0
         self._one_append = asyncio.Lock()
         # Rules out most ids before the resend lookup: None until built from the log
         # (in the background once it opens); the ids appended while one is built.
         self._seen: SeenIds | None = None
         self._seen_since: list[tuple[str, str]] | None = None
+        self._seen_retry_at = 0.0  # after a build failed: not before (monotonic)
         self._lock_file: IO[bytes] | None = None
         self._head = 0
         self._oldest = 1
@@ -462,14 +468,15 @@ class SqliteStore:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def close(self) -> None:
+        self._closing = True  # no fold timer from here on: the fold below is the last
+        if self._sync_thread is not None:
+            await self._sync_thread.shutdown()  # the journal writes queued go in first
         if self._write_conn is not None:
             with contextlib.suppress(Exception):  # what stays unfolded is in the journal
                 await self._fold_upto(self._head)
         if self._fold_handle is not None:
             self._fold_handle.cancel()
             self._fold_handle = None
-        if self._sync_thread is not None:
-            await self._sync_thread.shutdown()
         self._journal.close()
         self._stopping.set()
         if self._checkpointer is not None:
@@ -524,6 +531,8 @@ class SqliteStore:
         data = frame_rows(rows)
         if self._sync_thread is not None:
             await self._sync_thread.call(self._journal.write, data, head, True)
+            if self._seen is not seen and self._seen is not None:
+                self._seen.update(batch_ids)  # a build ended during the flush: not in it
         else:
             self._journal.write(data, head)
         if self._oldest > self._head:  # the log was empty
@@ -536,7 +545,9 @@ class SqliteStore:
         return results
 
     def _note_seen(self, keys: dict[tuple[str, str], int]) -> None:
-        if self._seen is not None and self._seen.full and self._seen_since is None:
+        building = self._seen_since is not None
+        wanted = self._seen is None or self._seen.full  # a build failed, or outgrown
+        if not building and wanted and time.monotonic() >= self._seen_retry_at:
             self._build_seen()
         if self._seen_since is not None:
             self._seen_since.extend(keys)
@@ -550,28 +561,35 @@ class SqliteStore:
         building.add_done_callback(self._seen_built)
 
     def _seen_in_sqlite(self, capacity: int) -> SeenIds:
+        """In pages by seq, each its own read: one long read would hold its snapshot,
+        and the WAL could not start over, for as long as a big log takes to scan. What
+        a fold adds meanwhile comes after the cursor (or is in ``_seen_since``)."""
         seen = SeenIds(capacity)
-        cursor = self._reader_conn().execute("SELECT publisher, id FROM events")
-        while rows := cursor.fetchmany(10_000):
-            seen.update(rows)
+        conn, after = self._reader_conn(), 0
+        page = "SELECT seq, publisher, id FROM events WHERE seq > ? ORDER BY seq LIMIT 10000"
+        while rows := conn.execute(page, (after,)).fetchall():
+            seen.update((publisher, event_id) for _, publisher, event_id in rows)
+            after = rows[-1][0]
         return seen
 
     def _seen_built(self, done: asyncio.Future[SeenIds]) -> None:
         since, self._seen_since = self._seen_since or [], None
         if done.cancelled() or done.exception() is not None:
             log.warning(
-                "%s: no filter of its ids (%s); every id is looked up",
+                "%s: no new filter of its ids (%s); tried again in %d s",
                 self.path,
                 None if done.cancelled() else done.exception(),
+                SEEN_RETRY_SECONDS,
             )
+            self._seen_retry_at = time.monotonic() + SEEN_RETRY_SECONDS
             return
         seen = done.result()
         seen.update(since)
         self._seen = seen
 
     def _schedule_fold(self) -> None:
-        if self._folding is not None:
-            return  # its end schedules the next
+        if self._folding is not None or self._closing:
+            return  # its end schedules the next; a closing store folds in ``close``
         if len(self._unfolded) >= FOLD_EVENTS:
             self._start_fold()
         elif self._unfolded and self._fold_handle is None:
@@ -579,7 +597,7 @@ class SqliteStore:
                 FOLD_SECONDS, self._start_fold
             )
 
-    def _start_fold(self) -> asyncio.Future[Any]:
+    def _start_fold(self) -> asyncio.Future[None]:
         """Fold everything unfolded into SQLite on the writer thread (one at a time)."""
         if self._fold_handle is not None:
             self._fold_handle.cancel()
@@ -587,13 +605,28 @@ class SqliteStore:
         if self._folding is not None:
             return self._folding
         rows = self._unfolded[:]
-        folding = self._threads.write_soon(self._fold_rows, rows)
+        folding: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._folding = folding
-        folding.add_done_callback(lambda done: self._folded(done, rows))
+        writing = self._threads.write_soon(self._fold_rows, rows)
+        writing.add_done_callback(lambda done: self._folded(done, rows, folding))
         return folding
 
-    def _folded(self, done: asyncio.Future[Any], rows: list[tuple[Any, ...]]) -> None:
+    def _folded(
+        self, done: asyncio.Future[Any], rows: list[tuple[Any, ...]], folding: asyncio.Future[None]
+    ) -> None:
         self._folding = None
+        try:
+            self._book_fold(done, rows)
+        finally:
+            if done.cancelled():
+                folding.cancel()
+            elif (error := done.exception()) is not None:
+                folding.set_exception(error)
+                folding.exception()  # retrieved: whoever waits gets it; nobody may
+            else:
+                folding.set_result(None)
+
+    def _book_fold(self, done: asyncio.Future[Any], rows: list[tuple[Any, ...]]) -> None:
         if done.cancelled() or done.exception() is not None:
             self._fold_failures += 1
             if self._fold_failures == 1 or self._fold_failures % 100 == 0:
@@ -605,7 +638,7 @@ class SqliteStore:
                     self._fold_failures,
                     None if done.cancelled() else done.exception(),
                 )
-            if self._write_conn is not None and self._fold_handle is None:
+            if not self._closing and self._fold_handle is None:
                 self._fold_handle = asyncio.get_running_loop().call_later(1.0, self._start_fold)
             return
         self._fold_failures = 0
@@ -630,9 +663,33 @@ class SqliteStore:
         if not rows:
             return
         conn = self._conn()
-        commit_events(conn, rows)  # ids checked by ``append``: none is taken
+        try:
+            commit_events(conn, rows)  # ids checked by ``append``: none should be taken
+        except sqlite3.IntegrityError:  # rolled back
+            self._fold_one_by_one(conn, rows)
         self._stored_on_writer = rows[-1][0]
         self._finish_wal_copy(conn)
+
+    def _fold_one_by_one(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """A row whose (publisher, id) the log already holds: only a bug lets one into the
+        journal, and it must not stop every fold after it (nor the log's next open). It
+        is a resend the lookup missed: the first copy stays, this one is left out."""
+        with transaction(conn):
+            for row in rows:
+                try:
+                    insert_events(conn, [row])
+                except sqlite3.IntegrityError:
+                    first = conn.execute(
+                        "SELECT seq FROM events WHERE id = ? AND publisher = ?", (row[1], row[8])
+                    ).fetchone()
+                    log.error(
+                        "event seq %d (id %r of %r) repeats seq %s: left out of %s",
+                        row[0],
+                        row[1],
+                        row[8],
+                        first[0] if first else "?",
+                        self.path,
+                    )
 
     @staticmethod
     def _known_ids(conn: sqlite3.Connection, ids: list[str]) -> dict[tuple[str, str], int]:
