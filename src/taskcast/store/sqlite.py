@@ -568,12 +568,16 @@ class SqliteStore:
         conn, after = self._reader_conn(), 0
         page = "SELECT seq, publisher, id FROM events WHERE seq > ? ORDER BY seq LIMIT 10000"
         while rows := conn.execute(page, (after,)).fetchall():
+            if self._closing:  # a big log's scan must not hold the close up
+                raise RuntimeError("the log is closing")
             seen.update((publisher, event_id) for _, publisher, event_id in rows)
             after = rows[-1][0]
         return seen
 
     def _seen_built(self, done: asyncio.Future[SeenIds]) -> None:
         since, self._seen_since = self._seen_since or [], None
+        if self._closing:
+            return
         if done.cancelled() or done.exception() is not None:
             log.warning(
                 "%s: no new filter of its ids (%s); tried again in %d s",
