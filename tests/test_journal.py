@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import taskcast.store.journal
-from taskcast.store.journal import Journal, frame_rows, read_frames
+from taskcast.store.journal import Journal, frame_rows, header_frame, read_frames
 
 rows_strategy = st.lists(
     st.tuples(
@@ -110,8 +110,8 @@ def test_a_journal_left_by_another_log_is_not_read_into_this_one(tmp_path: Path)
     assert Journal(tmp_path / "log.db").recover("log-old") != []
     new = Journal(tmp_path / "log.db")
     assert new.recover("log-new") == []
-    (aside,) = tmp_path.glob("*.not-this-log")  # kept for whoever wants to look
-    assert aside.name == f"log.db.journal-{1:020d}.not-this-log"
+    (aside,) = tmp_path.glob("*.not-this-log-*")  # kept for whoever wants to look
+    assert aside.name.startswith(f"log.db.journal-{1:020d}.not-this-log-")
     new.start(1, "log-new")
     new.close()
     assert Journal(tmp_path / "log.db").recover("log-new") == []
@@ -152,3 +152,35 @@ def test_a_segment_that_cannot_be_started_leaves_the_journal_as_it_was(
     assert [row[0] for row in Journal(tmp_path / "log.db").recover("log-1")] == list(
         range(1, seq + 3)
     )
+
+
+def test_damage_is_told_from_a_torn_tail_and_kept_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A crash cuts a last write short (never acknowledged): cut off, a warning. A byte
+    damaged in the middle (the disk, a hand) loses what follows it: the log says from
+    which seq, and the file is copied aside before it is cut; a damaged first entry
+    moves the file aside. Nothing is overwritten by a second such start."""
+
+    def segment(seqs: range) -> bytes:
+        rows = [(seq, f"e{seq}", "c", "note", None, None, 0, b"x" * 40, "p") for seq in seqs]
+        return header_frame("log-1") + b"".join(frame_rows([row]) for row in rows)
+
+    log_path = tmp_path / "log.db"
+    path = tmp_path / f"log.db.journal-{1:020d}"
+    whole = segment(range(1, 11))
+    path.write_bytes(whole + frame_rows([(11, "e11", "c", "n", None, None, 0, b"y", "p")])[:-3])
+    assert [row[0] for row in Journal(log_path).recover("log-1")] == list(range(1, 11))
+    assert "cut short" in caplog.text and not list(tmp_path.glob("*.damaged-*"))
+    damaged = bytearray(whole)
+    damaged[len(damaged) // 2] ^= 0xFF
+    for _ in range(2):
+        path.write_bytes(bytes(damaged))
+        kept = [row[0] for row in Journal(log_path).recover("log-1")]
+        assert kept and kept == list(range(1, len(kept) + 1)) and len(kept) < 10
+    assert "is damaged after seq" in caplog.text
+    assert sorted(p.read_bytes() for p in tmp_path.glob("*.damaged-*")) == [bytes(damaged)] * 2
+    caplog.clear()
+    path.write_bytes(b"\x00" * 4 + whole[4:])  # the header's length gone
+    assert Journal(log_path).recover("log-1") == []
+    assert "damaged from its first entry on" in caplog.text and not path.exists()

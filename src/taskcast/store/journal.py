@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import struct
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,17 @@ def read_segment(data: bytes) -> tuple[str | None, list[Row], int]:
         return None, [], 0
     rows, valid = read_frames(data[offset:])
     return str(header[2]), rows, offset + valid
+
+
+def torn_tail(data: bytes, valid: int) -> bool:
+    """Whether the bytes after ``valid`` are one frame cut short — what a write the
+    process died in leaves (never acknowledged) — rather than damage: a whole frame
+    that fails its check, or bytes beyond one."""
+    rest = len(data) - valid
+    if rest < _HEADER.size:
+        return True
+    length: int = _HEADER.unpack_from(data, valid)[0]
+    return _HEADER.size + length > rest
 
 
 def read_frames(data: bytes, limit: int | None = None) -> tuple[list[Row], int]:
@@ -124,26 +137,47 @@ class Journal:
     def recover(self, log_id: str) -> list[Row]:
         """Every row the journal's files of log ``log_id`` hold, in seq order. A frame
         cut short (the process died writing it: it was never acknowledged) is cut off
-        its file; a file of another log (this one was deleted and made anew) is left
-        out and moved aside."""
+        its file. A file of another log (this one was deleted and made anew) is left out,
+        and a damaged one is read up to the damage: either is copied aside first, for
+        whoever wants to look, and the log says which."""
         rows: list[Row] = []
         for path in self.segment_paths():
             data = path.read_bytes()
             owner, found, valid = read_segment(data)
-            if owner != log_id:
-                if data:  # kept, out of the journal's way, for whoever wants to look
-                    aside = path.with_name(path.name + ".not-this-log")
-                    path.rename(aside)
-                    log.warning("%s is not of log %s: not read, moved to %s", path, log_id, aside)
-                continue
-            if valid < len(data):
-                log.warning(
-                    "%s: %d bytes after its last whole entry cut off (a write a crash cut short)",
+            if not data:  # made, never written to: a crash before its header
+                log.warning("%s is empty: nothing in it to take back", path)
+            elif owner is None:
+                aside = _set_aside(path, "damaged", move=True)
+                log.error(
+                    "%s is damaged from its first entry on: none of its events can be taken"
+                    " back (moved to %s)",
                     path,
-                    len(data) - valid,
+                    aside,
                 )
+            elif owner != log_id:
+                aside = _set_aside(path, "not-this-log", move=True)
+                log.warning("%s is not of log %s: not read, moved to %s", path, log_id, aside)
+            elif valid < len(data):
+                if torn_tail(data, valid):
+                    log.warning(
+                        "%s: a last entry cut short (%d bytes: a write a crash cut short,"
+                        " never acknowledged) cut off",
+                        path,
+                        len(data) - valid,
+                    )
+                else:
+                    aside = _set_aside(path, "damaged", move=False)
+                    log.error(
+                        "%s is damaged after seq %s: the events in its last %d bytes are"
+                        " lost (a copy is at %s)",
+                        path,
+                        found[-1][0] if found else "(none)",
+                        len(data) - valid,
+                        aside,
+                    )
                 os.truncate(path, valid)
-            rows.extend(row for row in found if not rows or row[0] > rows[-1][0])
+            if owner == log_id:
+                rows.extend(row for row in found if not rows or row[0] > rows[-1][0])
         return rows
 
     def start(self, next_seq: int, log_id: str) -> None:
@@ -210,13 +244,36 @@ class Journal:
             gone = self._closed.pop(0)
             gone.path.unlink(missing_ok=True)
 
-    def close(self) -> None:
+    def close(self, *, held_elsewhere: bool = False) -> None:
+        """``held_elsewhere``: SQLite holds every row, so the files go too (a log that
+        closed cleanly leaves no second copy of its events behind)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if held_elsewhere:
+            for path in self.segment_paths():
+                path.unlink(missing_ok=True)
+            self._closed.clear()
 
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _set_aside(path: Path, why: str, *, move: bool) -> Path:
+    """Keep ``path`` (or a copy) under a name the journal does not read, never one that
+    is taken: a second time must not overwrite the first."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{path.name}.{why}-{stamp}")
+    number = 1
+    while aside.exists():
+        number += 1
+        aside = path.with_name(f"{path.name}.{why}-{stamp}-{number}")
+    if move:
+        path.rename(aside)
+    else:
+        shutil.copyfile(path, aside)
+        os.chmod(aside, FILE_MODE)
+    return aside
