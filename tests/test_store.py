@@ -29,7 +29,7 @@ from taskcast.store import (
     StoreLocked,
     open_store,
 )
-from taskcast.store.sqlite import PAGE_SIZE, ROWS_PER_INSERT, _task_query
+from taskcast.store.sqlite import PAGE_SIZE, ROWS_PER_INSERT, _task_query, transaction
 from tests.helpers import wait_until
 
 
@@ -121,6 +121,7 @@ async def test_sqlite_folds_a_small_batch_as_one_statement(tmp_path: Path) -> No
     finally:
         await _trace_writes(store, None)
         await store.close()
+    assert not list(tmp_path.glob("log.db.journal-*"))  # closed cleanly: SQLite has all
     reopened = SqliteStore(tmp_path / "log.db")  # both batches committed
     await reopened.open()
     try:
@@ -718,3 +719,15 @@ async def test_sqlite_new_log_small_pages_and_old_log_keeps_its_own(
     await old.close()
     with sqlite3.connect(old_path) as conn:
         assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+
+
+def test_a_failed_transaction_reports_what_failed_not_its_rollback(tmp_path: Path) -> None:
+    """SQLite rolls back by itself on some failures (a full disk): the hub said "cannot
+    rollback - no transaction is active" instead of what went wrong."""
+    conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    try:
+        with pytest.raises(ValueError, match="the real failure"), transaction(conn):
+            conn.execute("ROLLBACK")  # as SQLite does itself
+            raise ValueError("the real failure")
+    finally:
+        conn.close()

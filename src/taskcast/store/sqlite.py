@@ -175,7 +175,10 @@ def transaction(conn: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Ite
         yield
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already (a full disk, say): the error to report
+        # is what failed, not "cannot rollback - no transaction is active".
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
 
 
@@ -477,7 +480,9 @@ class SqliteStore:
         if self._fold_handle is not None:
             self._fold_handle.cancel()
             self._fold_handle = None
-        self._journal.close()
+        self._journal.close(
+            held_elsewhere=self._write_conn is not None and self._stored >= self._head
+        )
         self._stopping.set()
         if self._checkpointer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
