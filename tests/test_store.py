@@ -639,7 +639,13 @@ async def test_sqlite_refuses_a_second_owner(tmp_path: Path) -> None:
     await first.open()
     with pytest.raises(StoreLocked):
         await SqliteStore(tmp_path / "log.db").open()
+    (tmp_path / "log.db.lock").unlink()  # an operator tidying up while it runs
+    with pytest.raises(StoreLocked):  # the log file is held too
+        await SqliteStore(tmp_path / "log.db").open()
     await first.close()
+    second = SqliteStore(tmp_path / "log.db")  # given up: another hub may take it
+    await second.open()
+    await second.close()
 
 
 def test_open_store_urls(tmp_path: Path) -> None:

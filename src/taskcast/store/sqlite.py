@@ -314,6 +314,7 @@ class SqliteStore:
         self._seen_since: list[tuple[str, str]] | None = None
         self._seen_retry_at = 0.0  # after a build failed: not before (monotonic)
         self._lock_file: IO[bytes] | None = None
+        self._held_log: IO[bytes] | None = None
         self._head = 0
         self._oldest = 1
         self._log_id = ""
@@ -341,9 +342,7 @@ class SqliteStore:
         try:
             await self._on_writer(self._open_writer)
         except sqlite3.DatabaseError as exc:
-            if self._lock_file is not None:
-                self._lock_file.close()
-                self._lock_file = None
+            self._let_go()
             await self._threads.close()
             code = exc.sqlite_errorcode & 0xFF
             if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
@@ -367,10 +366,20 @@ class SqliteStore:
             ) from exc
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # The log file itself too: with its lock file deleted, a second hub would
+            # share the journal and ack seqs the first had given (a user check). BSD
+            # locks do not touch SQLite's POSIX ones; this descriptor closes last.
+            held = open(ensure_private_file(self.path), "rb")  # noqa: SIM115
+            try:
+                fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BaseException:
+                held.close()
+                raise
         except BlockingIOError:
             lock.close()
             raise StoreLocked(f"{self.path} is in use by another taskcast hub") from None
         self._lock_file = lock
+        self._held_log = held
 
     def _open_writer(self) -> None:
         # SQLite gives the -wal and -shm files the main file's mode: make that 0600 first.
@@ -493,9 +502,14 @@ class SqliteStore:
             await self._on_writer(self._write_conn.close)
             self._write_conn = None
         await self._threads.close()
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Give the log up to another hub: its file's lock and its lock file's."""
+        for held in (self._held_log, self._lock_file):
+            if held is not None:
+                held.close()
+        self._held_log = self._lock_file = None
 
     async def append(self, events: list[Publish], now_ms: int) -> list[AppendResult]:
         """Number the batch, write it to the journal, and answer: the fold into SQLite
