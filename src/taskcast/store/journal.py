@@ -214,9 +214,9 @@ class Journal:
         self._fd, self._size = fd, len(header)
         self._current = _Segment(path, first_seq, first_seq - 1)
 
-    def write(self, data: bytes, last_seq: int, sync: bool = False) -> None:
+    def write(self, data: bytes, last_seq: int) -> None:
         """Append the frames of seqs up to ``last_seq`` (one ``write``: the page cache
-        keeps it through a kill -9 of the process); ``sync`` (``--fsync``): through
+        keeps it through a kill -9 of the process); with ``fsync``, flushed: through
         power loss too. A write that fails (a full disk) is undone: a torn frame left
         before later ones would end the journal there when it is read back — and if it
         cannot be undone, the journal takes nothing more until the log is opened again."""
@@ -227,7 +227,7 @@ class Journal:
             self._open(self._current.last_seq + 1)
         try:
             _write_all(self._fd, data)
-            if sync:
+            if self._fsync:
                 os.fdatasync(self._fd)
         except OSError as failed:
             try:

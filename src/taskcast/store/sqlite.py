@@ -166,6 +166,18 @@ _WAL_FRAME_HEADER = 24  # bytes before each page in the WAL
 PAGE_SIZE = 1024
 
 
+def read_only_connection(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+    """A connection that only reads ``path`` (autocommit: a snapshot needs a BEGIN)."""
+    conn = sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=ro",
+        uri=True,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+    return conn
+
+
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
     """One transaction on an autocommit connection: committed when the block ends,
@@ -209,9 +221,8 @@ class SqliteThreads:
         """This reader thread's connection (autocommit: a snapshot needs a BEGIN)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            uri = f"file:{self.path}?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            assert self.path is not None, "no file chosen yet"
+            conn = read_only_connection(self.path, BUSY_TIMEOUT_MS)
             self._local.conn = conn
             with self._conns_lock:
                 self._conns.append(conn)
@@ -409,12 +420,7 @@ class SqliteStore:
         self._journal.start(self._head + 1, self._log_id)
         self._stored = self._stored_on_writer = self._head
         self._oldest = conn.execute("SELECT MIN(seq) FROM events").fetchone()[0] or self._head + 1
-        self._lookup_conn = sqlite3.connect(
-            f"{self.path.resolve().as_uri()}?mode=ro",
-            uri=True,
-            isolation_level=None,
-            check_same_thread=False,
-        )
+        self._lookup_conn = read_only_connection(self.path, 0)  # never waits in the loop
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, name="taskcast-sqlite-ckpt", daemon=True
         )
@@ -549,7 +555,7 @@ class SqliteStore:
             return results
         data = frame_rows(rows)
         if self._sync_thread is not None:
-            await self._sync_thread.call(self._journal.write, data, head, True)
+            await self._sync_thread.call(self._journal.write, data, head)
             if self._seen is not seen and self._seen is not None:
                 self._seen.update(batch_ids)  # a build ended during the flush: not in it
         else:
@@ -836,11 +842,6 @@ class SqliteStore:
 
     def _reader_conn(self) -> sqlite3.Connection:
         return self._threads.reader_conn()
-
-
-def _log_failure(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and (error := future.exception()) is not None:
-        log.warning("finishing the WAL copy failed: %s", error)
 
 
 def read_page(conn: sqlite3.Connection, query: EventQuery, upto: int) -> QueryPage:
